@@ -1,0 +1,139 @@
+"""Cached decoding == full forward, token for token, with prompts of different lengths."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttt_jax.model import kv_cache, llama
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import LoraConfig, init_lora
+
+NEVER = 10_000  # an eos id no token can take
+
+
+@pytest.fixture(scope='module')
+def model():
+  config = ModelConfig.preset('tiny', num_layers=2, vocab_size=24)
+  # A wide init so greedy choices are not near-ties.
+  params = jax.jit(llama.init_params, static_argnames=('config', 'std'))(
+      config, jax.random.key(0), std=0.3)
+  return config, params
+
+
+def _prompts(config, lengths, seq_len, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, config.vocab_size, (len(lengths), seq_len)).astype(np.int32)
+  for b, n in enumerate(lengths):
+    tokens[b, n:] = 0  # right padding
+  return tokens, np.asarray(lengths, np.int32)
+
+
+@functools.partial(jax.jit, static_argnames='config')
+def _full_logits(params, tokens_1S, config):
+  return llama.forward(params, tokens_1S, config)[0][0]
+
+
+def _greedy_by_full_forward(params, config, prompt, steps, buffer_len=32):
+  """Reference: re-run the whole sequence for every new token (no cache). The sequence sits
+  in a fixed-length buffer (causal attention ignores what follows) to compile once."""
+  seq, logits_seen = list(prompt), []
+  for _ in range(steps):
+    buffer = np.zeros((1, buffer_len), np.int32)
+    buffer[0, :len(seq)] = seq
+    logits = np.asarray(_full_logits(params, jnp.asarray(buffer), config))[len(seq) - 1]
+    logits_seen.append(logits)
+    seq.append(int(np.argmax(logits)))
+  return seq[len(prompt):], np.stack(logits_seen)
+
+
+def test_prefill_and_decode_steps_match_full_forward(model):
+  config, params = model
+  tokens, lengths = _prompts(config, [9, 4, 13], 13)
+  steps = 6
+  cache = kv_cache.init_cache(config, 3, 13 + steps)
+  prefill = jax.jit(kv_cache.prefill, static_argnames='config')
+  decode = jax.jit(kv_cache.decode_step, static_argnames='config')
+
+  logits, cache = prefill(params, config, tokens, lengths, cache)
+  np.testing.assert_array_equal(cache['end'], lengths)
+  cached_tokens, cached_logits = [], []
+  for _ in range(steps):
+    cached_logits.append(np.asarray(logits))
+    next_tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    cached_tokens.append(np.asarray(next_tokens))
+    logits, cache = decode(params, config, next_tokens, cache)
+  np.testing.assert_array_equal(cache['end'], lengths + steps)
+  cached_tokens, cached_logits = np.stack(cached_tokens, 1), np.stack(cached_logits, 1)
+
+  for b, n in enumerate(lengths):
+    ref_tokens, ref_logits = _greedy_by_full_forward(params, config, tokens[b, :n].tolist(), steps)
+    np.testing.assert_allclose(cached_logits[b], ref_logits, atol=1e-4, rtol=0)
+    assert cached_tokens[b].tolist() == ref_tokens
+
+
+def test_generate_greedy_matches_reference_and_stops_at_eos(model):
+  config, params = model
+  tokens, lengths = _prompts(config, [5, 11, 8], 11, seed=1)
+  new, new_lengths = kv_cache.generate_greedy(params, config, tokens, lengths, 7, NEVER)
+  assert new.shape == (3, 7) and new.dtype == jnp.int32
+  np.testing.assert_array_equal(new_lengths, [7, 7, 7])
+  for b, n in enumerate(lengths):
+    ref_tokens, _ = _greedy_by_full_forward(params, config, tokens[b, :n].tolist(), 7)
+    assert new[b].tolist() == ref_tokens
+
+  # Make row 0's third token the EOS: row 0 stops there, the rest is padding.
+  eos = int(new[0, 2])
+  stopped, stopped_lengths = kv_cache.generate_greedy(params, config, tokens, lengths, 7, eos,
+                                                      pad_id=99)
+  for b in range(3):
+    row = np.asarray(new[b]).tolist()
+    n = row.index(eos) + 1 if eos in row else 7
+    assert int(stopped_lengths[b]) == n
+    assert np.asarray(stopped[b, :n]).tolist() == row[:n]
+    assert np.all(np.asarray(stopped[b, n:]) == 99)
+  assert int(stopped_lengths[0]) <= 3
+
+
+def test_generate_with_zero_lora_equals_base(model):
+  config, params = model
+  tokens, lengths = _prompts(config, [6, 3], 6, seed=2)
+  lora_config = LoraConfig(rank=4, targets=('q', 'k', 'v', 'o', 'gate', 'up', 'down'))
+  lora = init_lora(jax.random.key(1), config, lora_config)
+  base = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER)
+  adapted = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER, lora=lora,
+                                     lora_config=lora_config)
+  np.testing.assert_array_equal(adapted[0], base[0])
+
+  # A nonzero adapter changes the continuation and is honoured in the cached path.
+  lora = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.key(2), x.shape), lora)
+  new, _ = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER, lora=lora,
+                                    lora_config=lora_config)
+  prompt = tokens[0, :6][None]
+  logits, _ = llama.forward(params, jnp.asarray(prompt), config, lora=lora, lora_config=lora_config)
+  assert int(new[0, 0]) == int(jnp.argmax(logits[0, -1]))
+
+
+def test_cache_write_touches_only_each_rows_slots():
+  cache_LBTKD = jnp.zeros((2, 3, 8, 1, 2))
+  new_BSKD = jnp.ones((3, 2, 1, 2))
+  end_B = jnp.array([0, 3, 6])
+  written = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(1), end_B)
+  expected = np.zeros((2, 3, 8, 1, 2))
+  for b, e in enumerate([0, 3, 6]):
+    expected[1, b, e:e + 2] = 1
+  np.testing.assert_array_equal(written, expected)
+  # Slots past the end are dropped, not clamped onto valid slots.
+  near_end = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(0), jnp.array([7, 7, 7]))
+  np.testing.assert_array_equal(near_end[0, :, 7], 1)
+  np.testing.assert_array_equal(near_end[0, :, :7], 0)
+
+
+def test_init_cache_layout():
+  config = ModelConfig.preset('tiny')
+  cache = kv_cache.init_cache(config, batch=3, max_len=40)
+  assert cache['k'].shape == cache['v'].shape == (4, 3, 40, 2, 32)
+  assert cache['k'].dtype == jnp.float32 and cache['end'].dtype == jnp.int32
+  assert kv_cache.init_cache(config, 1, 8, jnp.bfloat16)['v'].dtype == jnp.bfloat16

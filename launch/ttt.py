@@ -1,0 +1,30 @@
+"""Test-time training: one LoRA adapter per task, T tasks trained together.
+
+  python -m launch.ttt --config=configs/ttt.py:runlocal --workdir=/tmp/ttt_local
+  python -m launch.ttt --config=configs/ttt.py --workdir=/runs/ttt1 \
+      --config.model.checkpoint_dir=/ckpt/base --config.data.selector=arc1/eval \
+      --config.run.lrs='(1e-4, 5e-5)'
+
+Outputs: workdir/adapters/<task_id>/ (PEFT), workdir/ttt_metrics.jsonl,
+workdir/checkpoints/ (a rerun with the same workdir resumes). See docs/TTT.md.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ttt_jax.train.ttt import run_ttt
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/ttt.py', 'TTT config file.',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.',
+                               required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  run_ttt(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,67 @@
+"""run_ttt end to end on two small tasks: adapters, metrics, an lr sweep and a rerun."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+
+from ttt_jax import checkpoint
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.train import ttt
+
+CONFIG_FILE = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ttt.py')
+
+
+def load_config(arg):
+  spec = importlib.util.spec_from_file_location('ttt_config_file', CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def write_tasks(directory):
+  rng = np.random.default_rng(0)
+  os.makedirs(directory)
+  for name in ('aaa', 'bbb'):
+    pairs = []
+    for _ in range(3):
+      grid = rng.integers(0, 10, (3, 3)).tolist()
+      pairs.append({'input': grid, 'output': np.rot90(grid).tolist()})
+    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
+      json.dump({'train': pairs[:2], 'test': pairs[2:]}, f)
+
+
+def test_full_config_is_the_papers_recipe():
+  config = ttt.ttt_config_from(load_config('').ttt)
+  assert (config.rank, config.alpha, config.lr, config.epochs, config.batch_size,
+          config.weight_decay, config.warmup_frac) == (128, 16.0, 5e-5, 2, 2, 0.01, 0.1)
+  assert set(config.targets) == {'q', 'v', 'o', 'gate', 'up', 'down'}
+
+
+def test_run_ttt_writes_adapters_and_metrics(tmp_path):
+  write_tasks(tmp_path / 'tasks')
+  config = load_config('runlocal')
+  config.data.selector = f'dir:{tmp_path / "tasks"}'
+  config.data.seq_len, config.data.max_examples, config.data.augmentations_per_task = 128, 4, 2
+  config.ttt.epochs, config.ttt.max_steps = 2, 3  # 4 examples: 4 steps, capped at 3
+  config.run.num_slots, config.run.lrs, config.run.checkpoint_every = 2, (1e-3, 1e-4), 2
+  workdir = str(tmp_path / 'work')
+  results = ttt.run_ttt(config, workdir)
+
+  assert sorted((r.task, r.lr) for r in results) == [(0, 1e-4), (0, 1e-3), (1, 1e-4), (1, 1e-3)]
+  assert all(r.status == 'done' and r.steps == 3 for r in results)
+  model_config = ModelConfig.preset('tiny')
+  for task_id in ('aaa', 'bbb'):
+    for lr in ('0.001', '0.0001'):
+      lora, lora_config = checkpoint.load_peft_adapter(
+          os.path.join(workdir, 'adapters', task_id, f'lr_{lr}'), model_config)
+      assert lora_config.rank == config.ttt.rank and np.abs(lora['q']['b']).max() > 0
+  lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
+  assert sorted(l['task_id'] for l in lines) == ['aaa', 'aaa', 'bbb', 'bbb']
+  assert all(len(l['losses']) == 3 and l['seconds'] >= 0 for l in lines)
+
+  # A rerun in the same workdir resumes from the last checkpoint and logs no job twice.
+  ttt.run_ttt(config, workdir)
+  lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
+  assert sorted(l['job'] for l in lines) == [0, 1, 2, 3]

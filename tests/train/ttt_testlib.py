@@ -1,0 +1,43 @@
+"""Shared small fixtures for the TTT tests: a ~20k-parameter Llama and
+random task data, all deterministic in their seeds."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from ttt_jax.data.ttt_data import TTTArrays
+from ttt_jax.model import llama
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.train.ttt import TTTConfig
+
+# Distinct dims (D 32, F 48, q 32, kv 16, S 20) so a base-weight gradient
+# would show up as a dot with a recognisable shape.
+MODEL = ModelConfig.preset('tiny').replace(hidden_size=32, intermediate_size=48, num_layers=2,
+                                           num_heads=2, num_kv_heads=1, head_dim=16)
+TTT = TTTConfig(rank=4, alpha=8.0, lr=1e-2, epochs=2, batch_size=2, warmup_frac=0.0)
+N, S = 5, 20
+
+
+def base_params(config: ModelConfig = MODEL) -> dict:
+  return llama.init_params(config, jax.random.key(0))
+
+
+def task_arrays(num_tasks: int, num_examples=None, seed: int = 0) -> TTTArrays:
+  """Random tokens (colours/markers), half the tokens targets, ragged lengths."""
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, 13, (num_tasks, N, S)).astype(np.int32)
+  lengths = rng.integers(S // 2, S + 1, (num_tasks, N)).astype(np.int32)
+  valid = np.arange(S) < lengths[..., None]
+  loss_mask = ((rng.random((num_tasks, N, S)) < 0.5) & valid).astype(np.int32)
+  tokens = np.where(valid, tokens, 15).astype(np.int32)
+  if num_examples is None:
+    num_examples = rng.integers(1, N + 1, num_tasks)
+  num_examples = np.asarray(num_examples, np.int32)
+  row_valid = np.arange(N)[None, :] < num_examples[:, None]
+  lengths = np.where(row_valid, lengths, 0).astype(np.int32)
+  return TTTArrays(tokens, loss_mask, lengths, num_examples)
+
+
+def one_task(arrays: TTTArrays, t: int) -> TTTArrays:
+  return TTTArrays(*(x[t] for x in arrays))

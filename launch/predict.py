@@ -1,0 +1,52 @@
+r"""Augmented inference: tasks + TTT adapters -> candidates -> vote -> submission + report.
+
+  python -m launch.predict --config=configs/predict.py:runlocal --output_dir=/tmp/predict
+  python -m launch.predict --config=configs/predict.py --output_dir=/runs/ttt1/predict \
+      --config.model.model_dir=/ckpt/base --config.adapters_dir=/runs/ttt1/adapters \
+      --config.decoding=dfs --config.score_augmentations=8 \
+      --config.vote.rank_mode=votes_then_scores
+
+Writes output_dir/attempts.jsonl (one line per finished task; a re-run skips
+them), submission.json, details.json and, when test outputs are known,
+report/report.{json,md}.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ttt_jax.infer import predict, prompts, vote
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/predict.py', 'Predict config file.',
+                                          lock_config=True)
+_OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where the results go.', required=True)
+
+
+def predict_config(c) -> predict.PredictConfig:
+  """The frozen PredictConfig of a configs/predict.py ConfigDict."""
+  p = c.prompts
+  return predict.PredictConfig(
+      decoding=c.decoding, temperature=c.temperature, dfs_threshold=c.dfs_threshold,
+      max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
+      tasks_per_group=c.tasks_per_group, length_multiple=c.length_multiple,
+      score_augmentations=c.score_augmentations, seed=c.seed,
+      prompts=prompts.PromptConfig(d8=tuple(p.d8), color_perms=p.color_perms, orders=p.orders,
+                                   leave_out=p.leave_out, max_variants=p.max_variants,
+                                   max_len=p.max_len, seed=c.seed),
+      vote=vote.VoteConfig(**c.vote))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  c = _CONFIG.value
+  score = predict.run_predict(
+      c.selector, _OUTPUT_DIR.value, predict_config(c), model_dir=c.model.model_dir,
+      preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=c.adapters_dir,
+      adapter_subdir=c.adapter_subdir,
+      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))
+  if score is not None:
+    print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,116 @@
+"""The prediction pipeline end to end on tiny tasks and a random tiny model."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ttt_jax import checkpoint
+from ttt_jax.data import arc
+from ttt_jax.data.arc import Pair, Task
+from ttt_jax.eval import metrics
+from ttt_jax.infer import decode, predict, prompts, vote
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import LoraConfig, init_lora
+
+FAST = predict.PredictConfig(
+    batch_size=8, tasks_per_group=2, length_multiple=32, max_new_tokens=64,
+    prompts=prompts.PromptConfig(d8=(0, 4, 2), orders=1, max_variants=8))
+
+
+def _tasks():
+  rng = np.random.default_rng(0)
+  grid = lambda: rng.integers(0, 10, rng.integers(1, 4, 2)).astype(np.int8)
+  pairs = lambda n: tuple(Pair(grid(), grid()) for _ in range(n))
+  return [Task('aaa', pairs(2), pairs(1)), Task('bbb', pairs(3), pairs(2))]
+
+
+def _write_adapters(root, tasks, model_config):
+  lora_config = LoraConfig(rank=2, alpha=4.0, targets=('q', 'v'))
+  for i, task in enumerate(tasks):
+    lora = init_lora(jax.random.key(i), model_config, lora_config)
+    lora = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(10 + i), x.shape),
+                        lora)
+    checkpoint.export_peft_adapter(os.path.join(root, task.id), lora, lora_config, model_config)
+
+
+def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monkeypatch):
+  tasks = _tasks()
+  arc.save_task_dir(tasks, tmp_path / 'tasks')
+  _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
+  out = str(tmp_path / 'out')
+  config = predict.PredictConfig(**{**FAST.__dict__, 'score_augmentations': 2,
+                                    'vote': vote.VoteConfig(rank_mode='votes_then_scores')})
+  run = lambda: predict.run_predict(f'dir:{tmp_path / "tasks"}', out, config,
+                                    adapters_dir=str(tmp_path / 'adapters'))
+  score = run()
+  submission = metrics.read_submission(os.path.join(out, 'submission.json'))
+  assert sorted(submission) == ['aaa', 'bbb']
+  assert [len(submission[t.id]) for t in tasks] == [1, 2]
+  details = json.load(open(os.path.join(out, 'details.json')))
+  assert set(details) == {'aaa', 'bbb'} and len(details['bbb']) == 2
+  # 3 D8 elements x (original order + 1 random order, which may repeat the original)
+  assert all(d['num_candidates'] in (3, 6) for d in details['aaa'])
+  report = json.load(open(os.path.join(out, 'report', 'report.json')))
+  assert report['num_tasks'] == 2 and score.num_tasks == 2
+  assert os.path.exists(os.path.join(out, 'report', 'report.md'))
+  with open(os.path.join(out, predict.ATTEMPTS_FILE)) as f:
+    assert [json.loads(line)['task_id'] for line in f] == ['aaa', 'bbb']
+
+  # A re-run decodes nothing; with one task's line gone, only that task is redone.
+  calls = []
+  real = predict.decode_variants
+  monkeypatch.setattr(predict, 'decode_variants', lambda *a: calls.append(a[2]) or real(*a))
+  run()
+  assert calls == []
+  assert metrics.read_submission(os.path.join(out, 'submission.json')) == submission
+  path = os.path.join(out, predict.ATTEMPTS_FILE)
+  lines = open(path).read().splitlines()
+  open(path, 'w').write(lines[0] + '\n')
+  run()
+  assert {v.task_id for v in calls[0]} == {'bbb'}
+  # Greedy decoding is deterministic: the redone task gets the same answer.
+  assert metrics.read_submission(os.path.join(out, 'submission.json')) == submission
+
+
+def test_malformed_outputs_still_give_every_task_an_entry(tmp_path, monkeypatch):
+  tasks = _tasks()
+  monkeypatch.setattr(decode, 'to_grid', lambda tokens: None)  # every output undecodable
+  model_config = ModelConfig.preset('tiny')
+  params = predict.load_model(preset='tiny')[1]
+  for decoding in ('greedy', 'dfs'):
+    config = predict.PredictConfig(**{**FAST.__dict__, 'decoding': decoding,
+                                      'dfs_threshold': 0.3})
+    records = predict.predict_tasks(params, model_config, tasks, str(tmp_path / decoding), config)
+    for task in tasks:
+      entries = records[task.id]['attempts']
+      assert len(entries) == len(task.test)
+      assert all(e == {'attempt_1': vote.EMPTY_GRID, 'attempt_2': vote.EMPTY_GRID}
+                 for e in entries)
+      assert all(d['num_valid'] == 0 for d in records[task.id]['details'])
+
+
+def test_voting_maps_transformed_predictions_back_to_the_truth():
+  task = _tasks()[1]
+  variants = prompts.input_variants(task, 1, prompts.PromptConfig(color_perms=1, orders=1))
+  truth = task.test[1].output
+  wrong = np.zeros((2, 2), np.int8)
+  cands = [predict.Candidate(v, prompts.transform_grid(truth, v.d8, v.colors), 0.0)
+           for v in variants]
+  cands += [predict.Candidate(variants[0], wrong, 0.0), predict.Candidate(variants[1], None, 0.0)]
+  entry, details = predict.vote_test_input(cands, FAST)
+  assert entry['attempt_1'] == truth.tolist()
+  assert entry['attempt_2'] == wrong.tolist()
+  assert details['num_candidates'] == len(cands) and details['num_valid'] == len(cands) - 1
+  assert 'identity' in details['found_by'][0]
+
+
+def test_missing_adapter_and_bad_config_raise_clear_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match='task zzz: no adapter'):
+    predict.load_adapters(str(tmp_path), ['zzz'], ModelConfig.preset('tiny'))
+  with pytest.raises(ValueError, match='decoding'):
+    predict.PredictConfig(decoding='beam')
+  with pytest.raises(ValueError, match='needs scores'):
+    predict.PredictConfig(vote=vote.VoteConfig(rank_mode='scores'))

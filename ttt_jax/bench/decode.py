@@ -1,0 +1,116 @@
+"""Benchmark: our batched KV-cache greedy decoding vs transformers' `generate`.
+
+Same random model (exported with hf.save_hf), same prompts, batch B, prompt
+length P, N new tokens (EOS never stops a row, so every row makes N tokens).
+Ours runs three ways: the base model; per-row adapters gathered from a stack
+of T tasks (decode.Adapters, the vmap path); one shared adapter (what
+grouping rows by task runs: kv_cache.generate_greedy with lora). One timed
+run each, after a compile/warm-up run. Prints a table and writes JSON.
+
+  python -m ttt_jax.bench.decode --preset=tiny --batch=16 --prompt_len=800 \
+      --new_tokens=200 --out=/tmp/bench_decode.json
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from ttt_jax.infer import decode
+from ttt_jax.model import hf, kv_cache, llama
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import LoraConfig, init_lora
+
+NEVER = -1  # an EOS id no token has: every row decodes the full N tokens
+
+
+def _timed(fn) -> float:
+  jax.block_until_ready(fn())  # compile and warm up
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def _hf_generate_seconds(directory: str, tokens: np.ndarray, new_tokens: int) -> float:
+  import torch  # test-only dependencies, imported here only
+  import transformers
+
+  model = transformers.LlamaForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
+                                                        attn_implementation='sdpa').eval()
+  ids = torch.as_tensor(tokens, dtype=torch.long)
+  kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens, do_sample=False, pad_token_id=15, eos_token_id=None)
+  with torch.no_grad():
+    model.generate(ids[:, :16], **{**kwargs, 'max_new_tokens': 2, 'min_new_tokens': 2})
+    start = time.perf_counter()
+    out = model.generate(ids, **kwargs)
+  seconds = time.perf_counter() - start
+  assert out.shape == (tokens.shape[0], tokens.shape[1] + new_tokens), out.shape
+  return seconds
+
+
+def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 800,
+                     new_tokens: int = 200, num_tasks: int = 4, out: str | None = None) -> dict:
+  """Decode tokens/s of each way; returns (and optionally writes) the results."""
+  config = ModelConfig.preset(preset, param_dtype='float32', compute_dtype='float32')
+  params = llama.init_params(config, jax.random.key(0))
+  lora_config = LoraConfig(rank=8, alpha=16.0)
+  stack = init_lora(jax.random.key(1), config, lora_config, num_tasks=num_tasks)
+  tokens = np.random.default_rng(0).integers(0, 13, (batch, prompt_len)).astype(np.int32)
+  lengths = np.full((batch,), prompt_len, np.int32)
+  per_row = decode.Adapters(stack, jnp.arange(batch, dtype=jnp.int32) % num_tasks, lora_config)
+  shared = jax.tree.map(lambda x: x[0], stack)
+
+  ours = {
+      'jax base': lambda: decode.generate(params, config, tokens, lengths,
+                                          max_new_tokens=new_tokens, eos_id=NEVER),
+      f'jax per-row adapters ({num_tasks} tasks, gather)': lambda: decode.generate(
+          params, config, tokens, lengths, adapters=per_row, max_new_tokens=new_tokens,
+          eos_id=NEVER),
+      'jax one shared adapter (grouped by task)': lambda: kv_cache.generate_greedy(
+          params, config, tokens, lengths, new_tokens, NEVER, lora=shared,
+          lora_config=lora_config),
+  }
+  seconds = {name: _timed(fn) for name, fn in ours.items()}
+  with tempfile.TemporaryDirectory() as directory:
+    hf.save_hf(directory, config, params)
+    seconds['transformers generate (base)'] = _hf_generate_seconds(directory, tokens, new_tokens)
+
+  generated = batch * new_tokens
+  rows = {name: {'seconds': s, 'new_tokens_per_s': generated / s} for name, s in seconds.items()}
+  result = {'preset': preset, 'batch': batch, 'prompt_len': prompt_len, 'new_tokens': new_tokens,
+            'device': str(jax.devices()[0]), 'results': rows}
+  print(f'decode, {preset}, batch {batch}, prompt {prompt_len}, {new_tokens} new tokens '
+        f'({result["device"]}); seconds include the prefill')
+  print(f'| {"method":46s} | seconds | new tokens/s |')
+  print(f'|{"-" * 48}|---------|--------------|')
+  for name, r in rows.items():
+    print(f'| {name:46s} | {r["seconds"]:7.2f} | {r["new_tokens_per_s"]:12.0f} |')
+  if out:
+    with open(out, 'w') as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+_PRESET = flags.DEFINE_string('preset', 'tiny', 'Model preset.')
+_BATCH = flags.DEFINE_integer('batch', 16, 'Rows decoded together.')
+_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 800, 'Prompt tokens per row.')
+_NEW_TOKENS = flags.DEFINE_integer('new_tokens', 200, 'New tokens per row.')
+_NUM_TASKS = flags.DEFINE_integer('num_tasks', 4, 'Stacked adapters for the per-row run.')
+_OUT = flags.DEFINE_string('out', None, 'Write the results JSON here.')
+
+
+def main(argv):
+  del argv
+  benchmark_decode(_PRESET.value, _BATCH.value, _PROMPT_LEN.value, _NEW_TOKENS.value,
+                   _NUM_TASKS.value, _OUT.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,300 @@
+"""Batched decoding with the KV cache: greedy, temperature sampling, depth-first search.
+
+Rows are (task x augmentation x prompt variant) prompts, right-padded. Each row
+may use its own task's adapter: `Adapters` holds the stacked `[T, ...]` LoRA
+tree and a per-row task index; the row's adapter is gathered with `jnp.take`
+over the task axis and the model runs under `vmap` over rows, so the LoRA
+matmuls are per row while the frozen base weights are shared.
+
+Samplers are tiny frozen dataclasses with `get_next_tokens(logits, rng)`
+(gemma's sampler style); the decoding state is a `flax.struct.dataclass`
+advanced by `lax.while_loop`. Decoding stops at EOS or after `max_new_tokens`
+(default: the largest grid, 30 rows of 30 cells + NEWLINE, then EOS).
+
+`dfs` returns every completion whose probability stays above a threshold p
+(the ARChitects' depth-first sampling), done as a batched expansion: the live
+prefixes and finished sequences above p are disjoint events, so there are at
+most floor(1/p) of them per row, and each step keeps exactly those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from ttt_jax.data import format as fmt
+from ttt_jax.model import kv_cache
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import LoraConfig
+
+MAX_GRID_TOKENS = 30 * 31 + 1  # 30 rows of 30 cells + NEWLINE, then EOS
+
+
+# ------------------------------------------------------------------- samplers
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+  """The most likely token."""
+
+  def get_next_tokens(self, logits_BV: jax.Array, rng: jax.Array) -> jax.Array:
+    del rng
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """A draw from softmax(logits / temperature)."""
+
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    if not self.temperature > 0:
+      raise ValueError(f'Sampling.temperature must be > 0, got {self.temperature}')
+
+  def get_next_tokens(self, logits_BV: jax.Array, rng: jax.Array) -> jax.Array:
+    return jax.random.categorical(rng, logits_BV / self.temperature, axis=-1).astype(jnp.int32)
+
+
+# ---------------------------------------------------------- per-row adapters
+
+
+@struct.dataclass
+class Adapters:
+  """Stacked adapters `{'q': {'a': [T, L, D, r], ...}}` and each row's task index [B]."""
+
+  lora: dict
+  task_index_B: jax.Array
+  config: LoraConfig = struct.field(pytree_node=False)
+
+  def repeat_rows(self, k: int) -> Adapters:
+    """The same adapters for rows repeated k times each (row b -> rows b*k .. b*k+k-1)."""
+    return self.replace(task_index_B=jnp.repeat(self.task_index_B, k))
+
+
+def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_args):
+  """step_fn(params, config, *row_args, cache, lora=, lora_config=) over all rows.
+
+  Without adapters (or one shared adapter) the model runs on the batch as is;
+  with per-row adapters each row runs alone under vmap with its gathered adapter.
+  """
+  if adapters is None:
+    return step_fn(params, config, *row_args, cache)
+  # A [B, ...] copy of the adapters: fine for small adapters; for large ones group rows by
+  # task instead (one shared adapter per call, no vmap).
+  lora_B = jax.tree.map(lambda x: jnp.take(x, adapters.task_index_B, axis=0), adapters.lora)
+
+  def one_row(k, v, end, lora_row, *args):
+    row_cache = {'k': k[:, None], 'v': v[:, None], 'end': end[None]}
+    logits_1V, row_cache = step_fn(params, config, *(a[None] for a in args), row_cache,
+                                   lora=lora_row, lora_config=adapters.config)
+    return logits_1V[0], row_cache['k'][:, 0], row_cache['v'][:, 0], row_cache['end'][0]
+
+  in_axes = (1, 1, 0, 0) + (0,) * len(row_args)
+  logits_BV, k, v, end = jax.vmap(one_row, in_axes=in_axes, out_axes=(0, 1, 1, 0))(
+      cache['k'], cache['v'], cache['end'], lora_B, *row_args)
+  return logits_BV, {'k': k, 'v': v, 'end': end}
+
+
+def _prefill(params, config, adapters, tokens_BS, lengths_B, cache):
+  return _run(kv_cache.prefill, params, config, adapters, cache, tokens_BS, lengths_B)
+
+
+def _decode_step(params, config, adapters, tokens_B, cache):
+  return _run(kv_cache.decode_step, params, config, adapters, cache, tokens_B)
+
+
+# ------------------------------------------------------------ greedy / sampling
+
+
+class Decoded(NamedTuple):
+  """New tokens [B, N] (PAD after EOS), their count [B] (EOS included), and the sum of
+  their log-probabilities [B] under the model (float32, temperature 1)."""
+
+  tokens_BN: jax.Array
+  lengths_B: jax.Array
+  logprob_B: jax.Array
+
+
+@struct.dataclass
+class _SamplingState:
+  step: jax.Array
+  tokens_BN: jax.Array
+  done_B: jax.Array
+  lengths_B: jax.Array
+  logprob_B: jax.Array
+  logits_BV: jax.Array
+  cache: dict
+  rng: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'eos_id'))
+def generate(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
+             prompt_lengths_B: jax.Array, *, sampler=Greedy(), rng: jax.Array | None = None,
+             adapters: Adapters | None = None, max_new_tokens: int = MAX_GRID_TOKENS,
+             eos_id: int = fmt.EOS) -> Decoded:
+  """Continues right-padded prompts (row b real for its first lengths[b] tokens) until each
+  row emits `eos_id` or `max_new_tokens` tokens; stops early once every row is done."""
+  B, S = prompt_tokens_BS.shape
+  rng = jax.random.key(0) if rng is None else rng
+  cache = kv_cache.init_cache(config, B, S + max_new_tokens)
+  logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
+
+  def running(s: _SamplingState):
+    return (s.step < max_new_tokens) & ~jnp.all(s.done_B)
+
+  def advance(s: _SamplingState) -> _SamplingState:
+    rng, step_rng = jax.random.split(s.rng)
+    token_B = sampler.get_next_tokens(s.logits_BV, step_rng)
+    token_B = jnp.where(s.done_B, fmt.PAD, token_B)
+    logp_B = jnp.take_along_axis(jax.nn.log_softmax(s.logits_BV), token_B[:, None], axis=1)[:, 0]
+    live_B = ~s.done_B
+    # Finished rows feed EOS (a token every vocabulary has); their output shows PAD.
+    fed_B = jnp.where(live_B, token_B, eos_id)
+    logits_BV, cache = _decode_step(params, config, adapters, fed_B, s.cache)
+    return _SamplingState(
+        step=s.step + 1,
+        tokens_BN=jax.lax.dynamic_update_index_in_dim(s.tokens_BN, token_B, s.step, axis=1),
+        done_B=s.done_B | (token_B == eos_id), lengths_B=s.lengths_B + live_B,
+        logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0), logits_BV=logits_BV,
+        cache=cache, rng=rng)
+
+  state = _SamplingState(
+      step=jnp.int32(0), tokens_BN=jnp.full((B, max_new_tokens), fmt.PAD, jnp.int32),
+      done_B=jnp.zeros((B,), bool), lengths_B=jnp.zeros((B,), jnp.int32),
+      logprob_B=jnp.zeros((B,), jnp.float32), logits_BV=logits_BV, cache=cache, rng=rng)
+  state = jax.lax.while_loop(running, advance, state)
+  return Decoded(state.tokens_BN, state.lengths_B, state.logprob_B)
+
+
+# ------------------------------------------------------------ depth-first search
+
+
+def dfs_capacity(threshold: float) -> int:
+  """At most floor(1/p) disjoint completions can each have probability >= p."""
+  if not 0 < threshold <= 1:
+    raise ValueError(f'DFS threshold must be in (0, 1], got {threshold}')
+  return max(1, math.floor(1 / threshold + 1e-9))
+
+
+class Searched(NamedTuple):
+  """Per row, K = dfs_capacity(p) slots, best first: tokens [B, K, N] (PAD after EOS),
+  log-probs [B, K], and `found` [B, K]: the slot holds a completion ending in EOS whose
+  probability is >= p (the other slots are empty or ran out of tokens)."""
+
+  tokens_BKN: jax.Array
+  logprob_BK: jax.Array
+  found_BK: jax.Array
+
+
+@struct.dataclass
+class _SearchState:
+  step: jax.Array
+  tokens_BKN: jax.Array
+  logprob_BK: jax.Array
+  live_BK: jax.Array      # a prefix still being expanded
+  finished_BK: jax.Array  # a completion that ended in EOS
+  logits_BKV: jax.Array
+  cache: dict
+
+
+@functools.partial(jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'eos_id'))
+def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
+        prompt_lengths_B: jax.Array, *, threshold: float, adapters: Adapters | None = None,
+        max_new_tokens: int = MAX_GRID_TOKENS, eos_id: int = fmt.EOS) -> Searched:
+  """Every completion whose probability is >= `threshold`, with its log-prob.
+
+  A prefix is expanded only while its cumulative probability stays >= p, so
+  this is exactly the set depth-first search finds; it is computed breadth
+  first, K = floor(1/p) slots per row, each slot with its own cache row. Ties
+  are broken by slot and token index (`lax.top_k`), so the result is
+  deterministic.
+  """
+  B, S = prompt_tokens_BS.shape
+  K = dfs_capacity(threshold)
+  V = config.vocab_size
+  min_logp = jnp.float32(math.log(threshold))
+  cache = kv_cache.init_cache(config, B, S + max_new_tokens)
+  logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
+  # Every slot starts from the prompt: copy its cache row K times.
+  cache = {'k': jnp.repeat(cache['k'], K, axis=1), 'v': jnp.repeat(cache['v'], K, axis=1),
+           'end': jnp.repeat(cache['end'], K)}
+  slot_adapters = None if adapters is None else adapters.repeat_rows(K)
+  first_K = jnp.arange(K) == 0
+
+  def running(s: _SearchState):
+    return (s.step < max_new_tokens) & jnp.any(s.live_BK)
+
+  def advance(s: _SearchState) -> _SearchState:
+    # Candidates per row: K "keep" entries (finished slots stay) + K*V expansions.
+    expand_BKV = s.logprob_BK[..., None] + jax.nn.log_softmax(s.logits_BKV, axis=-1)
+    expand_BKV = jnp.where(s.live_BK[..., None] & (expand_BKV >= min_logp), expand_BKV, -jnp.inf)
+    keep_BK = jnp.where(s.finished_BK, s.logprob_BK, -jnp.inf)
+    scores_BC = jnp.concatenate([keep_BK, expand_BKV.reshape(B, K * V)], axis=1)
+    best_BK, pick_BK = jax.lax.top_k(scores_BC, K)
+    is_keep_BK = pick_BK < K
+    parent_BK = jnp.where(is_keep_BK, pick_BK, (pick_BK - K) // V)
+    token_BK = jnp.where(is_keep_BK, fmt.PAD, (pick_BK - K) % V).astype(jnp.int32)
+    filled_BK = best_BK > -jnp.inf
+    token_BK = jnp.where(filled_BK, token_BK, fmt.PAD)
+    new_live_BK = filled_BK & ~is_keep_BK & (token_BK != eos_id)
+    new_finished_BK = filled_BK & (is_keep_BK | (token_BK == eos_id))
+
+    tokens_BKN = jnp.take_along_axis(s.tokens_BKN, parent_BK[..., None], axis=1)
+    tokens_BKN = jax.lax.dynamic_update_index_in_dim(tokens_BKN, token_BK, s.step, axis=2)
+    # Each slot continues its parent's cache row.
+    rows = (jnp.arange(B)[:, None] * K + parent_BK).reshape(-1)
+    cache = {'k': jnp.take(s.cache['k'], rows, axis=1), 'v': jnp.take(s.cache['v'], rows, axis=1),
+             'end': jnp.take(s.cache['end'], rows)}
+    fed_BK = jnp.where(new_live_BK, token_BK, eos_id)  # idle slots feed a harmless EOS
+    logits, cache = _decode_step(params, config, slot_adapters, fed_BK.reshape(-1), cache)
+    return _SearchState(step=s.step + 1, tokens_BKN=tokens_BKN,
+                        logprob_BK=jnp.where(filled_BK, best_BK, -jnp.inf),
+                        live_BK=new_live_BK, finished_BK=new_finished_BK,
+                        logits_BKV=logits.reshape(B, K, V), cache=cache)
+
+  state = _SearchState(
+      step=jnp.int32(0), tokens_BKN=jnp.full((B, K, max_new_tokens), fmt.PAD, jnp.int32),
+      logprob_BK=jnp.where(first_K, 0.0, -jnp.inf)[None].repeat(B, 0),
+      live_BK=jnp.broadcast_to(first_K, (B, K)), finished_BK=jnp.zeros((B, K), bool),
+      logits_BKV=jnp.repeat(logits_BV[:, None], K, axis=1), cache=cache)
+  s = jax.lax.while_loop(running, advance, state)
+  # Best first; slots that ran out of tokens or stayed empty go last.
+  key_BK = jnp.where(s.finished_BK, s.logprob_BK, -jnp.inf)
+  order_BK = jnp.argsort(-key_BK, axis=1, stable=True)
+  take = lambda x: jnp.take_along_axis(x, order_BK.reshape(order_BK.shape + (1,) * (x.ndim - 2)),
+                                       axis=1)
+  return Searched(take(s.tokens_BKN), take(key_BK), take(s.finished_BK))
+
+
+# ---------------------------------------------------------------- host helpers
+
+
+def pad_prompts(prompts: list[np.ndarray], batch: int | None = None, length_multiple: int = 64,
+                pad_id: int = fmt.PAD) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token lists to [batch, S] (S rounded up to `length_multiple`, so a few shapes
+  cover all batches and jit compiles once per shape); missing rows repeat the last prompt."""
+  if not prompts:
+    raise ValueError('pad_prompts: no prompts')
+  batch = len(prompts) if batch is None else batch
+  if len(prompts) > batch:
+    raise ValueError(f'pad_prompts: {len(prompts)} prompts exceed batch {batch}')
+  rows = list(prompts) + [prompts[-1]] * (batch - len(prompts))
+  longest = max(len(p) for p in rows)
+  S = -(-longest // length_multiple) * length_multiple
+  tokens = np.full((batch, S), pad_id, np.int32)
+  for b, p in enumerate(rows):
+    tokens[b, :len(p)] = p
+  return tokens, np.array([len(p) for p in rows], np.int32)
+
+
+def to_grid(tokens_N: np.ndarray) -> np.ndarray | None:
+  """A row of generated tokens -> grid, or None when malformed (never raises)."""
+  return fmt.decode_grid(np.asarray(tokens_N))

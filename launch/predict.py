@@ -14,25 +14,11 @@ report/report.{json,md}.
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax.infer import predict, prompts, vote
+from ttt_jax.infer import predict
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/predict.py', 'Predict config file.',
                                           lock_config=True)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where the results go.', required=True)
-
-
-def predict_config(c) -> predict.PredictConfig:
-  """The frozen PredictConfig of a configs/predict.py ConfigDict."""
-  p = c.prompts
-  return predict.PredictConfig(
-      decoding=c.decoding, temperature=c.temperature, dfs_threshold=c.dfs_threshold,
-      max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
-      tasks_per_group=c.tasks_per_group, length_multiple=c.length_multiple,
-      score_augmentations=c.score_augmentations, seed=c.seed,
-      prompts=prompts.PromptConfig(d8=tuple(p.d8), color_perms=p.color_perms, orders=p.orders,
-                                   leave_out=p.leave_out, max_variants=p.max_variants,
-                                   max_len=p.max_len, seed=c.seed),
-      vote=vote.VoteConfig(**c.vote))
 
 
 def main(argv):
@@ -40,7 +26,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   c = _CONFIG.value
   score = predict.run_predict(
-      c.selector, _OUTPUT_DIR.value, predict_config(c), model_dir=c.model.model_dir,
+      c.selector, _OUTPUT_DIR.value, predict.config_from(c), model_dir=c.model.model_dir,
       preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=c.adapters_dir,
       adapter_subdir=c.adapter_subdir,
       dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))

@@ -66,6 +66,20 @@ class PredictConfig:
         raise ValueError(f'PredictConfig.{name} must be >= 1, got {getattr(self, name)}')
 
 
+def config_from(c) -> PredictConfig:
+  """The frozen PredictConfig of a configs/predict.py ConfigDict."""
+  p = c.prompts
+  return PredictConfig(
+      decoding=c.decoding, temperature=c.temperature, dfs_threshold=c.dfs_threshold,
+      max_new_tokens=c.max_new_tokens, batch_size=c.batch_size,
+      tasks_per_group=c.tasks_per_group, length_multiple=c.length_multiple,
+      score_augmentations=c.score_augmentations, seed=c.seed,
+      prompts=prompts.PromptConfig(d8=tuple(p.d8), color_perms=p.color_perms, orders=p.orders,
+                                   leave_out=p.leave_out, max_variants=p.max_variants,
+                                   max_len=p.max_len, seed=c.seed),
+      vote=vote.VoteConfig(**c.vote))
+
+
 # ------------------------------------------------------------------- loading
 
 

@@ -5,7 +5,10 @@ slot at a time), so the ratio is what vmapping the task axis buys (or costs)
 on this device.
 
   python -m ttt_jax.bench.ttt_step --preset=tiny --num_tasks=4 --batch_size=2 \
-      --seq_len=512 --steps=3 --out=/tmp/bench_ttt.json
+      --seq_len=1024 --steps=3 --attention_impl=blockwise --loss_capacity=1024 \
+      --out=/tmp/bench_ttt.json
+
+LoRA goes on all seven projections by default (the REFERENCE setup).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from absl import app, flags
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import TARGETS
 from ttt_jax.train import ttt
 
 
@@ -58,11 +62,16 @@ def _time_steps(params, states, steps: int, model_config, ttt_config) -> float:
 
 def bench_ttt_step(preset: str = 'tiny', num_tasks: int = 4, batch_size: int = 2,
                    seq_len: int = 512, steps: int = 3, rank: int = 8,
-                   out: str | None = None) -> dict:
-  """tokens/s of one vmapped T-task step vs T single-task steps; prints a table."""
-  model_config = ModelConfig.preset(preset)
-  ttt_config = ttt.TTTConfig(rank=rank, lr=1e-4, batch_size=batch_size, epochs=1000,
-                             warmup_frac=0.0)
+                   targets: tuple[str, ...] = tuple(TARGETS), attention_impl: str = 'blockwise',
+                   loss_capacity: int | None = None, out: str | None = None) -> dict:
+  """tokens/s of one vmapped T-task step vs T single-task steps; prints a table.
+
+  The random tasks have targets on the second half of each row, so
+  `loss_capacity=batch_size * seq_len // 2` fits them exactly.
+  """
+  model_config = ModelConfig.preset(preset, attention_impl=attention_impl)
+  ttt_config = ttt.TTTConfig(rank=rank, targets=tuple(targets), lr=1e-4, batch_size=batch_size,
+                             epochs=1000, warmup_frac=0.0, loss_capacity=loss_capacity)
   params = llama.init_params(model_config, jax.random.key(0))
   arrays = _random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)
   tokens_per_step = num_tasks * batch_size * seq_len
@@ -76,12 +85,14 @@ def bench_ttt_step(preset: str = 'tiny', num_tasks: int = 4, batch_size: int = 2
   result = {
       'device': str(jax.devices()[0].device_kind), 'num_devices': jax.device_count(),
       'preset': preset, 'num_tasks': num_tasks, 'batch_size': batch_size,
-      'seq_len': seq_len, 'rank': rank, 'steps': steps,
+      'seq_len': seq_len, 'rank': rank, 'targets': list(targets), 'steps': steps,
+      'attention_impl': attention_impl, 'loss_capacity': loss_capacity,
       **{f'{k}_tokens_per_s': tokens_per_step * steps / v for k, v in seconds.items()},
       **{f'{k}_s_per_step': v / steps for k, v in seconds.items()},
   }
   result['vmap_speedup'] = seconds['loop'] / seconds['vmap']
-  print(f"TTT step, {preset}, T={num_tasks}, batch {batch_size} x {seq_len}, r={rank}, "
+  print(f"TTT step, {preset}, T={num_tasks}, batch {batch_size} x {seq_len}, r={rank} on "
+        f"{','.join(targets)}, attention {attention_impl}, loss capacity {loss_capacity}, "
         f"{result['device']} x{result['num_devices']}")
   print(f"{'mode':<6}{'s/step':>10}{'tokens/s':>12}")
   for k in seconds:
@@ -99,13 +110,19 @@ _BATCH = flags.DEFINE_integer('batch_size', 2, 'Sequences per task per step.')
 _SEQ = flags.DEFINE_integer('seq_len', 512, 'Tokens per sequence.')
 _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up).')
 _RANK = flags.DEFINE_integer('rank', 8, 'LoRA rank.')
+_TARGETS = flags.DEFINE_list('targets', list(TARGETS), 'LoRA target projections.')
+_ATTENTION = flags.DEFINE_enum('attention_impl', 'blockwise', ['xla', 'blockwise'],
+                               'Attention for the full-sequence forward.')
+_CAPACITY = flags.DEFINE_integer('loss_capacity', None,
+                                 'LM head on at most this many target tokens per task batch.')
 _OUT = flags.DEFINE_string('out', None, 'JSON output path.')
 
 
 def main(argv):
   del argv
   bench_ttt_step(_PRESET.value, _TASKS.value, _BATCH.value, _SEQ.value, _STEPS.value,
-                 _RANK.value, _OUT.value)
+                 _RANK.value, tuple(_TARGETS.value), _ATTENTION.value, _CAPACITY.value,
+                 _OUT.value)
 
 
 if __name__ == '__main__':

@@ -15,6 +15,9 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 REMAT_MODES = ('none', 'full', 'dots')
+# 'blockwise' serves full-sequence forwards (training); the KV-cache path always
+# uses 'xla' (see ttt_jax/model/attention.py).
+ATTENTION_IMPLS = ('xla', 'blockwise')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,7 @@ class ModelConfig:
   param_dtype: str = 'float32'    # how params are stored
   compute_dtype: str = 'float32'  # matmuls; softmax, norms and logits stay float32
   remat: str = 'none'             # 'none' | 'full' | 'dots': jax.checkpoint on each layer
+  attention_impl: str = 'blockwise'  # 'xla' | 'blockwise'; not part of config.json
 
   def __post_init__(self):
     for name in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_layers', 'num_heads',
@@ -68,6 +72,9 @@ class ModelConfig:
       raise ValueError(f'ModelConfig.head_dim must be even for RoPE, got {self.head_dim}')
     if self.remat not in REMAT_MODES:
       raise ValueError(f'ModelConfig.remat must be one of {REMAT_MODES}, got {self.remat!r}')
+    if self.attention_impl not in ATTENTION_IMPLS:
+      raise ValueError(f'ModelConfig.attention_impl must be one of {ATTENTION_IMPLS}, '
+                       f'got {self.attention_impl!r}')
     for name in ('param_dtype', 'compute_dtype'):
       value = getattr(self, name)
       if value not in ('float32', 'bfloat16', 'float16'):

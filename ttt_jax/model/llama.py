@@ -10,8 +10,8 @@ Params (Linear weights stored [in, out], layers stacked on a leading axis L):
 
 Numerics follow transformers' LlamaForCausalLM: RMSNorm in float32, rotate-half
 RoPE with llama3 frequency scaling, grouped-query attention (query head h reads
-kv head h // (H/K)), SwiGLU MLP. Matmuls run in `config.compute_dtype`; softmax,
-norms and logits in float32.
+kv head h // (H/K); attention.py), SwiGLU MLP. Matmuls run in `config.compute_dtype`;
+softmax, norms and logits in float32.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from __future__ import annotations
 import functools
 import math
 
-import einops
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttt_jax.model import attention, lora_ops
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import TARGETS, LoraConfig, projection_shapes
 
@@ -93,31 +93,12 @@ def apply_rope(x_BSNH: jax.Array, cos_BSH: jax.Array, sin_BSH: jax.Array) -> jax
 
 def project(x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None,
             scale: float = 0.0) -> jax.Array:
-  """x W, plus the LoRA path scale (x a) b when an adapter is given; never forms W + a b."""
-  y_BSO = jnp.einsum('bsi,io->bso', x_BSI, w_IO.astype(x_BSI.dtype))
+  """x W, plus the LoRA path scale (x a) b when an adapter is given; never forms W + a b.
+
+  The LoRA path has a hand-ordered backward (`lora_ops.lora_project`)."""
   if lora_ab is None:
-    return y_BSO
-  xa_BSR = jnp.einsum('bsi,ir->bsr', x_BSI, lora_ab['a'].astype(x_BSI.dtype))
-  return y_BSO + scale * jnp.einsum('bsr,ro->bso', xa_BSR, lora_ab['b'].astype(x_BSI.dtype))
-
-
-def attention(q_BSHD: jax.Array, k_BTKD: jax.Array, v_BTKD: jax.Array,
-              query_slot_BS: jax.Array, key_valid_BT: jax.Array) -> jax.Array:
-  """Grouped-query causal attention; query s sees key t iff t <= query_slot[s] and key_valid[t].
-
-  A query that sees no key (e.g. a left-padding row) gets a uniform average
-  instead of NaN: masked scores are finfo.min, not -inf.
-  """
-  num_kv_heads, head_dim = k_BTKD.shape[-2:]
-  q_BSKGD = einops.rearrange(q_BSHD, 'b s (k g) d -> b s k g d', k=num_kv_heads)
-  scores = jnp.einsum('bskgd,btkd->bkgst', q_BSKGD, k_BTKD, preferred_element_type=jnp.float32)
-  scores = scores * (head_dim ** -0.5)
-  key_slot_T = jnp.arange(k_BTKD.shape[1])
-  visible_BST = (key_slot_T[None, None, :] <= query_slot_BS[:, :, None]) & key_valid_BT[:, None, :]
-  scores = jnp.where(visible_BST[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_BTKD.dtype)
-  out_BSKGD = jnp.einsum('bkgst,btkd->bskgd', probs, v_BTKD)
-  return einops.rearrange(out_BSKGD, 'b s k g d -> b s (k g) d')
+    return jnp.einsum('bsi,io->bso', x_BSI, w_IO.astype(x_BSI.dtype))
+  return lora_ops.lora_project(x_BSI, w_IO, lora_ab['a'], lora_ab['b'], scale)
 
 
 def _write_cache(cache_LBTKD: jax.Array, new_BSKD: jax.Array, layer: jax.Array,
@@ -157,7 +138,10 @@ def _decoder_layer(x_BSD, layer, lora_layer, cache_kv, layer_idx, *, config, sca
     read = lambda c: jax.lax.dynamic_index_in_dim(c, layer_idx, 0, keepdims=False).astype(h_BSD.dtype)
     keys, values = read(cache_k), read(cache_v)
 
-  attn_BSHD = attention(q_BSHD, keys, values, query_slot_BS, key_valid_BT)
+  if cache_kv is None and config.attention_impl == 'blockwise':  # queries at slots 0..S-1
+    attn_BSHD = attention.blockwise_attention(q_BSHD, keys, values, key_valid_BT)
+  else:
+    attn_BSHD = attention.xla_attention(q_BSHD, keys, values, query_slot_BS, key_valid_BT)
   x_BSD = x_BSD + proj(attn_BSHD.reshape(B, S, -1), 'o')
 
   h_BSD = rms_norm(x_BSD, layer['mlp_norm'], config.rms_norm_eps)

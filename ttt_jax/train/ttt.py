@@ -65,6 +65,9 @@ class TTTConfig:
   eps: float = 1e-8
   max_steps: int | None = None             # per-task cap on optimizer steps
   adaptive_stop_loss: float | None = None  # a task stops once its loss is below
+  # LM head on at most this many target tokens per task batch (None: on every
+  # position); must cover max_targets_per_batch of every task.
+  loss_capacity: int | None = None
   seed: int = 0
 
   def __post_init__(self):
@@ -73,6 +76,8 @@ class TTTConfig:
         raise ValueError(f'TTTConfig.{name} must be positive, got {getattr(self, name)!r}')
     if not 0.0 <= self.warmup_frac < 1.0:
       raise ValueError(f'TTTConfig.warmup_frac must be in [0, 1), got {self.warmup_frac!r}')
+    if self.loss_capacity is not None and self.loss_capacity <= 0:
+      raise ValueError(f'TTTConfig.loss_capacity must be positive or None, got {self.loss_capacity!r}')
     if self.max_steps is not None and self.max_steps <= 0:
       raise ValueError(f'TTTConfig.max_steps must be positive or None, got {self.max_steps!r}')
     # Validates rank / targets early, with LoraConfig's own messages.
@@ -105,21 +110,43 @@ class Slots(NamedTuple):
 
 
 def loss_one(base_params: Any, lora_t: Any, batch_t: dict, config: ModelConfig,
-             lora_config: LoraConfig | None) -> jax.Array:
+             lora_config: LoraConfig | None, loss_capacity: int | None = None) -> jax.Array:
   """Mean cross-entropy over one task's loss-masked target tokens (the base
   model alone when `lora_t` is None).
 
   batch_t: tokens [B, S] int32, mask [B, S] (real tokens), loss_mask [B, S]
   (token s is a target predicted from tokens < s).
+  With `loss_capacity` C the LM head runs only on the hidden states of (at
+  most C) target positions, gathered into a fixed [C, D] block, instead of all
+  B x S; a batch with more than C targets gets a NaN loss (its slot fails)
+  rather than a silently truncated one. `train_stream` checks the data first.
   """
-  tokens_BS = batch_t['tokens']
-  logits_BSV, _ = llama.forward(base_params, tokens_BS, config, mask_BS=batch_t['mask'],
-                                lora=lora_t, lora_config=lora_config)
-  logits_BSV = logits_BSV[:, :-1].astype(jnp.float32)
-  targets_BS = tokens_BS[:, 1:]
-  weights_BS = batch_t['loss_mask'][:, 1:].astype(jnp.float32)
-  ce_BS = optax.softmax_cross_entropy_with_integer_labels(logits_BSV, targets_BS)
-  return jnp.sum(ce_BS * weights_BS) / jnp.maximum(jnp.sum(weights_BS), 1.0)
+  tokens_BS = jnp.asarray(batch_t['tokens'])
+  h_BSD, _ = llama.hidden_states(base_params, tokens_BS, config, mask_BS=batch_t['mask'],
+                                 lora=lora_t, lora_config=lora_config)
+  h_ND = h_BSD[:, :-1].reshape(-1, h_BSD.shape[-1])  # position s predicts token s + 1
+  targets_N = tokens_BS[:, 1:].reshape(-1)
+  weights_N = jnp.asarray(batch_t['loss_mask'])[:, 1:].reshape(-1).astype(jnp.float32)
+  total_weight = jnp.maximum(jnp.sum(weights_N), 1.0)
+  if loss_capacity is None:
+    return _weighted_ce(base_params, h_ND, targets_N, weights_N, config) / total_weight
+  num_targets = jnp.sum(weights_N != 0)
+  (rows_C,) = jnp.nonzero(weights_N != 0, size=loss_capacity, fill_value=0)
+  weights_C = jnp.where(jnp.arange(loss_capacity) < num_targets, weights_N[rows_C], 0.0)
+  loss = _weighted_ce(base_params, h_ND[rows_C], targets_N[rows_C], weights_C, config)
+  return jnp.where(num_targets <= loss_capacity, loss / total_weight, jnp.nan)
+
+
+def _weighted_ce(base_params, h_ND, targets_N, weights_N, config: ModelConfig) -> jax.Array:
+  logits_NV = llama.logits_from_hidden(base_params, h_ND, config)
+  ce_N = optax.softmax_cross_entropy_with_integer_labels(logits_NV, targets_N)
+  return jnp.sum(ce_N * weights_N)
+
+
+def max_targets_per_batch(loss_mask_NS: np.ndarray, batch_size: int) -> int:
+  """An upper bound on the target tokens of any batch of `batch_size` rows."""
+  per_row_N = np.count_nonzero(np.asarray(loss_mask_NS)[:, 1:], axis=1)
+  return int(np.sort(per_row_N)[::-1][:batch_size].sum())
 
 
 def task_key(seed: int, task) -> jax.Array:
@@ -225,8 +252,9 @@ def train_step(base_params: Any, slots: Slots, data: TTTArrays, *, model_config:
   batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.task, slots.step,
                                                            ttt_config)
   loss_and_grad_one = jax.value_and_grad(loss_one, argnums=1)
-  loss_T, grads_T = jax.vmap(loss_and_grad_one, in_axes=(None, 0, 0, None, None))(
-      base_params, slots.lora, batch_T, model_config, ttt_config.lora_config)
+  loss_T, grads_T = jax.vmap(loss_and_grad_one, in_axes=(None, 0, 0, None, None, None))(
+      base_params, slots.lora, batch_T, model_config, ttt_config.lora_config,
+      ttt_config.loss_capacity)
   new_lora, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
       slots.lora, slots.opt_state, grads_T, slots.step, slots.total_steps, slots.lr, tx,
       ttt_config.warmup_frac)
@@ -385,6 +413,11 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
       raise ValueError(f'task_data({task}): tokens {arrays.tokens.shape}, lengths '
                        f'{arrays.lengths.shape}; expected ({max_examples}, {seq_len}), '
                        f'({max_examples},)')
+    capacity, needed = ttt_config.loss_capacity, max_targets_per_batch(arrays.loss_mask,
+                                                                      ttt_config.batch_size)
+    if capacity is not None and needed > capacity:
+      raise ValueError(f'task_data({task}): a batch can hold {needed} target tokens, more than '
+                       f'TTTConfig.loss_capacity={capacity}')
     return arrays
 
   def finish(result: JobResult, lora_t: Any) -> None:

@@ -1,0 +1,68 @@
+"""The LoRA projection `y = x W + scale (x a) b` with a hand-ordered backward.
+
+Autodiff of the three einsums made XLA (on CPU) transpose the large [tokens,
+out] output gradient to form the b gradient, and the large [tokens, in] input
+(recomputing SiLU inside the copy for `down`) to form the a gradient. The
+custom VJP writes every token-contracting matmul as (small)^T-producing
+`'n?,n?->??'` with the rank on the side that makes the result [r, *] or
+[*, r], so only the small result gets transposed, if anything.
+The base weight's gradient is computed only when W is differentiated (full
+fine-tuning); the TTT step never asks, so no W-gradient matmul is traced.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+
+def lora_project(x_NI: jax.Array, w_IO: jax.Array, a_IR: jax.Array, b_RO: jax.Array,
+                 scale: float) -> jax.Array:
+  """x W + scale (x a) b over any leading axes of x; computed in x's dtype."""
+  *lead, fan_in = x_NI.shape
+  y_NO = _lora_project(x_NI.reshape(-1, fan_in), w_IO, a_IR, b_RO, float(scale))
+  return y_NO.reshape(*lead, w_IO.shape[-1])
+
+
+def _forward(x_NI, w_IO, a_IR, b_RO, scale):
+  dtype = x_NI.dtype
+  xa_NR = x_NI @ a_IR.astype(dtype)
+  y_NO = x_NI @ w_IO.astype(dtype) + (scale * xa_NR) @ b_RO.astype(dtype)
+  return y_NO, xa_NR
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _lora_project(x_NI, w_IO, a_IR, b_RO, scale):
+  return _forward(x_NI, w_IO, a_IR, b_RO, scale)[0]
+
+
+def _lora_project_fwd(x_NI, w_IO, a_IR, b_RO, scale):
+  """With symbolic zeros each operand says whether it is differentiated: the frozen base
+  weight usually is not, and then its gradient matmul is never even traced."""
+  wants_dw = () if w_IO.perturbed else None  # an empty pytree either way: a static flag
+  x_NI, w_IO, a_IR, b_RO = (p.value for p in (x_NI, w_IO, a_IR, b_RO))
+  y_NO, xa_NR = _forward(x_NI, w_IO, a_IR, b_RO, scale)
+  return y_NO, (x_NI, w_IO, a_IR, b_RO, xa_NR, wants_dw)
+
+
+def _lora_project_bwd(scale, residuals, dy_NO):
+  x_NI, w_IO, a_IR, b_RO, xa_NR, wants_dw = residuals
+  if isinstance(dy_NO, jax.custom_derivatives.SymbolicZero):
+    return None, None, None, None
+  dtype = x_NI.dtype
+  f32 = jnp.float32
+  a, b = a_IR.astype(dtype), b_RO.astype(dtype)
+  dxa_NR = scale * (dy_NO @ b.T)  # b.T is [O, r]: a tiny copy
+  dx_NI = dy_NO @ w_IO.astype(dtype).T + dxa_NR @ a.T
+  # Contract over tokens with the big operand on the right, the rank on the left.
+  da_IR = jnp.einsum('nr,ni->ri', dxa_NR, x_NI, preferred_element_type=f32).T
+  db_RO = scale * jnp.einsum('nr,no->ro', xa_NR, dy_NO, preferred_element_type=f32)
+  dw_IO = None
+  if wants_dw is not None:
+    dw_IO = jnp.einsum('ni,no->io', x_NI, dy_NO, preferred_element_type=f32).astype(w_IO.dtype)
+  return (dx_NI.astype(x_NI.dtype), dw_IO, da_IR.astype(a_IR.dtype), db_RO.astype(b_RO.dtype))
+
+
+_lora_project.defvjp(_lora_project_fwd, _lora_project_bwd, symbolic_zeros=True)

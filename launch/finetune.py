@@ -3,15 +3,18 @@
   python -m launch.finetune --config=configs/finetune.py --workdir=/runs/ft_small
   python -m launch.finetune --config=configs/finetune.py:runlocal --workdir=/tmp/ft_local \
       --config.steps=50
+  python -m launch.finetune ... --compute_dtype=bfloat16 --xla_flags='--xla_gpu_...'
 
 Outputs: workdir/metrics.jsonl, workdir/checkpoints/ (a rerun with the same
 workdir resumes), workdir/hf/ (HF safetensors, for TTT's model.checkpoint_dir).
+The tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax.train.finetune import train
+from ttt_jax import knobs
+from ttt_jax.train import finetune
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py',
                                           'Fine-tuning config file.', lock_config=True)
@@ -22,7 +25,16 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  train(_CONFIG.value, _WORKDIR.value)
+  knobs.apply_xla_flags()  # before anything touches a device
+  config = _CONFIG.value
+  knobs.override_model(config.model)
+  profiler = knobs.step_profiler()
+  # train() looks the step up in its module when it starts.
+  finetune.train_step = profiler.wrap(finetune.train_step)
+  try:
+    finetune.train(config, _WORKDIR.value)
+  finally:
+    profiler.stop()
 
 
 if __name__ == '__main__':

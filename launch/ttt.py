@@ -4,15 +4,18 @@
   python -m launch.ttt --config=configs/ttt.py --workdir=/runs/ttt1 \
       --config.model.checkpoint_dir=/ckpt/base --config.data.selector=arc1/eval \
       --config.run.lrs='(1e-4, 5e-5)'
+  python -m launch.ttt ... --remat=dots --profile_dir=/tmp/prof --profile_steps=5
 
 Outputs: workdir/adapters/<task_id>/ (PEFT), workdir/ttt_metrics.jsonl,
-workdir/checkpoints/ (a rerun with the same workdir resumes). See docs/TTT.md.
+workdir/checkpoints/ (a rerun with the same workdir resumes). See docs/TTT.md;
+the tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax.train.ttt import run_ttt
+from ttt_jax import knobs
+from ttt_jax.train import ttt
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/ttt.py', 'TTT config file.',
                                           lock_config=True)
@@ -23,7 +26,16 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run_ttt(_CONFIG.value, _WORKDIR.value)
+  knobs.apply_xla_flags()  # before anything touches a device
+  config = _CONFIG.value
+  knobs.override_model(config.model)
+  profiler = knobs.step_profiler()
+  # train_stream looks the step up in its module at call time.
+  ttt.train_step = profiler.wrap(ttt.train_step)
+  try:
+    ttt.run_ttt(config, _WORKDIR.value)
+  finally:
+    profiler.stop()
 
 
 if __name__ == '__main__':

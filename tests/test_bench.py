@@ -1,0 +1,84 @@
+"""The benchmarks' pieces: FLOP counting, peak table, report output, and tiny
+runs of the MFU and HF-peer benches (numbers not asserted, only their sense:
+tests never assert on wall-clock time)."""
+
+import json
+
+import pytest
+
+from ttt_jax.bench import mfu, report
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import LoraConfig
+
+TINY = ModelConfig.preset('tiny')
+
+
+def test_flops_by_hand():
+  # One layer, D 8, F 16, 2 heads of 4, 1 kv head, vocab 10.
+  config = TINY.replace(vocab_size=10, hidden_size=8, intermediate_size=16, num_layers=1,
+                        num_heads=2, num_kv_heads=1, head_dim=4)
+  lora = LoraConfig(rank=2, targets=('q', 'down'))
+  flops = mfu.ttt_step_flops(config, lora, num_tasks=3, batch_size=2, seq_len=5)
+  tokens = 3 * 2 * 5
+  weights = 8 * 8 + 8 * 4 + 8 * 4 + 8 * 8 + 3 * 8 * 16 + 8 * 10  # q k v o gate up down, head
+  assert flops.base == 4 * weights * tokens  # forward + dX only
+  assert flops.attention == 3 * (2 * 2 * 5 * 4 * 2 * tokens / 2)
+  assert flops.lora == 3 * 2 * tokens * 2 * ((8 + 8) + (16 + 8))
+  assert flops.total == flops.base + flops.attention + flops.lora
+
+
+def test_flops_scale_linearly_in_tasks_and_batch():
+  lora = LoraConfig(rank=8)
+  one = mfu.ttt_step_flops(TINY, lora, 1, 2, 256).total
+  assert mfu.ttt_step_flops(TINY, lora, 8, 2, 256).total == pytest.approx(8 * one)
+  assert mfu.ttt_step_flops(TINY, lora, 1, 4, 256).total == pytest.approx(2 * one)
+
+
+def test_peak_flops_table_and_override():
+  assert mfu.peak_flops('NVIDIA H100 80GB HBM3') == 989e12
+  assert mfu.peak_flops('NVIDIA A100-SXM4-40GB') == 312e12
+  assert mfu.peak_flops('cpu') is None
+  assert mfu.peak_flops('cpu', override=1e12) == 1e12
+
+
+def test_report_prints_table_and_writes_json(tmp_path, capsys):
+  out = tmp_path / 'sub' / 'r.json'
+  rows = [{'name': 'a', 'x': 1.23456, 'big': 3e9}, {'name': 'b', 'x': None, 'big': 1.0}]
+  result = report.report('Title', rows, out=str(out), note='hi')
+  printed = capsys.readouterr().out
+  assert '| name | x | big |' in printed and '| a | 1.235 | 3.000e+09 |' in printed
+  assert '| b |  | 1 |' in printed and 'note: hi' in printed
+  saved = json.loads(out.read_text())
+  assert saved['rows'] == rows and saved['note'] == 'hi' and saved == json.loads(
+      json.dumps(result, default=str))
+  assert saved['machine']['num_devices'] >= 1 and saved['machine']['cpu_count'] >= 1
+
+
+def test_mfu_bench_runs_on_cpu_with_a_tiny_shape(tmp_path):
+  config = {'num_layers': 1}
+  result = mfu.bench_mfu('tiny', num_tasks=(1, 2), batch_size=1, seq_len=32, rank=4,
+                         vocab_size=None, compute_dtype='float32', param_dtype='float32',
+                         remat='none', steps=1, peak=1e12, config_overrides=config,
+                         out=str(tmp_path / 'mfu.json'))
+  rows = result['rows']
+  assert [(r['T'], r['mode']) for r in rows] == [(1, 'vmap'), (1, 'loop'), (2, 'vmap'),
+                                                 (2, 'loop')]
+  for r in rows:
+    assert r['s/step'] > 0
+    assert r['MFU'] == pytest.approx(r['TFLOP/s'] * 1e12 / 1e12)
+    assert r['TFLOP/s'] == pytest.approx(r['TFLOP/step'] / r['s/step'])
+  assert rows[2]['TFLOP/step'] == pytest.approx(2 * rows[0]['TFLOP/step'])
+  assert (tmp_path / 'mfu.json').exists()
+
+
+def test_hf_peer_does_the_same_work(tmp_path):
+  pytest.importorskip('peft')
+  from ttt_jax.bench import hf_peer  # pylint: disable=import-outside-toplevel
+  result = hf_peer.bench_vs_hf(num_tasks=1, batch_size=2, seq_len=32, steps=1, rank=4,
+                               check_steps=2, torch_threads=1, out=str(tmp_path / 'hf.json'))
+  check = result['check']
+  assert check['adapter_max_abs_diff'] <= 1e-4
+  assert check['first_loss_max_abs_diff'] <= 1e-4
+  assert check['b_grad_max_rel_diff'] <= 1e-3
+  assert [r['method'] for r in result['rows']] == ['hf', 'vmap', 'loop']
+  assert all(r['tokens/s'] > 0 for r in result['rows'])

@@ -1,11 +1,11 @@
 """Augmented inference (stage 3): prompt variants, batched decoding, voting.
 
   python -m launch.predict --config=configs/predict.py --output_dir=/runs/ttt1/predict \
-      --config.model.model_dir=/ckpt/base --config.adapters_dir=/runs/ttt1/adapters
+      --config.model.checkpoint_dir=/ckpt/base --config.adapters_dir=/runs/ttt1/adapters
   python -m launch.predict --config=configs/predict.py:runlocal --output_dir=/tmp/predict_local
 
 `runlocal` shrinks the same recipe for a laptop CPU: 2 tasks, few variants,
-greedy decoding, the random-init 'tiny' model unless a model_dir is given.
+greedy decoding, the random-init 'tiny' model unless a checkpoint_dir is given.
 """
 
 from ml_collections import config_dict
@@ -22,7 +22,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
                 else 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt')
   # An HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or empty: a random-init preset.
   c.model = config_dict.ConfigDict(dict(
-      model_dir='', preset='tiny', init_seed=0, param_dtype='float32',
+      checkpoint_dir='', preset='tiny', init_seed=0, param_dtype='float32',
       compute_dtype='float32' if runlocal else 'bfloat16'))
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''

@@ -76,13 +76,6 @@ def _args() -> dict:
   return args
 
 
-def _release_flags() -> None:
-  """ttt_jax/bench/{ttt_step,decode}.py define absl flags of the same names (--preset,
-  --out, ...) when imported; drop ours, already read, so those imports do not clash."""
-  for name in _OWN_FLAGS:
-    delattr(flags.FLAGS, name)
-
-
 def _mesh_axes(items) -> tuple[tuple[str, int], ...]:
   axes = dict((('data', -1), ('fsdp', 1), ('tensor', 1)))
   for item in items:
@@ -107,7 +100,6 @@ def main(argv):
     import jax  # pylint: disable=import-outside-toplevel
     jax.config.update('jax_num_cpu_devices', a['num_devices'])  # before the backend starts
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-  _release_flags()
   bench, preset, out = _BENCH.value, a['preset'], a['out']
 
   if bench == 'ttt-step':

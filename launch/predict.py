@@ -2,7 +2,7 @@ r"""Augmented inference: tasks + TTT adapters -> candidates -> vote -> submissio
 
   python -m launch.predict --config=configs/predict.py:runlocal --output_dir=/tmp/predict
   python -m launch.predict --config=configs/predict.py --output_dir=/runs/ttt1/predict \
-      --config.model.model_dir=/ckpt/base --config.adapters_dir=/runs/ttt1/adapters \
+      --config.model.checkpoint_dir=/ckpt/base --config.adapters_dir=/runs/ttt1/adapters \
       --config.decoding=dfs --config.score_augmentations=8 \
       --config.vote.rank_mode=votes_then_scores
 
@@ -26,7 +26,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   c = _CONFIG.value
   score = predict.run_predict(
-      c.selector, _OUTPUT_DIR.value, predict.config_from(c), model_dir=c.model.model_dir,
+      c.selector, _OUTPUT_DIR.value, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
       preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=c.adapters_dir,
       adapter_subdir=c.adapter_subdir,
       dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))

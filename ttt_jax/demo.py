@@ -17,7 +17,7 @@ from ttt_jax.train import ttt
 def _predict(config, output_dir: str, adapters_dir: str = '') -> metrics.Score:
   c = config.predict
   return predict.run_predict(
-      c.selector, output_dir, predict.config_from(c), model_dir=c.model.model_dir,
+      c.selector, output_dir, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
       preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=adapters_dir,
       dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))
 

@@ -12,6 +12,7 @@ from ttt_jax.data import arc
 from ttt_jax.data.arc import Pair, Task
 from ttt_jax.eval import metrics
 from ttt_jax.infer import decode, predict, prompts, vote
+from ttt_jax.model import builtin
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
@@ -79,7 +80,7 @@ def test_malformed_outputs_still_give_every_task_an_entry(tmp_path, monkeypatch)
   tasks = _tasks()
   monkeypatch.setattr(decode, 'to_grid', lambda tokens: None)  # every output undecodable
   model_config = ModelConfig.preset('tiny')
-  params = predict.load_model(preset='tiny')[1]
+  params = builtin.load_model('', preset='tiny')[1]
   for decoding in ('greedy', 'dfs'):
     config = predict.PredictConfig(**{**FAST.__dict__, 'decoding': decoding,
                                       'dfs_threshold': 0.3})
@@ -107,9 +108,21 @@ def test_voting_maps_transformed_predictions_back_to_the_truth():
   assert 'identity' in details['found_by'][0]
 
 
-def test_missing_adapter_and_bad_config_raise_clear_errors(tmp_path):
-  with pytest.raises(FileNotFoundError, match='task zzz: no adapter'):
-    predict.load_adapters(str(tmp_path), ['zzz'], ModelConfig.preset('tiny'))
+def test_a_task_without_adapter_gets_the_base_model(tmp_path):
+  config = ModelConfig.preset('tiny')
+  assert predict.load_adapters(str(tmp_path), ['zzz'], config) is None
+  lora_config = LoraConfig(rank=2, alpha=4.0)
+  lora = init_lora(jax.random.key(0), config, lora_config)
+  lora = jax.tree.map(lambda x: x + 1.0, lora)  # nonzero B: a real adapter
+  checkpoint.export_peft_adapter(str(tmp_path / 'aaa'), lora, lora_config, config)
+  stacked, got_config = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
+  assert got_config == lora_config
+  for name, ab in stacked.items():
+    np.testing.assert_array_equal(ab['b'][0], 0)          # zzz: B = 0, the base model
+    np.testing.assert_allclose(ab['b'][1], lora[name]['b'], rtol=1e-6)
+
+
+def test_bad_config_raises_clear_errors():
   with pytest.raises(ValueError, match='decoding'):
     predict.PredictConfig(decoding='beam')
   with pytest.raises(ValueError, match='needs scores'):

@@ -98,13 +98,6 @@ def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 80
   return result
 
 
-_PRESET = flags.DEFINE_string('preset', 'tiny', 'Model preset.')
-_BATCH = flags.DEFINE_integer('batch', 16, 'Rows decoded together.')
-_PROMPT_LEN = flags.DEFINE_integer('prompt_len', 800, 'Prompt tokens per row.')
-_NEW_TOKENS = flags.DEFINE_integer('new_tokens', 200, 'New tokens per row.')
-_NUM_TASKS = flags.DEFINE_integer('num_tasks', 4, 'Stacked adapters for the per-row run.')
-_OUT = flags.DEFINE_string('out', None, 'Write the results JSON here.')
-
 
 def main(argv):
   del argv
@@ -113,4 +106,12 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined only when run as a script: launch/bench.py imports this module
+  # and has flags of the same names.
+  _PRESET = flags.DEFINE_string('preset', 'tiny', 'Model preset.')
+  _BATCH = flags.DEFINE_integer('batch', 16, 'Rows decoded together.')
+  _PROMPT_LEN = flags.DEFINE_integer('prompt_len', 800, 'Prompt tokens per row.')
+  _NEW_TOKENS = flags.DEFINE_integer('new_tokens', 200, 'New tokens per row.')
+  _NUM_TASKS = flags.DEFINE_integer('num_tasks', 4, 'Stacked adapters for the per-row run.')
+  _OUT = flags.DEFINE_string('out', None, 'Write the results JSON here.')
   app.run(main)

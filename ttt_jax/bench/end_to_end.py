@@ -41,7 +41,7 @@ def bench_end_to_end(ttt_config, predict_config, selector: str = 'arc1/eval@slic
   # Inference runs the model TTT trained with (a random-init preset when none is given).
   for name in ('preset', 'init_seed', 'param_dtype', 'compute_dtype'):
     predict_config.model[name] = ttt_config.model[name]
-  predict_config.model.model_dir = ttt_config.model.checkpoint_dir
+  predict_config.model.checkpoint_dir = ttt_config.model.checkpoint_dir
 
   with tempfile.TemporaryDirectory() as tmp:
     workdir = workdir or tmp
@@ -52,7 +52,7 @@ def bench_end_to_end(ttt_config, predict_config, selector: str = 'arc1/eval@slic
     c = predict_config
     score = predict.run_predict(
         c.selector, os.path.join(workdir, 'predict'), predict.config_from(c),
-        model_dir=c.model.model_dir, preset=c.model.preset, init_seed=c.model.init_seed,
+        checkpoint_dir=c.model.checkpoint_dir, preset=c.model.preset, init_seed=c.model.init_seed,
         adapters_dir=os.path.join(workdir, 'ttt', 'adapters'),
         dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))
     predict_seconds = time.perf_counter() - start

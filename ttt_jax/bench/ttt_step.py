@@ -104,19 +104,6 @@ def bench_ttt_step(preset: str = 'tiny', num_tasks: int = 4, batch_size: int = 2
   return result
 
 
-_PRESET = flags.DEFINE_string('preset', 'tiny', 'ModelConfig preset.')
-_TASKS = flags.DEFINE_integer('num_tasks', 4, 'Tasks T trained together.')
-_BATCH = flags.DEFINE_integer('batch_size', 2, 'Sequences per task per step.')
-_SEQ = flags.DEFINE_integer('seq_len', 512, 'Tokens per sequence.')
-_STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up).')
-_RANK = flags.DEFINE_integer('rank', 8, 'LoRA rank.')
-_TARGETS = flags.DEFINE_list('targets', list(TARGETS), 'LoRA target projections.')
-_ATTENTION = flags.DEFINE_enum('attention_impl', 'blockwise', ['xla', 'blockwise'],
-                               'Attention for the full-sequence forward.')
-_CAPACITY = flags.DEFINE_integer('loss_capacity', None,
-                                 'LM head on at most this many target tokens per task batch.')
-_OUT = flags.DEFINE_string('out', None, 'JSON output path.')
-
 
 def main(argv):
   del argv
@@ -126,4 +113,18 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined only when run as a script: launch/bench.py imports this module
+  # and has flags of the same names.
+  _PRESET = flags.DEFINE_string('preset', 'tiny', 'ModelConfig preset.')
+  _TASKS = flags.DEFINE_integer('num_tasks', 4, 'Tasks T trained together.')
+  _BATCH = flags.DEFINE_integer('batch_size', 2, 'Sequences per task per step.')
+  _SEQ = flags.DEFINE_integer('seq_len', 512, 'Tokens per sequence.')
+  _STEPS = flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up).')
+  _RANK = flags.DEFINE_integer('rank', 8, 'LoRA rank.')
+  _TARGETS = flags.DEFINE_list('targets', list(TARGETS), 'LoRA target projections.')
+  _ATTENTION = flags.DEFINE_enum('attention_impl', 'blockwise', ['xla', 'blockwise'],
+                                 'Attention for the full-sequence forward.')
+  _CAPACITY = flags.DEFINE_integer('loss_capacity', None,
+                                   'LM head on at most this many target tokens per task batch.')
+  _OUT = flags.DEFINE_string('out', None, 'JSON output path.')
   app.run(main)

@@ -30,7 +30,7 @@ from ttt_jax.data import arc, augment
 from ttt_jax.data.arc import Task
 from ttt_jax.eval import metrics
 from ttt_jax.infer import decode, prompts, score, vote
-from ttt_jax.model import hf, llama
+from ttt_jax.model import builtin, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
@@ -83,33 +83,33 @@ def config_from(c) -> PredictConfig:
 # ------------------------------------------------------------------- loading
 
 
-def load_model(model_dir: str = '', preset: str = 'tiny', seed: int = 0,
-               **dtypes) -> tuple[ModelConfig, dict]:
-  """An HF checkpoint dir, or (no dir) a random-init preset, said loudly."""
-  if model_dir:
-    return hf.load_hf(model_dir, **dtypes)
-  logging.warning('No --model_dir: predicting with a RANDOM-INIT %r model (seed %d); '
-                  'its answers are noise.', preset, seed)
-  config = ModelConfig.preset(preset, **dtypes)
-  return config, llama.init_params(config, jax.random.key(seed))
-
-
 def load_adapters(adapters_dir: str, task_ids: Sequence[str], model_config: ModelConfig,
-                  subdir: str = '') -> tuple[dict, LoraConfig]:
-  """The PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...]."""
-  trees, lora_config = [], None
+                  subdir: str = '') -> tuple[dict, LoraConfig] | None:
+  """The PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...].
+
+  A task with no adapter (TTT found no example short enough, or did not reach
+  it) is predicted by the base model, said in the log: its slot holds zeros,
+  and B = 0 is exactly the base model. None when no task of the group has one.
+  """
+  trees, lora_config = {}, None
   for task_id in task_ids:
     directory = os.path.join(adapters_dir, task_id, subdir)
     if not os.path.exists(os.path.join(directory, checkpoint.ADAPTER_CONFIG)):
-      raise FileNotFoundError(f'task {task_id}: no adapter at {directory} (TTT did not finish '
-                              'this task? with an lr sweep, set adapter_subdir, e.g. lr_5e-05)')
+      logging.warning('task %s: no adapter at %s (TTT had no example for it? with an lr sweep, '
+                      'set adapter_subdir, e.g. lr_5e-05): predicting with the base model',
+                      task_id, directory)
+      continue
     tree, config = checkpoint.load_peft_adapter(directory, model_config)
     if lora_config is not None and config != lora_config:
       raise ValueError(f'task {task_id}: adapter config {config} differs from {lora_config} '
-                       f'(of task {task_ids[0]}); stacked adapters must share one shape')
-    trees.append(tree)
+                       f'(of task {next(iter(trees))}); stacked adapters must share one shape')
+    trees[task_id] = tree
     lora_config = config
-  return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees), lora_config
+  if not trees:
+    return None
+  zeros = jax.tree.map(np.zeros_like, next(iter(trees.values())))
+  stacked = [trees.get(task_id, zeros) for task_id in task_ids]
+  return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *stacked), lora_config
 
 
 def read_done(output_dir: str) -> dict[str, dict]:
@@ -310,14 +310,15 @@ def write_outputs(records: dict[str, dict], tasks: Sequence[Task], output_dir: s
   return result
 
 
-def run_predict(selector: str, output_dir: str, config: PredictConfig, *, model_dir: str = '',
+def run_predict(selector: str, output_dir: str, config: PredictConfig, *, checkpoint_dir: str = '',
                 preset: str = 'tiny', init_seed: int = 0, adapters_dir: str = '',
                 adapter_subdir: str = '', dtypes: dict | None = None) -> metrics.Score | None:
   """What launch/predict.py runs: load, predict (resumably), write submission and report."""
   tasks, _ = arc.load_tasks(selector)
   if not tasks:
     raise ValueError(f'{selector}: no tasks loaded')
-  model_config, params = load_model(model_dir, preset, init_seed, **(dtypes or {}))
+  model_config, params = builtin.load_model(checkpoint_dir, preset=preset, init_seed=init_seed,
+                                              **(dtypes or {}))
   if not adapters_dir:
     logging.info('No adapters_dir: predicting with the base model for every task.')
   records = predict_tasks(params, model_config, tasks, output_dir, config, adapters_dir,

@@ -164,7 +164,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   os.makedirs(workdir, exist_ok=True)
   data_cfg = data_config_from(config)
   lora_config = lora_config_from(config)
-  model_config, base_params, _ = load_base_model(config.model)
+  # No checkpoint: training from scratch is the point, not a warning.
+  model_config, base_params, _ = load_base_model(config.model, warn_random=False)
 
   tasks, report = pretrain_data.load_training_tasks(tuple(config.data.train),
                                                     config.data.contamination_guard)

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ttt_jax import checkpoint, parallel
 from ttt_jax.data import arc, ttt_data
 from ttt_jax.data.ttt_data import TTTArrays
-from ttt_jax.model import hf, llama
+from ttt_jax.model import builtin, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 from ttt_jax.train import optim
@@ -516,18 +516,13 @@ def ttt_config_from(cfg) -> TTTConfig:
   return TTTConfig(**values)
 
 
-def load_base_model(model_cfg) -> tuple[ModelConfig, Any, str | None]:
+def load_base_model(model_cfg, *, warn_random: bool = True) -> tuple[ModelConfig, Any, str | None]:
   """(config, params, checkpoint dir or None) from the `model` config block."""
-  if model_cfg.checkpoint_dir:
-    config, params = hf.load_hf(model_cfg.checkpoint_dir, param_dtype=model_cfg.param_dtype,
-                                compute_dtype=model_cfg.compute_dtype, remat=model_cfg.remat)
-    return config, params, model_cfg.checkpoint_dir
-  config = ModelConfig.preset(model_cfg.preset, param_dtype=model_cfg.param_dtype,
-                              compute_dtype=model_cfg.compute_dtype, remat=model_cfg.remat)
-  logging.warning('No model checkpoint given (config.model.checkpoint_dir): training adapters '
-                  "on a RANDOMLY INITIALISED '%s' model. Predictions will be meaningless.",
-                  model_cfg.preset)
-  return config, llama.init_params(config, jax.random.key(model_cfg.init_seed)), None
+  config, params = builtin.load_model(
+      model_cfg.checkpoint_dir, preset=model_cfg.preset, init_seed=model_cfg.init_seed,
+      warn_random=warn_random, param_dtype=model_cfg.param_dtype,
+      compute_dtype=model_cfg.compute_dtype, remat=model_cfg.remat)
+  return config, params, builtin.resolve(model_cfg.checkpoint_dir) or None
 
 
 def run_ttt(config, workdir: str) -> list[JobResult]:

@@ -1,0 +1,37 @@
+"""Which base model a run uses: the shipped built-in model, an HF checkpoint, or a random init.
+
+`checkpoint_dir` in every config names it: 'builtin' (the small Llama-3
+architecture model trained with configs/finetune.py and shipped in
+ttt_jax/assets/builtin_model, see docs/BUILTIN_MODEL.md), a directory in
+Hugging Face format, or '' for a randomly initialised preset.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import logging
+
+from ttt_jax.model import hf, llama
+from ttt_jax.model.config import ModelConfig
+
+BUILTIN = 'builtin'
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets', 'builtin_model')
+
+
+def resolve(checkpoint_dir: str) -> str:
+  """The directory a checkpoint name stands for ('' stays '': no checkpoint)."""
+  return BUILTIN_DIR if checkpoint_dir == BUILTIN else checkpoint_dir
+
+
+def load_model(checkpoint_dir: str = BUILTIN, *, preset: str = 'tiny', init_seed: int = 0,
+               warn_random: bool = True, **options) -> tuple[ModelConfig, dict]:
+  """(config, params); options are ModelConfig dtype/remat fields (param_dtype, ...)."""
+  if checkpoint_dir:
+    return hf.load_hf(resolve(checkpoint_dir), **options)
+  if warn_random:
+    logging.warning("No checkpoint_dir: a RANDOMLY INITIALISED '%s' model (seed %d); "
+                    'its predictions are noise.', preset, init_seed)
+  config = ModelConfig.preset(preset, **options)
+  return config, llama.init_params(config, jax.random.key(init_seed))

@@ -23,7 +23,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # An HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or empty: a random-init preset.
   c.model = config_dict.ConfigDict(dict(
       checkpoint_dir='', preset='tiny', init_seed=0, param_dtype='float32',
-      compute_dtype='float32' if runlocal else 'bfloat16'))
+      compute_dtype='float32' if runlocal else 'bfloat16', remat='none'))
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''
   c.adapter_subdir = ''

@@ -6,6 +6,7 @@
 from absl import app, flags
 from ml_collections import config_flags
 
+from ttt_jax import knobs
 from ttt_jax.demo import run_demo
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Demo config file.',
@@ -16,7 +17,11 @@ _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Output directory (a reru
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  run_demo(_CONFIG.value, _WORKDIR.value)
+  knobs.apply_xla_flags()  # before anything touches a device
+  config = _CONFIG.value
+  knobs.override_model(config.ttt.model)
+  knobs.override_model(config.predict.model)
+  run_demo(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ report/report.{json,md}.
 from absl import app, flags
 from ml_collections import config_flags
 
+from ttt_jax import knobs
 from ttt_jax.infer import predict
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/predict.py', 'Predict config file.',
@@ -24,12 +25,15 @@ _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where the results go.', r
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  knobs.apply_xla_flags()  # before anything touches a device
   c = _CONFIG.value
+  knobs.override_model(c.model)
   score = predict.run_predict(
       c.selector, _OUTPUT_DIR.value, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
       preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=c.adapters_dir,
       adapter_subdir=c.adapter_subdir,
-      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))
+      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
+                  remat=c.model.remat))
   if score is not None:
     print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
 

@@ -19,7 +19,8 @@ def _predict(config, output_dir: str, adapters_dir: str = '') -> metrics.Score:
   return predict.run_predict(
       c.selector, output_dir, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
       preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=adapters_dir,
-      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype))
+      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
+                  remat=c.model.remat))
 
 
 def _loss_curves(workdir: str) -> dict[str, tuple[float, float]]:

@@ -5,7 +5,7 @@
   python -m launch.predict --config=configs/predict.py:runlocal --output_dir=/tmp/predict_local
 
 `runlocal` shrinks the same recipe for a laptop CPU: 2 tasks, few variants,
-greedy decoding, the random-init 'tiny' model unless a checkpoint_dir is given.
+greedy decoding, the built-in model unless a checkpoint_dir is given.
 """
 
 from ml_collections import config_dict
@@ -20,9 +20,10 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.selector = ('arc1/eval@slice=0:2' if runlocal
                 else 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt')
-  # An HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or empty: a random-init preset.
+  # 'builtin' (shipped), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or '': a
+  # random-init preset.
   c.model = config_dict.ConfigDict(dict(
-      checkpoint_dir='', preset='tiny', init_seed=0, param_dtype='float32',
+      checkpoint_dir='builtin', preset='tiny', init_seed=0, param_dtype='float32',
       compute_dtype='float32' if runlocal else 'bfloat16', remat='none'))
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''

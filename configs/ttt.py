@@ -17,10 +17,10 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
     raise ValueError(f"configs/ttt.py: unknown argument {arg!r}; use '' or 'runlocal'")
   c = config_dict.ConfigDict()
 
-  # Base model: an HF-format checkpoint dir (the fine-tuned stage-1 model, vocab
-  # shrunk to the 16 ARC tokens), or, when empty, a random-init preset.
+  # Base model: 'builtin' (the shipped stage-1 model, docs/BUILTIN_MODEL.md), an HF-format
+  # checkpoint dir (vocab shrunk to the 16 ARC tokens), or '': a random-init preset.
   c.model = config_dict.ConfigDict(dict(
-      checkpoint_dir='', preset='tiny', init_seed=0, param_dtype='float32',
+      checkpoint_dir='builtin', preset='tiny', init_seed=0, param_dtype='float32',
       compute_dtype='float32' if runlocal else 'bfloat16', remat='none' if runlocal else 'full'))
 
   # TTT data per task: leave-one-out x augmentations (ttt_jax/data/ttt_data.py).

@@ -28,13 +28,8 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   config = _CONFIG.value
   knobs.override_model(config.model)
-  profiler = knobs.step_profiler()
-  # train() looks the step up in its module when it starts.
-  finetune.train_step = profiler.wrap(finetune.train_step)
-  try:
+  with knobs.profiled_step(finetune):
     finetune.train(config, _WORKDIR.value)
-  finally:
-    profiler.stop()
 
 
 if __name__ == '__main__':

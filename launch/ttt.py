@@ -29,13 +29,8 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   config = _CONFIG.value
   knobs.override_model(config.model)
-  profiler = knobs.step_profiler()
-  # train_stream looks the step up in its module at call time.
-  ttt.train_step = profiler.wrap(ttt.train_step)
-  try:
+  with knobs.profiled_step(ttt):
     ttt.run_ttt(config, _WORKDIR.value)
-  finally:
-    profiler.stop()
 
 
 if __name__ == '__main__':

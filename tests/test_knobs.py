@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import jax.numpy as jnp
@@ -92,3 +93,11 @@ def test_step_profiler_off_is_the_identity():
   assert knobs.StepProfiler(None).wrap(step) is step
   with pytest.raises(ValueError, match='profile_steps'):
     knobs.StepProfiler('/tmp/p', steps=0)
+
+
+def test_profiled_step_wraps_the_module_step_and_restores_it():
+  step = lambda x: x + 1
+  module = types.SimpleNamespace(train_step=step)
+  with knobs.profiled_step(module):
+    assert module.train_step(1) == 2  # profiling off by default: the same function
+  assert module.train_step is step

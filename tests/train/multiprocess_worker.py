@@ -33,20 +33,12 @@ def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
   mesh = parallel.make_mesh()  # every global device on 'data'
   params = parallel.shard_params(tl.base_params(), mesh)
   arrays = tl.task_arrays(NUM_SLOTS, seed=3)
-  slots, data = ttt.empty_slots(NUM_SLOTS, tl.N, tl.S, tl.MODEL, tl.TTT, mesh)
-  for slot in range(NUM_SLOTS):
-    slots, data = ttt.place_job(slots, data, slot, tl.one_task(arrays, slot), slot, slot,
-                                tl.TTT.lr, model_config=tl.MODEL, ttt_config=tl.TTT, mesh=mesh)
-  losses = []
-  for _ in range(STEPS):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=tl.MODEL,
-                                    ttt_config=tl.TTT, mesh=mesh)
-    losses.append(np.asarray(metrics['loss']))  # metrics are replicated: addressable here
+  slots, losses = tl.train_slots(params, arrays, NUM_SLOTS, STEPS, mesh)
   # Each process holds only its own tasks' adapters.
   a = slots.lora['q']['a']
   assert not a.is_fully_addressable and len(a.addressable_shards) == 2, a.sharding
   assert {d.process_index for d in a.sharding.addressable_devices} == {process_id}
-  out = {'losses': np.stack(losses, 1)}
+  out = {'losses': losses}
   for slot in range(NUM_SLOTS):
     for i, leaf in enumerate(jax.tree.leaves(ttt.take_slot(slots.lora, slot, mesh))):
       out[f'lora_{slot}_{i}'] = leaf

@@ -20,19 +20,11 @@ NUM_SLOTS, STEPS, NUM_JOBS = 8, 3, 10
 
 
 def sharded_steps(params, arrays, mesh):
-  slots, data = ttt.empty_slots(NUM_SLOTS, tl.N, tl.S, tl.MODEL, tl.TTT, mesh)
-  for slot in range(NUM_SLOTS):
-    slots, data = ttt.place_job(slots, data, slot, tl.one_task(arrays, slot), slot, slot,
-                                tl.TTT.lr, model_config=tl.MODEL, ttt_config=tl.TTT, mesh=mesh)
-  losses = []
-  for _ in range(STEPS):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=tl.MODEL,
-                                    ttt_config=tl.TTT, mesh=mesh)
-    losses.append(np.asarray(metrics['loss']))
+  slots, losses = tl.train_slots(params, arrays, NUM_SLOTS, STEPS, mesh)
   spread = {len(x.sharding.device_set) for x in jax.tree.leaves(slots)}
   assert spread == {8}, spread
   assert slots.lora['q']['a'].sharding.spec[0] == 'data', slots.lora['q']['a'].sharding
-  return slots, np.stack(losses, 1)
+  return slots, losses
 
 
 def main(out_path):

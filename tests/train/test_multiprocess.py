@@ -12,7 +12,6 @@ import numpy as np
 
 import multiprocess_worker as worker
 import ttt_testlib as tl
-from ttt_jax.train import ttt
 
 WORKER = os.path.join(os.path.dirname(__file__), 'multiprocess_worker.py')
 NUM_PROCESSES = 2
@@ -52,17 +51,9 @@ def test_two_processes_match_one(tmp_path):
   multi = np.load(out)
 
   params, arrays = tl.base_params(), tl.task_arrays(worker.NUM_SLOTS, seed=3)
-  slots, data = ttt.empty_slots(worker.NUM_SLOTS, tl.N, tl.S, tl.MODEL, tl.TTT)
-  for slot in range(worker.NUM_SLOTS):
-    slots, data = ttt.place_job(slots, data, slot, tl.one_task(arrays, slot), slot, slot,
-                                tl.TTT.lr, model_config=tl.MODEL, ttt_config=tl.TTT)
-  losses = []
-  for _ in range(worker.STEPS):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=tl.MODEL,
-                                    ttt_config=tl.TTT)
-    losses.append(np.asarray(metrics['loss']))
+  slots, losses = tl.train_slots(params, arrays, worker.NUM_SLOTS, worker.STEPS)
 
-  np.testing.assert_allclose(multi['losses'], np.stack(losses, 1), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(multi['losses'], losses, atol=1e-5, rtol=0)
   assert np.all(np.isfinite(multi['losses']))
   for slot in range(worker.NUM_SLOTS):
     leaves = jax.tree.leaves(jax.tree.map(lambda x: x[slot], slots.lora))

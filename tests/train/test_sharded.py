@@ -25,16 +25,8 @@ def test_sharded_task_axis_matches_one_device(tmp_path):
   # The same computation on this process's single device.
   import sharded_worker  # pylint: disable=import-outside-toplevel
   params, arrays = tl.base_params(), tl.task_arrays(sharded_worker.NUM_JOBS, seed=2)
-  slots, data = ttt.empty_slots(sharded_worker.NUM_SLOTS, tl.N, tl.S, tl.MODEL, tl.TTT)
-  for slot in range(sharded_worker.NUM_SLOTS):
-    slots, data = ttt.place_job(slots, data, slot, tl.one_task(arrays, slot), slot, slot,
-                                tl.TTT.lr, model_config=tl.MODEL, ttt_config=tl.TTT)
-  losses = []
-  for _ in range(sharded_worker.STEPS):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=tl.MODEL,
-                                    ttt_config=tl.TTT)
-    losses.append(np.asarray(metrics['loss']))
-  np.testing.assert_allclose(sharded['losses'], np.stack(losses, 1), atol=1e-5, rtol=0)
+  slots, losses = tl.train_slots(params, arrays, sharded_worker.NUM_SLOTS, sharded_worker.STEPS)
+  np.testing.assert_allclose(sharded['losses'], losses, atol=1e-5, rtol=0)
   for i, leaf in enumerate(jax.tree.leaves(slots.lora)):
     np.testing.assert_allclose(sharded[f'lora_{i}'], np.asarray(leaf), atol=1e-5, rtol=0)
 

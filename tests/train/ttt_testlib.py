@@ -41,3 +41,18 @@ def task_arrays(num_tasks: int, num_examples=None, seed: int = 0) -> TTTArrays:
 
 def one_task(arrays: TTTArrays, t: int) -> TTTArrays:
   return TTTArrays(*(x[t] for x in arrays))
+
+
+def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None):
+  """Task t in slot t for t < num_slots, then `steps` train steps: (slots, losses [T, steps])."""
+  from ttt_jax.train import ttt  # pylint: disable=import-outside-toplevel
+  slots, data = ttt.empty_slots(num_slots, N, S, MODEL, TTT, mesh)
+  for slot in range(num_slots):
+    slots, data = ttt.place_job(slots, data, slot, one_task(arrays, slot), slot, slot, TTT.lr,
+                                model_config=MODEL, ttt_config=TTT, mesh=mesh)
+  losses = []
+  for _ in range(steps):
+    slots, metrics = ttt.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT,
+                                    mesh=mesh)
+    losses.append(np.asarray(metrics['loss']))  # replicated: addressable on every process
+  return slots, np.stack(losses, 1)

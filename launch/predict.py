@@ -28,12 +28,7 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   c = _CONFIG.value
   knobs.override_model(c.model)
-  score = predict.run_predict(
-      c.selector, _OUTPUT_DIR.value, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
-      preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=c.adapters_dir,
-      adapter_subdir=c.adapter_subdir,
-      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
-                  remat=c.model.remat))
+  score = predict.run_from_config(c, _OUTPUT_DIR.value)
   if score is not None:
     print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
 

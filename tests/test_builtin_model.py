@@ -60,8 +60,7 @@ def test_one_ttt_step_and_one_prediction_on_the_builtin_model(tmp_path):
   c = load_config('predict', 'runlocal')
   c.selector, c.model.checkpoint_dir = config.data.selector, 'builtin'
   out = str(tmp_path / 'predict')
-  score = predict.run_predict(c.selector, out, predict.config_from(c), checkpoint_dir='builtin',
-                              adapters_dir=os.path.join(workdir, 'adapters'))
+  score = predict.run_from_config(c, out, adapters_dir=os.path.join(workdir, 'adapters'))
   assert score is not None and score.num_tasks == 1 and 0.0 <= score.total <= 1.0
   submission = json.load(open(os.path.join(out, 'submission.json')))
   assert set(submission) == {TASK} and len(submission[TASK]) == 1

@@ -14,15 +14,6 @@ from ttt_jax.infer import predict
 from ttt_jax.train import ttt
 
 
-def _predict(config, output_dir: str, adapters_dir: str = '') -> metrics.Score:
-  c = config.predict
-  return predict.run_predict(
-      c.selector, output_dir, predict.config_from(c), checkpoint_dir=c.model.checkpoint_dir,
-      preset=c.model.preset, init_seed=c.model.init_seed, adapters_dir=adapters_dir,
-      dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
-                  remat=c.model.remat))
-
-
 def _loss_curves(workdir: str) -> dict[str, tuple[float, float]]:
   """Each task's (first, last) finite TTT loss, from ttt_metrics.jsonl."""
   curves = {}
@@ -39,9 +30,10 @@ def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   """Trains every selected task's adapter, predicts without and with it, prints the table."""
   ttt_dir = os.path.join(workdir, 'ttt')
   ttt.run_ttt(config.ttt, ttt_dir)
-  base = _predict(config, os.path.join(workdir, 'predict_base'))
-  tuned = _predict(config, os.path.join(workdir, 'predict_ttt'),
-                   adapters_dir=os.path.join(ttt_dir, 'adapters'))
+  base = predict.run_from_config(config.predict, os.path.join(workdir, 'predict_base'),
+                                 adapters_dir='')
+  tuned = predict.run_from_config(config.predict, os.path.join(workdir, 'predict_ttt'),
+                                  adapters_dir=os.path.join(ttt_dir, 'adapters'))
   print(comparison_table(base, tuned, _loss_curves(ttt_dir)))
   return base, tuned
 

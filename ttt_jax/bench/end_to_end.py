@@ -49,13 +49,8 @@ def bench_end_to_end(ttt_config, predict_config, selector: str = 'arc1/eval@slic
     results = ttt.run_ttt(ttt_config, os.path.join(workdir, 'ttt'))
     ttt_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    c = predict_config
-    score = predict.run_predict(
-        c.selector, os.path.join(workdir, 'predict'), predict.config_from(c),
-        checkpoint_dir=c.model.checkpoint_dir, preset=c.model.preset, init_seed=c.model.init_seed,
-        adapters_dir=os.path.join(workdir, 'ttt', 'adapters'),
-        dtypes=dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype,
-                  remat=c.model.remat))
+    score = predict.run_from_config(predict_config, os.path.join(workdir, 'predict'),
+                                    adapters_dir=os.path.join(workdir, 'ttt', 'adapters'))
     predict_seconds = time.perf_counter() - start
 
   num_tasks = len({r.task for r in results})

@@ -327,3 +327,13 @@ def run_predict(selector: str, output_dir: str, config: PredictConfig, *, checkp
   if result is not None:
     logging.info('Score %.2f / %d (%.1f%%)', result.total, result.num_tasks, 100 * result.mean)
   return result
+
+
+def run_from_config(c, output_dir: str, adapters_dir: str | None = None) -> metrics.Score | None:
+  """run_predict for a configs/predict.py ConfigDict; `adapters_dir` overrides c.adapters_dir."""
+  m = c.model
+  return run_predict(
+      c.selector, output_dir, config_from(c), checkpoint_dir=m.checkpoint_dir, preset=m.preset,
+      init_seed=m.init_seed, adapter_subdir=c.adapter_subdir,
+      adapters_dir=c.adapters_dir if adapters_dir is None else adapters_dir,
+      dtypes=dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat))

@@ -92,6 +92,16 @@ def test_token_length_stats_counts_exact_lengths():
                               'fits': {10: 1, 32: 3, 100: 3}}
 
 
+def test_shortest_tasks_orders_by_length_then_id():
+    long_task = Task('a', (Pair(A, B), Pair(C, D)), (Pair(B, C),))
+    short_b = Task('b', (Pair(A, B),), (Pair(B, C),))
+    short_c = Task('c', (Pair(A, B),), (Pair(B, C),))
+    unsolved = Task('d', (Pair(A, B),), (Pair(B, None),))
+    assert F.task_length(long_task) == len(F.encode_task(long_task.train, B, C)[0])
+    assert F.shortest_tasks([long_task, short_c, unsolved, short_b], 2) == ['b', 'c']
+    assert F.shortest_tasks([long_task, short_c, short_b], 5) == ['b', 'c', 'a']
+
+
 def _tiny_byte_level_tokenizer(path):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

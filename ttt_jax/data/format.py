@@ -106,6 +106,18 @@ def pair_length(x: np.ndarray, y: np.ndarray) -> int:
     return x.shape[0] * (x.shape[1] + 1) + y.shape[0] * (y.shape[1] + 1) + 3
 
 
+def task_length(task: Task) -> int:
+    """Tokens of the task's longest full sequence: all demonstrations plus one test pair."""
+    return max(1 + sum(pair_length(x, y) for x, y in task.train) + pair_length(p.input, p.output)
+               for p in task.test if p.output is not None)
+
+
+def shortest_tasks(tasks: Sequence[Task], n: int) -> list[str]:
+    """Ids of the n solved tasks with the fewest tokens (task_length), ties broken by id."""
+    solved = [t for t in tasks if any(p.output is not None for p in t.test)]
+    return [t.id for t in sorted(solved, key=lambda t: (task_length(t), t.id))[:n]]
+
+
 def token_length_stats(tasks: Sequence[Task],
                        budgets: Sequence[int] = (1024, 2048, 4096, 8192)) -> dict:
     """How long tasks and single pairs are, in tokens; how many fit each budget.
@@ -113,10 +125,8 @@ def token_length_stats(tasks: Sequence[Task],
     A task's length is its longest full sequence (all demonstrations plus one
     test pair with its output), so "fits" means every test input fits.
     """
-    task_lengths = np.array([
-        max(1 + sum(pair_length(x, y) for x, y in t.train)
-            + pair_length(p.input, p.output) for p in t.test if p.output is not None)
-        for t in tasks if any(p.output is not None for p in t.test)])
+    task_lengths = np.array([task_length(t) for t in tasks
+                             if any(p.output is not None for p in t.test)])
     pair_lengths = np.array([pair_length(p.input, p.output) for t in tasks
                              for p in (*t.train, *t.test) if p.output is not None])
 

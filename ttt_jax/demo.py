@@ -26,25 +26,47 @@ def _loss_curves(workdir: str) -> dict[str, tuple[float, float]]:
   return curves
 
 
+def _details(predict_dir: str) -> metrics.Details:
+  with open(os.path.join(predict_dir, 'details.json')) as f:
+    return json.load(f)
+
+
 def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   """Trains every selected task's adapter, predicts without and with it, prints the table."""
   ttt_dir = os.path.join(workdir, 'ttt')
+  base_dir, tuned_dir = (os.path.join(workdir, d) for d in ('predict_base', 'predict_ttt'))
   ttt.run_ttt(config.ttt, ttt_dir)
-  base = predict.run_from_config(config.predict, os.path.join(workdir, 'predict_base'),
-                                 adapters_dir='')
-  tuned = predict.run_from_config(config.predict, os.path.join(workdir, 'predict_ttt'),
+  base = predict.run_from_config(config.predict, base_dir, adapters_dir='')
+  tuned = predict.run_from_config(config.predict, tuned_dir,
                                   adapters_dir=os.path.join(ttt_dir, 'adapters'))
-  print(comparison_table(base, tuned, _loss_curves(ttt_dir)))
+  table = comparison_table(base, tuned, _loss_curves(ttt_dir), _details(base_dir),
+                           _details(tuned_dir))
+  with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
+    f.write(table + '\n')
+  print(table)
   return base, tuned
 
 
+def _nll(task_id: str, details: metrics.Details) -> str:
+  nll = metrics.truth_nll(task_id, details)
+  return '-' if nll is None else f'{nll:.3f}'
+
+
 def comparison_table(base: metrics.Score, tuned: metrics.Score,
-                     curves: dict[str, tuple[float, float]]) -> str:
-  """A Markdown table: per task, the TTT loss curve's ends and pass@2 without and with TTT."""
-  lines = ['| task | TTT loss first -> last | no TTT | TTT |', '|---|---|---|---|']
+                     curves: dict[str, tuple[float, float]], base_details: metrics.Details,
+                     tuned_details: metrics.Details) -> str:
+  """A Markdown table: per task, the TTT loss curve's ends, the true output's NLL per token
+  and pass@2, without and with TTT; then the totals."""
+  lines = ['| task | TTT loss first -> last | true-output NLL: no TTT -> TTT | no TTT | TTT |',
+           '|---|---|---|---|---|']
+  lowered = 0
   for b, t in zip(base.tasks, tuned.tasks):
     loss = '%.3f -> %.3f' % curves[b.task_id] if b.task_id in curves else '-'
-    lines.append(f'| {b.task_id} | {loss} | {b.score:.2f} | {t.score:.2f} |')
-  lines.append(f'| **total** | | **{base.total:.2f} / {base.num_tasks}** '
+    before, after = (metrics.truth_nll(b.task_id, d) for d in (base_details, tuned_details))
+    lowered += before is not None and after is not None and after < before
+    lines.append(f'| {b.task_id} | {loss} | {_nll(b.task_id, base_details)} -> '
+                 f'{_nll(b.task_id, tuned_details)} | {b.score:.2f} | {t.score:.2f} |')
+  lines.append(f'| **total** | | **lower with TTT on {lowered} / {base.num_tasks}** '
+               f'| **{base.total:.2f} / {base.num_tasks}** '
                f'| **{tuned.total:.2f} / {tuned.num_tasks}** |')
   return '\n'.join(lines)

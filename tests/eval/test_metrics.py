@@ -148,8 +148,9 @@ def test_read_levels(tmp_path):
 
 def test_report_json_and_markdown(tmp_path):
     sub = {'t1': [entry(A, WRONG)], 't2': [entry(WRONG, WRONG), entry(WRONG, C)]}
-    details = {'t2': [{'votes': [4, 1], 'found_by': [['identity'], []]},
-                      {'votes': [3, 2], 'found_by': [['rot90'], ['transpose', 'identity']]}]}
+    details = {'t2': [{'votes': [4, 1], 'found_by': [['identity'], []], 'truth_nll': 0.5},
+                      {'votes': [3, 2], 'found_by': [['rot90'], ['transpose', 'identity']],
+                       'truth_nll': 0.25}]}
     score = metrics.score_submission(sub, SOLUTIONS, LEVELS)
     json_path, md_path = metrics.write_report(tmp_path / 'r', score, details)
     data = json.loads(open(json_path).read())
@@ -160,8 +161,10 @@ def test_report_json_and_markdown(tmp_path):
     assert t2['votes'] == [[4, 1], [3, 2]]
     assert t2['found_by'] == ['identity', 'transpose']  # attempt_2 of test 1 was right
     assert t2['solved_by'] == [None, 2]
+    assert t2['truth_nll'] == 0.375  # the mean over its test inputs
+    assert next(t for t in data['tasks'] if t['task_id'] == 't1')['truth_nll'] is None
     md = open(md_path).read()
-    assert '| t2 | hard | 2 | 1 | 0.50 | 4/1, 3/2 | identity, transpose |' in md
+    assert '| t2 | hard | 2 | 1 | 0.50 | 4/1, 3/2 | identity, transpose | 0.375 |' in md
     assert '**Score: 1.50 / 3 tasks (50.0%), 1 fully solved.**' in md
     assert '| hard | 2 | 0.50 | 25.0% | 0 |' in md
 

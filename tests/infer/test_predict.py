@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from ttt_jax import checkpoint
-from ttt_jax.data import arc
+from ttt_jax.data import arc, format as fmt
 from ttt_jax.data.arc import Pair, Task
 from ttt_jax.eval import metrics
 from ttt_jax.infer import decode, predict, prompts, vote
-from ttt_jax.model import builtin
+from ttt_jax.model import builtin, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
@@ -54,6 +54,7 @@ def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monk
   assert set(details) == {'aaa', 'bbb'} and len(details['bbb']) == 2
   # 3 D8 elements x (original order + 1 random order, which may repeat the original)
   assert all(d['num_candidates'] in (3, 6) for d in details['aaa'])
+  assert all(d['truth_nll'] > 0 for t in tasks for d in details[t.id])
   report = json.load(open(os.path.join(out, 'report', 'report.json')))
   assert report['num_tasks'] == 2 and score.num_tasks == 2
   assert os.path.exists(os.path.join(out, 'report', 'report.md'))
@@ -127,3 +128,24 @@ def test_bad_config_raises_clear_errors():
     predict.PredictConfig(decoding='beam')
   with pytest.raises(ValueError, match='needs scores'):
     predict.PredictConfig(vote=vote.VoteConfig(rank_mode='scores'))
+
+
+def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tmp_path):
+  task = _tasks()[1]
+  model_config, params = builtin.load_model('', preset='tiny', warn_random=False)
+  _write_adapters(tmp_path, [task], model_config)
+  lora, lora_config = predict.load_adapters(str(tmp_path), [task.id], model_config)
+  lora = jax.tree.map(lambda x: x[0], lora)
+  tokens, mask = fmt.encode_task(task.train, task.test[1].input, task.test[1].output,
+                                 loss='test_only')
+  logits, _ = llama.forward(params, tokens[None], model_config, lora=lora,
+                            lora_config=lora_config)
+  logp = jax.nn.log_softmax(logits[0, :-1].astype(np.float32), axis=-1)
+  token_logp = np.take_along_axis(np.asarray(logp), tokens[1:, None], axis=-1)[:, 0]
+  expected = -token_logp[mask[1:] > 0].mean()
+  got = predict.truth_nll(params, model_config, task, 1, lora, lora_config, FAST)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  base = predict.truth_nll(params, model_config, task, 1, None, None, FAST)
+  assert abs(base - got) > 1e-4  # the adapter changes it
+  unsolved = Task('u', task.train, (Pair(task.test[0].input),))
+  assert predict.truth_nll(params, model_config, unsolved, 0, None, None, FAST) is None

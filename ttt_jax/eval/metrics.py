@@ -33,8 +33,9 @@ Grid = list[list[int]]
 Submission = dict[str, list[dict[str, Grid]]]
 Solutions = dict[str, list[Grid]]
 # Optional voting details from the predictor, per task, one dict per test input:
-#   {"votes": [votes_1, votes_2], "found_by": [[group names], [group names]]}
-# (`ttt_jax.infer.vote.to_details` writes them).
+#   {"votes": [votes_1, votes_2], "found_by": [[group names], [group names]],
+#    "truth_nll": mean NLL per token of the true output (when known)}
+# (`ttt_jax.infer.vote.to_details` and `ttt_jax.infer.predict` write them).
 Details = Mapping[str, Sequence[Mapping[str, Any]]]
 
 ATTEMPT_KEYS = ('attempt_1', 'attempt_2')
@@ -304,6 +305,12 @@ def _votes(result: TaskResult, details: Details) -> list[list[int]] | None:
     return [list(d['votes']) for d in info]
 
 
+def truth_nll(task_id: str, details: Details) -> float | None:
+    """The task's mean `truth_nll` over its test inputs (see infer/predict.py), if recorded."""
+    values = [d['truth_nll'] for d in details.get(task_id, ()) if d.get('truth_nll') is not None]
+    return sum(values) / len(values) if values else None
+
+
 def _totals(score: Score) -> dict[str, Any]:
     return {'num_tasks': score.num_tasks, 'total': score.total, 'mean': score.mean,
             'num_solved': score.num_solved}
@@ -325,6 +332,7 @@ def report(score: Score, details: Details | None = None) -> dict[str, Any]:
             'solved_by': list(t.solved_by),
             'votes': _votes(t, details),
             'found_by': _found_by(t, details),
+            'truth_nll': truth_nll(t.task_id, details),
             'problems': list(t.problems),
         } for t in score.tasks],
     }
@@ -334,13 +342,14 @@ def report_markdown(score: Score, details: Details | None = None) -> str:
     """A per-task table, the totals and a per-level table, in Markdown."""
     data = report(score, details)
     lines = ['| task | level | tests | correct | score | votes (attempt 1/2) | found by '
-             '| problems |',
-             '|---|---|---|---|---|---|---|---|']
+             '| true-output NLL/token | problems |',
+             '|---|---|---|---|---|---|---|---|---|']
     for t in data['tasks']:
         votes = ', '.join(f'{a}/{b}' for a, b in t['votes']) if t['votes'] else ''
+        nll = '' if t['truth_nll'] is None else f"{t['truth_nll']:.3f}"
         lines.append(f"| {t['task_id']} | {t['level'] or ''} | {t['num_tests']} "
                      f"| {t['num_correct']} | {t['score']:.2f} | {votes} "
-                     f"| {', '.join(t['found_by'])} | {'; '.join(t['problems'])} |")
+                     f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(t['problems'])} |")
     lines += ['', f"**Score: {data['total']:.2f} / {data['num_tasks']} tasks "
                   f"({100 * data['mean']:.1f}%), {data['num_solved']} fully solved.**"]
     if data['by_level']:

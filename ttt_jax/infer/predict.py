@@ -240,9 +240,29 @@ def vote_test_input(cands: Sequence[Candidate], config: PredictConfig,
   return entry, {**details, 'num_candidates': len(cands), 'num_valid': int(valid.sum())}
 
 
+def truth_nll(params, model_config, task: Task, test_index: int, lora, lora_config,
+              config: PredictConfig) -> float | None:
+  """Mean NLL per token of the true test output (rows + EOS) given the unaugmented task.
+
+  A diagnostic for reports, never used to predict: it shows how far TTT moved
+  the model towards the answer even when no attempt is exactly right. None
+  when the output is unknown.
+  """
+  truth = task.test[test_index].output
+  if truth is None:
+    return None
+  identity = (0, prompts.IDENTITY_COLORS)
+  _, target_mask = score.scoring_sequences(task, test_index, truth, *identity)
+  (logprob,) = score.score_candidates(params, model_config, task, test_index, [truth],
+                                      [identity], lora=lora, lora_config=lora_config,
+                                      length_multiple=config.length_multiple)
+  return float(-logprob / target_mask.sum())
+
+
 def predict_task(params, model_config, task: Task, variants, cands: Sequence[Candidate],
                  lora, lora_config, config: PredictConfig) -> dict:
-  """One task's record for attempts.jsonl: entries and details per test input."""
+  """One task's record for attempts.jsonl: entries and details per test input (with
+  `truth_nll` where the test output is known)."""
   entries, details = [], []
   for n in range(len(task.test)):
     mine = [c for c in cands if c.variant.test_index == n]
@@ -250,8 +270,9 @@ def predict_task(params, model_config, task: Task, variants, cands: Sequence[Can
     if config.score_augmentations > 0:
       scores = _candidate_scores(params, model_config, task, n, mine, lora, lora_config, config)
     entry, info = vote_test_input(mine, config, scores)
+    nll = truth_nll(params, model_config, task, n, lora, lora_config, config)
     entries.append(entry)
-    details.append(info)
+    details.append(info if nll is None else {**info, 'truth_nll': nll})
   return {'task_id': task.id, 'attempts': entries, 'details': details,
           'num_variants': len(variants)}
 

@@ -1,0 +1,26 @@
+"""The demo's comparison table: per-task rows and the totals, from scores and details."""
+
+from ttt_jax import demo
+from ttt_jax.eval import metrics
+
+RIGHT, WRONG = [[1, 2]], [[3, 3]]
+SOLUTIONS = {'t1': [RIGHT], 't2': [RIGHT]}
+
+
+def _score(t1_attempt):
+  entry = lambda grid: [{'attempt_1': grid, 'attempt_2': WRONG}]
+  return metrics.score_submission({'t1': entry(t1_attempt), 't2': entry(WRONG)}, SOLUTIONS)
+
+
+def test_comparison_table_rows_and_totals():
+  base, tuned = _score(WRONG), _score(RIGHT)
+  base_details = {'t1': [{'truth_nll': 0.9}], 't2': [{'truth_nll': 0.4}]}
+  tuned_details = {'t1': [{'truth_nll': 0.2}], 't2': [{'truth_nll': 0.5}]}
+  table = demo.comparison_table(base, tuned, {'t1': (1.5, 0.25)}, base_details, tuned_details)
+  lines = table.splitlines()
+  assert lines[2] == '| t1 | 1.500 -> 0.250 | 0.900 -> 0.200 | 0.00 | 1.00 |'
+  assert lines[3] == '| t2 | - | 0.400 -> 0.500 | 0.00 | 0.00 |'
+  assert lines[4] == ('| **total** | | **lower with TTT on 1 / 2** | **0.00 / 2** '
+                      '| **1.00 / 2** |')
+  no_details = demo.comparison_table(base, tuned, {}, {}, {})
+  assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details

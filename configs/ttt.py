@@ -30,7 +30,9 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
       max_examples=16 if runlocal else 250,
       seq_len=1024 if runlocal else 8192,
       augmentations_per_task=4 if runlocal else 64,
-      loss='all_but_first', leave_two_out=True, train_only_prob=0.0))
+      loss='all_but_first', leave_two_out=True, train_only_prob=0.0,
+      # The invertible augmentations; all False = the paper's "no transformation" ablation.
+      d8=True, colors=True, shuffle_order=True))
 
   # Per-task adapter training (ttt_jax.train.ttt.TTTConfig): the paper's values.
   c.ttt = config_dict.ConfigDict(dict(

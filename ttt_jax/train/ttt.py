@@ -545,7 +545,8 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   data_config = ttt_data.TTTDataConfig(
       max_examples=config.data.max_examples, max_tokens=config.data.seq_len,
       augmentations_per_task=config.data.augmentations_per_task, loss=config.data.loss,
-      leave_two_out=config.data.leave_two_out, train_only_prob=config.data.train_only_prob)
+      leave_two_out=config.data.leave_two_out, train_only_prob=config.data.train_only_prob,
+      d8=config.data.d8, colors=config.data.colors, shuffle_order=config.data.shuffle_order)
   lrs = tuple(config.run.lrs) or (ttt_config.lr,)
   jobs = [Job(task=t, lr=float(lr)) for t in range(len(tasks)) for lr in lrs]
 

@@ -20,7 +20,8 @@ def test_comparison_table_rows_and_totals():
   lines = table.splitlines()
   assert lines[2] == '| t1 | 1.500 -> 0.250 | 0.900 -> 0.200 | 0.00 | 1.00 |'
   assert lines[3] == '| t2 | - | 0.400 -> 0.500 | 0.00 | 0.00 |'
-  assert lines[4] == ('| **total** | | **lower with TTT on 1 / 2** | **0.00 / 2** '
+  assert lines[4] == ('| **total** | | **mean 0.650 -> 0.350; lower on 1 / 2** | **0.00 / 2** '
                       '| **1.00 / 2** |')
   no_details = demo.comparison_table(base, tuned, {}, {}, {})
   assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details
+  assert '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |' in no_details

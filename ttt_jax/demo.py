@@ -59,14 +59,19 @@ def comparison_table(base: metrics.Score, tuned: metrics.Score,
   and pass@2, without and with TTT; then the totals."""
   lines = ['| task | TTT loss first -> last | true-output NLL: no TTT -> TTT | no TTT | TTT |',
            '|---|---|---|---|---|']
-  lowered = 0
+  pairs = []  # (no TTT, TTT) true-output NLL of the tasks that have both
   for b, t in zip(base.tasks, tuned.tasks):
     loss = '%.3f -> %.3f' % curves[b.task_id] if b.task_id in curves else '-'
     before, after = (metrics.truth_nll(b.task_id, d) for d in (base_details, tuned_details))
-    lowered += before is not None and after is not None and after < before
+    if before is not None and after is not None:
+      pairs.append((before, after))
     lines.append(f'| {b.task_id} | {loss} | {_nll(b.task_id, base_details)} -> '
                  f'{_nll(b.task_id, tuned_details)} | {b.score:.2f} | {t.score:.2f} |')
-  lines.append(f'| **total** | | **lower with TTT on {lowered} / {base.num_tasks}** '
-               f'| **{base.total:.2f} / {base.num_tasks}** '
+  nll = ''
+  if pairs:
+    lowered = sum(after < before for before, after in pairs)
+    means = [sum(p[i] for p in pairs) / len(pairs) for i in (0, 1)]
+    nll = f'mean {means[0]:.3f} -> {means[1]:.3f}; lower on {lowered} / {len(pairs)}'
+  lines.append(f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
                f'| **{tuned.total:.2f} / {tuned.num_tasks}** |')
   return '\n'.join(lines)

@@ -51,12 +51,13 @@ def test_tasks_must_divide_over_the_data_axis():
 
 
 def test_launch_plans_a_sharded_mesh_on_fake_devices(tmp_path):
-  """4 fake devices: sharding the tasks over 'data' cuts each device's share."""
+  """4 fake devices as data=2 x fsdp=2: the tasks are split over both axes,
+  so each device plans for exactly one of the four tasks."""
   out = tmp_path / 'memory.json'
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
   cmd = [sys.executable, '-m', 'launch.bench', '--bench=memory', '--num_devices=4',
-         '--mesh=data:4', '--preset=tiny', '--seq_len=128', '--num_tasks=3,4', '--rank=4',
-         '--param_dtype=float32', '--compute_dtype=float32', '--max_examples=4',
+         '--mesh=data:2,fsdp:2', '--preset=tiny', '--seq_len=128', '--num_tasks=2,4',
+         '--rank=4', '--param_dtype=float32', '--compute_dtype=float32', '--max_examples=4',
          f'--out={out}']
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                         check=False)
@@ -64,8 +65,14 @@ def test_launch_plans_a_sharded_mesh_on_fake_devices(tmp_path):
   result = json.loads(out.read_text())
   assert result['machine']['num_devices'] == 4
   rows = result['rows']
-  assert [r['T'] for r in rows] == [4]  # 3 does not divide over 4 devices: skipped
-  assert all(r['mesh'] == 'data=4' and r['fits 80 GB'] for r in rows)
-  one_device = memory.plan_ttt_step(ModelConfig.preset('tiny', remat='full'),
-                                    ttt.TTTConfig(rank=4, batch_size=2), 4, 128, 4, SINGLE)
-  assert rows[0]['temp GB'] * memory.GB < one_device.temp  # 1 task per device vs 4
+  assert [r['T'] for r in rows] == [4]  # 2 divides over 'data' but not data x fsdp: skipped
+  row = rows[0]
+  assert row['mesh'] == 'data=2 fsdp=2' and row['tasks/device'] == 1 and row['fits 80 GB']
+  parts = row['args GB'] + row['outputs GB'] + row['temp GB']
+  assert 0 < parts <= row['peak GB/device'] * (1 + 1e-9)
+  model, ttt_config = ModelConfig.preset('tiny', remat='full'), ttt.TTTConfig(rank=4, batch_size=2)
+  one_task = memory.plan_ttt_step(model, ttt_config, 1, 128, 4, SINGLE)
+  two_tasks = memory.plan_ttt_step(model, ttt_config, 2, 128, 4, SINGLE)
+  # The activations of one task per device, not of the two an fsdp pair would share.
+  assert row['temp GB'] * memory.GB < two_tasks.temp
+  np.testing.assert_allclose(row['temp GB'] * memory.GB, one_task.temp, rtol=0.05)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ttt_jax import parallel
 from ttt_jax.data.ttt_data import TTTArrays
@@ -54,10 +53,9 @@ def plan_ttt_step(model_config: ModelConfig, ttt_config: ttt.TTTConfig, num_task
                   ) -> MemoryPlan:
   """Compiles (never runs) the step on a mesh over this process's devices."""
   mesh = parallel.make_mesh(mesh_axes)
-  parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data'
+  tasks = parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data' x 'fsdp'
   params = jax.eval_shape(lambda: llama.init_params(model_config, jax.random.key(0)))
   params = _abstract(params, lambda p: parallel.param_shardings(p, mesh))
-  tasks = NamedSharding(mesh, P(parallel.TASK_AXIS))
   slots = jax.eval_shape(lambda: _empty(num_tasks, model_config, ttt_config))
   slots = _abstract(slots, lambda tree: jax.tree.map(lambda _: tasks, tree))
   data = TTTArrays(
@@ -87,17 +85,20 @@ def _empty(num_tasks: int, model_config: ModelConfig, ttt_config: ttt.TTTConfig)
 def plan_rows(model_config: ModelConfig, ttt_config: ttt.TTTConfig,
               num_tasks: Sequence[int], seq_len: int, max_examples: int,
               mesh_axes: Sequence[tuple[str, int]], budget_gb: float = 80.0) -> list[dict]:
-  """One table row per T (those that do not divide over 'data' are skipped)."""
+  """One table row per T (those that do not divide over 'data' x 'fsdp' are skipped)."""
   mesh_shape = dict(zip((a for a, _ in mesh_axes),
                         parallel.mesh_shape(mesh_axes, jax.device_count())))
+  shards = parallel.num_task_shards(mesh_shape)
   rows = []
   for t in num_tasks:
-    if t % mesh_shape[parallel.TASK_AXIS]:
+    if t % shards:
       continue
     plan = plan_ttt_step(model_config, ttt_config, t, seq_len, max_examples, mesh_axes)
     rows.append({
         'devices': jax.device_count(),
         'mesh': ' '.join(f'{a}={s}' for a, s in mesh_shape.items() if s > 1) or 'single',
-        'seq': seq_len, 'T': t, 'args GB': plan.argument / GB, 'temp GB': plan.temp / GB,
-        'peak GB/device': plan.peak / GB, f'fits {budget_gb:g} GB': plan.peak / GB <= budget_gb})
+        'seq': seq_len, 'T': t, 'tasks/device': t // shards,
+        'args GB': plan.argument / GB, 'outputs GB': (plan.output - plan.alias) / GB,
+        'temp GB': plan.temp / GB, 'peak GB/device': plan.peak / GB,
+        f'fits {budget_gb:g} GB': plan.peak / GB <= budget_gb})
   return rows

@@ -1,10 +1,13 @@
 """Device mesh, partition rules and task-axis sharding.
 
 The TTT step is `vmap` over a task axis T; that axis is sharded over the
-mesh's 'data' axis, so each device trains T / n_data adapters against its
-copy (or FSDP / tensor shard) of the frozen base weights. Base weights follow
-a table of regex rules over their paths; with 'fsdp' and 'tensor' of size 1
-every rule means "replicated", so one table serves a laptop and a pod.
+mesh's 'data' and 'fsdp' axes together, so each device trains its own
+T / (n_data * n_fsdp) adapters. Base weights follow a table of regex rules
+over their paths; with 'fsdp' and 'tensor' of size 1 every rule means
+"replicated", so one table serves a laptop and a pod. With 'fsdp' > 1 the
+weights are split over it and XLA all-gathers each layer's weights where it
+is used (ZeRO-3): the devices along 'fsdp' share the weight memory but
+train different tasks, so none repeats another's compute or activations.
 
 Multi-host: call `initialize_distributed(...)` (or set the usual
 `JAX_COORDINATOR_ADDRESS` / process env and call it with no arguments) before
@@ -25,7 +28,9 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DEFAULT_AXES: tuple[tuple[str, int], ...] = (('data', -1), ('fsdp', 1), ('tensor', 1))
-TASK_AXIS = 'data'
+# The slot axis T of every per-task array (adapters, optimizer state, data).
+TASK_AXES: tuple[str, ...] = ('data', 'fsdp')
+TASK_SPEC = P(TASK_AXES)
 
 # Param path (as 'layers/q', 'embed', ...) -> spec. First match wins; no match
 # is replicated. Stacked layer weights carry the layer axis L first.
@@ -100,13 +105,23 @@ def param_shardings(params: Any, mesh: Mesh,
   return jax.tree_util.tree_map_with_path(one, params)
 
 
+def num_task_shards(mesh_shape: dict[str, int]) -> int:
+  """How many ways the task axis is split: the product of the TASK_AXES sizes."""
+  missing = [a for a in TASK_AXES if a not in mesh_shape]
+  if missing:
+    raise ValueError(f'mesh axes {tuple(mesh_shape)} lack the task axes {missing}; '
+                     f'a mesh needs {TASK_AXES} (size 1 is fine)')
+  return math.prod(mesh_shape[a] for a in TASK_AXES)
+
+
 def task_sharding(mesh: Mesh, num_tasks: int | None = None) -> NamedSharding:
-  """Leading task axis over 'data', everything else replicated."""
-  if num_tasks is not None and num_tasks % mesh.shape[TASK_AXIS]:
-    raise ValueError(f'{num_tasks} task slots do not divide over the '
-                     f"{mesh.shape[TASK_AXIS]} devices of mesh axis '{TASK_AXIS}'"
-                     '; use a multiple of it')
-  return NamedSharding(mesh, P(TASK_AXIS))
+  """Leading task axis over 'data' x 'fsdp', everything else replicated."""
+  shards = num_task_shards(dict(mesh.shape))
+  if num_tasks is not None and num_tasks % shards:
+    sizes = ' x '.join(f'{a}={mesh.shape[a]}' for a in TASK_AXES)
+    raise ValueError(f'{num_tasks} task slots do not divide over the {shards} task shards '
+                     f'of the mesh ({sizes}); use a multiple of {shards}')
+  return NamedSharding(mesh, TASK_SPEC)
 
 
 def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
@@ -124,7 +139,7 @@ def put(x: Any, sharding: NamedSharding) -> jax.Array:
 
 
 def shard_tasks(tree: Any, mesh: Mesh) -> Any:
-  """Every leaf has a leading task axis: shard it over 'data'."""
+  """Every leaf has a leading task axis: shard it over 'data' x 'fsdp'."""
   return jax.tree.map(lambda x: put(x, task_sharding(mesh, np.shape(x)[0])), tree)
 
 

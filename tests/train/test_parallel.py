@@ -38,10 +38,13 @@ def test_partition_rules():
                                 np.asarray(tl.base_params()['embed']))
 
 
-def test_task_sharding_needs_a_multiple_of_the_data_axis():
+def test_task_sharding_needs_a_multiple_of_the_task_shards():
   mesh = parallel.make_mesh()
   tree = parallel.shard_tasks({'x': np.zeros((3, 2))}, mesh)
-  assert tree['x'].sharding.spec == P('data')
+  assert tree['x'].sharding.spec == P(('data', 'fsdp'))
+  assert parallel.num_task_shards({'data': 2, 'fsdp': 4, 'tensor': 2}) == 8
+  with pytest.raises(ValueError, match=r"lack the task axes \['fsdp'\]"):
+    parallel.num_task_shards({'data': 8})
   if jax.device_count() > 1:
     with pytest.raises(ValueError, match='multiple'):
       parallel.task_sharding(mesh, jax.device_count() + 1)

@@ -1,4 +1,5 @@
-"""The same TTT numbers on 8 fake CPU devices (task axis sharded) as on one."""
+"""The same TTT numbers on 8 fake CPU devices (task axis sharded over
+data x fsdp, base weights over fsdp) as on one."""
 
 import os
 import subprocess
@@ -26,11 +27,13 @@ def test_sharded_task_axis_matches_one_device(tmp_path):
   import sharded_worker  # pylint: disable=import-outside-toplevel
   params, arrays = tl.base_params(), tl.task_arrays(sharded_worker.NUM_JOBS, seed=2)
   slots, losses = tl.train_slots(params, arrays, sharded_worker.NUM_SLOTS, sharded_worker.STEPS)
-  np.testing.assert_allclose(sharded['losses'], losses, atol=1e-5, rtol=0)
-  for i, leaf in enumerate(jax.tree.leaves(slots.lora)):
-    np.testing.assert_allclose(sharded[f'lora_{i}'], np.asarray(leaf), atol=1e-5, rtol=0)
+  for prefix in ('', 'fsdp_'):  # data=8, and data=2 x fsdp=4
+    np.testing.assert_allclose(sharded[f'{prefix}losses'], losses, atol=1e-5, rtol=0)
+    for i, leaf in enumerate(jax.tree.leaves(slots.lora)):
+      np.testing.assert_allclose(sharded[f'{prefix}lora_{i}'], np.asarray(leaf), atol=1e-5,
+                                 rtol=0)
 
-  # The sharded stream handed out every job, each the adapter a 1-device stream gives.
+  # The sharded stream (data=2 x fsdp=4) handed out every job, each the adapter a 1-device stream gives.
   adapters = {}
   jobs = [ttt.Job(task=t, lr=tl.TTT.lr) for t in range(sharded_worker.NUM_JOBS)]
   ttt.train_stream(params, jobs, lambda t: tl.one_task(arrays, t), model_config=tl.MODEL,

@@ -286,7 +286,7 @@ def train_step(base_params: Any, slots: Slots, data: TTTArrays, *, model_config:
       'step': step_T, 'status': status_T, 'job': slots.job, 'trained': trained_T,
       'finished': running_T & (status_T != RUNNING),
   }
-  return _constrain(slots, mesh, P(parallel.TASK_AXIS)), _constrain(metrics, mesh, P())
+  return _constrain(slots, mesh, parallel.TASK_SPEC), _constrain(metrics, mesh, P())
 
 
 @functools.partial(jax.jit, static_argnames=('model_config', 'ttt_config'))
@@ -306,7 +306,7 @@ def put_slot(tree: Any, slot, one: Any, mesh: Mesh | None = None) -> Any:
   """`tree[slot] = one` leaf by leaf; `slot` is an array, so one compilation
   serves every slot."""
   tree = jax.tree.map(lambda full, x: full.at[slot].set(jnp.asarray(x, full.dtype)), tree, one)
-  return _constrain(tree, mesh, P(parallel.TASK_AXIS))
+  return _constrain(tree, mesh, parallel.TASK_SPEC)
 
 
 def place_job(slots: Slots, data: TTTArrays, slot: int, task_data: TTTArrays, task: int,
@@ -338,7 +338,7 @@ def empty_slots(num_slots: int, max_examples: int, seq_len: int, model_config: M
   if mesh is None:
     return jax.jit(make)()
   parallel.task_sharding(mesh, num_slots)  # checks divisibility
-  return jax.jit(make, out_shardings=NamedSharding(mesh, P(parallel.TASK_AXIS)))()
+  return jax.jit(make, out_shardings=NamedSharding(mesh, parallel.TASK_SPEC))()
 
 
 @functools.partial(jax.jit, static_argnames=('mesh',))

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from safetensors.numpy import load_file, save_file
 
 from ttt_jax.model.config import ModelConfig
@@ -33,6 +34,32 @@ _MODULE_GROUP = {'q': 'self_attn', 'k': 'self_attn', 'v': 'self_attn', 'o': 'sel
 
 # ----------------------------------------------------------------------------
 # Resumable runs
+
+
+def read_log(path: str) -> list[dict]:
+  """The records of a JSON-lines log that a run appends to as work finishes.
+
+  A torn last line (the run was killed mid-write) is cut off the file, so the
+  next append starts on a fresh line; any unreadable line is skipped with a
+  warning. The work such a line described is simply redone.
+  """
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    text = f.read()
+  complete, _, torn = text.rpartition('\n')
+  if torn:
+    logging.warning('%s: dropping a torn last line (an interrupted write): %.80r', path, torn)
+    with open(path, 'w') as f:
+      f.write(complete + '\n' if complete else '')
+  records = []
+  for number, line in enumerate(complete.splitlines(), 1):
+    if line.strip():
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        logging.warning('%s:%d: skipping an unreadable line (%s)', path, number, e)
+  return records
 
 
 class RunCheckpointer:

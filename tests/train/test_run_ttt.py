@@ -1,10 +1,12 @@
 """run_ttt end to end on two small tasks: adapters, metrics, an lr sweep and a rerun."""
 
+import dataclasses
 import importlib.util
 import json
 import os
 
 import numpy as np
+import pytest
 
 from ttt_jax import checkpoint
 from ttt_jax.model.config import ModelConfig
@@ -65,3 +67,35 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
   ttt.run_ttt(config, workdir)
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
   assert sorted(l['job'] for l in lines) == [0, 1, 2, 3]
+
+
+def test_rerun_trains_only_unfinished_jobs(tmp_path, monkeypatch):
+  write_tasks(tmp_path / 'tasks')
+  config = load_config('runlocal')
+  config.data.selector = f'dir:{tmp_path / "tasks"}'
+  config.data.seq_len, config.data.max_examples, config.data.augmentations_per_task = 128, 4, 2
+  config.ttt.max_steps, config.run.num_slots, config.run.checkpoint_every = 2, 1, 0
+  workdir = str(tmp_path / 'work')
+  first = ttt.run_ttt(config, workdir)
+  metrics_path = os.path.join(workdir, 'ttt_metrics.jsonl')
+  lines = open(metrics_path).readlines()
+
+  # Everything finished: a rerun trains nothing and hands back the logged results.
+  def no_training(*args, **kwargs):
+    raise AssertionError('a finished job was trained again')
+  monkeypatch.setattr(ttt, 'train_step', no_training)
+  assert sorted(ttt.run_ttt(config, workdir), key=lambda r: r.job) == first
+  monkeypatch.undo()
+  same_work = lambda results: [dataclasses.replace(r, seconds=0.0) for r in
+                               sorted(results, key=lambda r: r.job)]
+
+  # A crash after job 0 (the log holds its line only): the rerun trains job 1 alone.
+  open(metrics_path, 'w').writelines(lines[:1] + ['{"task_id": "bbb", "jo'])  # a torn write
+  assert same_work(ttt.run_ttt(config, workdir)) == same_work(first)  # job 1 trained anew
+  logged = [json.loads(l) for l in open(metrics_path)]  # the torn line was cut off
+  assert [l['job'] for l in logged] == [0, 1]
+
+  # The log of another run's jobs is refused.
+  config.data.selector = f'dir:{tmp_path / "tasks"}@ids=bbb'
+  with pytest.raises(ValueError, match='not a job of this run'):
+    ttt.run_ttt(config, workdir)

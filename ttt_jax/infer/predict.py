@@ -114,18 +114,7 @@ def load_adapters(adapters_dir: str, task_ids: Sequence[str], model_config: Mode
 
 def read_done(output_dir: str) -> dict[str, dict]:
   """{task_id: record} of the tasks already in attempts.jsonl (a torn last line is redone)."""
-  path = os.path.join(output_dir, ATTEMPTS_FILE)
-  done = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          logging.warning('%s: skipping an unreadable line (an interrupted write)', path)
-          continue
-        done[record['task_id']] = record
-  return done
+  return {r['task_id']: r for r in checkpoint.read_log(os.path.join(output_dir, ATTEMPTS_FILE))}
 
 
 # ------------------------------------------------------------------ decoding

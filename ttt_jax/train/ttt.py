@@ -383,7 +383,8 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
                  *, model_config: ModelConfig, ttt_config: TTTConfig, num_slots: int,
                  max_examples: int, seq_len: int, mesh: Mesh | None = None,
                  on_job_done: Callable[[JobResult, Any], None] | None = None,
-                 checkpointer=None, stop_after_steps: int | None = None) -> list[JobResult]:
+                 checkpointer=None, stop_after_steps: int | None = None,
+                 finished: dict[int, JobResult] | None = None) -> list[JobResult]:
   """Trains every job's adapter, `num_slots` at a time, and returns their results.
 
   `task_data(task)` gives one task's arrays shaped [max_examples, seq_len].
@@ -393,7 +394,9 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
   With a `checkpointer` (checkpoint.RunCheckpointer) the run saves every
   `save_every` global steps and resumes from the latest save.
   `stop_after_steps` stops after that many global steps without saving
-  (what a killed run leaves behind; for tests).
+  (what a killed run leaves behind; for tests). `finished` holds jobs an
+  earlier run already finished and handed out (by job index): they are not
+  trained again, their results are passed through (`on_job_done(result, None)`).
 
   The host dispatches step N before reading step N-1's metrics, so the device
   is never idle waiting on the host, except at checkpoints and when a job
@@ -401,6 +404,7 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
   """
   jobs = list(jobs)
   on_job_done = on_job_done or (lambda result, lora_t: None)
+  finished = finished or {}
   statics = dict(model_config=model_config, ttt_config=ttt_config)
   slots, data = empty_slots(num_slots, max_examples, seq_len, model_config, ttt_config, mesh)
   host = {'global_step': 0, 'next_job': 0, 'losses': {}, 'started': {}, 'done': [],
@@ -430,6 +434,9 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
     while host['next_job'] < len(jobs):
       index = host['next_job']
       host['next_job'] += 1
+      if index in finished:
+        finish(finished[index], None)
+        continue
       job, arrays = jobs[index], arrays_of(jobs[index].task)
       if int(arrays.num_examples) == 0:
         finish(JobResult(index, job.task, job.lr, 'no_examples', 0, (), 0.0), None)
@@ -525,12 +532,29 @@ def load_base_model(model_cfg, *, warn_random: bool = True) -> tuple[ModelConfig
   return config, params, builtin.resolve(model_cfg.checkpoint_dir) or None
 
 
+def read_finished(metrics_path: str, jobs: Sequence[Job]) -> dict[int, JobResult]:
+  """{job index: result} of the jobs an earlier run logged in ttt_metrics.jsonl (their
+  adapters were exported before the line was written); they must be this run's jobs."""
+  fields = {f.name for f in dataclasses.fields(JobResult)}
+  finished = {}
+  for record in checkpoint.read_log(metrics_path):
+    result = JobResult(**{k: v for k, v in record.items() if k in fields})
+    index = result.job
+    if index >= len(jobs) or (jobs[index].task, jobs[index].lr) != (result.task, result.lr):
+      raise ValueError(f'{metrics_path}: job {index} (task {result.task}, lr {result.lr}) is '
+                       'not a job of this run (other tasks or lrs?); use a fresh workdir')
+    finished[index] = dataclasses.replace(result, losses=tuple(result.losses))
+  return finished
+
+
 def run_ttt(config, workdir: str) -> list[JobResult]:
   """Test-time training of every selected task (x every learning rate).
 
   Writes workdir/adapters/<task_id>/ (PEFT format; <task_id>/lr_<lr>/ when
   sweeping several lrs), workdir/ttt_metrics.jsonl (one line per job: status,
   steps, loss curve, seconds) and resumable checkpoints in workdir/checkpoints.
+  A rerun in the same workdir trains only the jobs not yet in ttt_metrics.jsonl
+  (from the last checkpoint, if any).
   """
   parallel.initialize_distributed(config.run.distributed, config.run.coordinator_address or None,
                                   config.run.num_processes, config.run.process_id)
@@ -561,10 +585,11 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   os.makedirs(workdir, exist_ok=True)
   writer = jax.process_index() == 0
   metrics_path = os.path.join(workdir, 'ttt_metrics.jsonl')
-  logged = set()
-  if os.path.exists(metrics_path):
-    with open(metrics_path) as f:
-      logged = {json.loads(line)['job'] for line in f if line.strip()}
+  finished = read_finished(metrics_path, jobs)
+  logged = set(finished)
+  if finished:
+    logging.info('Resuming: %d of %d jobs already finished in %s', len(finished), len(jobs),
+                 metrics_path)
   progress = tqdm(total=len(jobs), desc='TTT jobs', disable=not writer)
 
   def on_job_done(result: JobResult, lora_t) -> None:
@@ -589,7 +614,8 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   results = train_stream(params, jobs, task_data, model_config=model_config,
                          ttt_config=ttt_config, num_slots=config.run.num_slots,
                          max_examples=data_config.max_examples, seq_len=config.data.seq_len,
-                         mesh=mesh, on_job_done=on_job_done, checkpointer=checkpointer)
+                         mesh=mesh, on_job_done=on_job_done, checkpointer=checkpointer,
+                         finished=finished)
   progress.close()
   counts = {}
   for r in results:

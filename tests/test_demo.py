@@ -14,14 +14,16 @@ def _score(t1_attempt):
 
 def test_comparison_table_rows_and_totals():
   base, tuned = _score(WRONG), _score(RIGHT)
-  base_details = {'t1': [{'truth_nll': 0.9}], 't2': [{'truth_nll': 0.4}]}
-  tuned_details = {'t1': [{'truth_nll': 0.2}], 't2': [{'truth_nll': 0.5}]}
+  counts = lambda ok: {'num_valid': ok, 'num_candidates': 10}
+  base_details = {'t1': [{'truth_nll': 0.9, **counts(1)}], 't2': [{'truth_nll': 0.4, **counts(0)}]}
+  tuned_details = {'t1': [{'truth_nll': 0.2, **counts(5)}], 't2': [{'truth_nll': 0.5, **counts(2)}]}
   table = demo.comparison_table(base, tuned, {'t1': (1.5, 0.25)}, base_details, tuned_details)
   lines = table.splitlines()
   assert lines[2] == '| t1 | 1.500 -> 0.250 | 0.900 -> 0.200 | 0.00 | 1.00 |'
   assert lines[3] == '| t2 | - | 0.400 -> 0.500 | 0.00 | 0.00 |'
   assert lines[4] == ('| **total** | | **mean 0.650 -> 0.350; lower on 1 / 2** | **0.00 / 2** '
                       '| **1.00 / 2** |')
+  assert lines[5] == '| well-formed candidate grids | | | 1 / 20 (5.0%) | 7 / 20 (35.0%) |'
   no_details = demo.comparison_table(base, tuned, {}, {}, {})
   assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details
-  assert '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |' in no_details
+  assert no_details.splitlines()[-1] == '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |'

@@ -74,4 +74,8 @@ def comparison_table(base: metrics.Score, tuned: metrics.Score,
     nll = f'mean {means[0]:.3f} -> {means[1]:.3f}; lower on {lowered} / {len(pairs)}'
   lines.append(f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
                f'| **{tuned.total:.2f} / {tuned.num_tasks}** |')
+  valid = [metrics.valid_candidates(d) for d in (base_details, tuned_details)]
+  if all(total for _, total in valid):
+    lines.append('| well-formed candidate grids | | | ' + ' | '.join(
+        f'{ok} / {total} ({100 * ok / total:.1f}%)' for ok, total in valid) + ' |')
   return '\n'.join(lines)

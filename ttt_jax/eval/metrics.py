@@ -311,6 +311,12 @@ def truth_nll(task_id: str, details: Details) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def valid_candidates(details: Details) -> tuple[int, int]:
+    """(well-formed grids, candidates) decoded over all tasks' test inputs, where recorded."""
+    entries = [d for info in details.values() for d in info if 'num_candidates' in d]
+    return sum(d['num_valid'] for d in entries), sum(d['num_candidates'] for d in entries)
+
+
 def _totals(score: Score) -> dict[str, Any]:
     return {'num_tasks': score.num_tasks, 'total': score.total, 'mean': score.mean,
             'num_solved': score.num_solved}

@@ -78,7 +78,7 @@ def _empty(num_tasks: int, model_config: ModelConfig, ttt_config: ttt.TTTConfig)
   task_T = jnp.zeros((num_tasks,), jnp.int32)
   lora, opt_state = ttt.fresh_slot_states(task_T, model_config, ttt_config)
   return ttt.Slots(lora=lora, opt_state=opt_state, step=task_T, total_steps=task_T,
-                   status=task_T, job=task_T, task=task_T,
+                   status=task_T, job=task_T, task=task_T, key=task_T,
                    lr=jnp.zeros((num_tasks,), jnp.float32))
 
 

@@ -99,3 +99,21 @@ def test_rerun_trains_only_unfinished_jobs(tmp_path, monkeypatch):
   config.data.selector = f'dir:{tmp_path / "tasks"}@ids=bbb'
   with pytest.raises(ValueError, match='not a job of this run'):
     ttt.run_ttt(config, workdir)
+
+
+def test_a_tasks_adapter_does_not_depend_on_the_other_tasks_selected(tmp_path):
+  write_tasks(tmp_path / 'tasks')
+  config = load_config('runlocal')
+  config.data.seq_len, config.data.max_examples, config.data.augmentations_per_task = 128, 4, 2
+  config.ttt.max_steps, config.run.num_slots, config.run.checkpoint_every = 2, 1, 0
+  adapters = {}
+  for name, subset in (('both', ''), ('alone', '@ids=bbb')):
+    config.data.selector = f'dir:{tmp_path / "tasks"}{subset}'
+    results = ttt.run_ttt(config, str(tmp_path / name))
+    assert [r.status for r in results] in (['done'], ['done', 'done'])
+    adapters[name], _ = checkpoint.load_peft_adapter(
+        str(tmp_path / name / 'adapters' / 'bbb'), ModelConfig.preset('tiny'))
+  # bbb is job 1 of the first run and job 0 of the second: same init, data and order.
+  for name in adapters['both']:
+    for ab in ('a', 'b'):
+      np.testing.assert_array_equal(adapters['both'][name][ab], adapters['alone'][name][ab])

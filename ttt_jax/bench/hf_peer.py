@@ -125,7 +125,7 @@ def _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config,
   slots, data = ttt_step._fill(arrays, range(num_tasks), model_config, ttt_config)  # pylint: disable=protected-access
   b_grad_ours = jax.vmap(jax.grad(ttt.loss_one, argnums=1), in_axes=(None, 0, 0, None, None))(
       params, slots.lora, jax.vmap(ttt.draw_batch, in_axes=(0, 0, 0, None))(
-          data, slots.task, slots.step, ttt_config), model_config, ttt_config.lora_config)
+          data, slots.key, slots.step, ttt_config), model_config, ttt_config.lora_config)
   first_loss_T = None
   for _ in range(check_steps):
     slots, metrics = ttt.train_step(params, slots, data, model_config=model_config,

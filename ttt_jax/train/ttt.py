@@ -101,7 +101,8 @@ class Slots(NamedTuple):
   total_steps: Any    # int32 [T]: epochs * ceil(num_examples / batch), capped
   status: Any         # int32 [T]: RUNNING / DONE / CONVERGED / FAILED / EMPTY
   job: Any            # int32 [T]: index into the run's job list, -1 when empty
-  task: Any           # int32 [T]: task index, seeds the adapter init and data order
+  task: Any           # int32 [T]: task index (which examples the slot holds)
+  key: Any            # int32 [T]: the job's random stream: seeds adapter init and data order
   lr: Any             # float32 [T]: peak learning rate
 
 
@@ -149,8 +150,9 @@ def max_targets_per_batch(loss_mask_NS: np.ndarray, batch_size: int) -> int:
   return int(np.sort(per_row_N)[::-1][:batch_size].sum())
 
 
-def task_key(seed: int, task) -> jax.Array:
-  return jax.random.fold_in(jax.random.key(seed), task)
+def task_key(seed: int, key) -> jax.Array:
+  """The random stream of a job's `key` (run_ttt: a hash of the task id)."""
+  return jax.random.fold_in(jax.random.key(seed), key)
 
 
 def steps_per_epoch(num_examples, batch_size: int):
@@ -171,7 +173,7 @@ def epoch_order(key: jax.Array, num_examples, max_examples: int) -> jax.Array:
   return jnp.argsort(scores_N)
 
 
-def draw_batch(data_t: TTTArrays, task, step, ttt_config: TTTConfig) -> dict:
+def draw_batch(data_t: TTTArrays, key, step, ttt_config: TTTConfig) -> dict:
   """The batch for `step` of one task: row i*B..i*B+B-1 of epoch e's shuffle.
 
   A short last batch repeats a valid example with zero loss weight, so the
@@ -182,8 +184,8 @@ def draw_batch(data_t: TTTArrays, task, step, ttt_config: TTTConfig) -> dict:
   n = data_t.num_examples
   per_epoch = steps_per_epoch(n, batch)
   epoch, within = step // per_epoch, step % per_epoch
-  key = jax.random.fold_in(jax.random.fold_in(task_key(ttt_config.seed, task), 1), epoch)
-  order_N = epoch_order(key, n, max_examples)
+  epoch_key = jax.random.fold_in(jax.random.fold_in(task_key(ttt_config.seed, key), 1), epoch)
+  order_N = epoch_order(epoch_key, n, max_examples)
   pos_B = within * batch + jnp.arange(batch)
   valid_B = pos_B < n
   rows_B = order_N[jnp.clip(pos_B, 0, jnp.maximum(n - 1, 0))]
@@ -195,11 +197,11 @@ def draw_batch(data_t: TTTArrays, task, step, ttt_config: TTTConfig) -> dict:
   }
 
 
-def init_adapter(task, model_config: ModelConfig, ttt_config: TTTConfig) -> Any:
-  """A task's fresh adapter; a function of (seed, task) only, so any slot,
-  restart or device count gives the same one."""
-  key = jax.random.fold_in(task_key(ttt_config.seed, task), 0)
-  return init_lora(key, model_config, ttt_config.lora_config)
+def init_adapter(key, model_config: ModelConfig, ttt_config: TTTConfig) -> Any:
+  """A job's fresh adapter; a function of (seed, key) only, so any slot,
+  restart, device count or task selection gives the same one."""
+  return init_lora(jax.random.fold_in(task_key(ttt_config.seed, key), 0), model_config,
+                   ttt_config.lora_config)
 
 
 def update_one(lora_t, opt_state_t, grads_t, step, total, peak_lr, tx, warmup_frac):
@@ -233,9 +235,9 @@ def _constrain(tree, mesh: Mesh | None, spec: P):
   return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
 
 
-def fresh_slot_states(task_T, model_config: ModelConfig, ttt_config: TTTConfig):
-  """Initial (adapter, optimizer state) of each slot's task."""
-  lora_T = jax.vmap(lambda t: init_adapter(t, model_config, ttt_config))(task_T)
+def fresh_slot_states(key_T, model_config: ModelConfig, ttt_config: TTTConfig):
+  """Initial (adapter, optimizer state) of each slot's job."""
+  lora_T = jax.vmap(lambda k: init_adapter(k, model_config, ttt_config))(key_T)
   return lora_T, optim.init_task_states(ttt_config.optimizer(), lora_T)
 
 
@@ -249,7 +251,7 @@ def train_step(base_params: Any, slots: Slots, data: TTTArrays, *, model_config:
   status, job, trained (the update was applied), finished (stopped this step).
   """
   tx = ttt_config.optimizer()
-  batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.task, slots.step,
+  batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.key, slots.step,
                                                            ttt_config)
   loss_and_grad_one = jax.value_and_grad(loss_one, argnums=1)
   loss_T, grads_T = jax.vmap(loss_and_grad_one, in_axes=(None, 0, 0, None, None, None))(
@@ -275,7 +277,7 @@ def train_step(base_params: Any, slots: Slots, data: TTTArrays, *, model_config:
   # A failed slot goes back to its initial adapter and optimizer state; the
   # cond keeps the re-initialisation off the common path.
   def reset_failed(lora_and_opt):
-    return _select(failed_T, fresh_slot_states(slots.task, model_config, ttt_config),
+    return _select(failed_T, fresh_slot_states(slots.key, model_config, ttt_config),
                    lora_and_opt)
   lora, opt_state = jax.lax.cond(jnp.any(failed_T), reset_failed, lambda x: x,
                                  (lora, opt_state))
@@ -290,15 +292,16 @@ def train_step(base_params: Any, slots: Slots, data: TTTArrays, *, model_config:
 
 
 @functools.partial(jax.jit, static_argnames=('model_config', 'ttt_config'))
-def fresh_slot(task, job, lr, num_examples, *, model_config: ModelConfig,
+def fresh_slot(task, key, job, lr, num_examples, *, model_config: ModelConfig,
                ttt_config: TTTConfig) -> Slots:
   """One slot's state (no T axis) for a job at its start."""
-  task = jnp.asarray(task, jnp.int32)
+  key = jnp.asarray(key, jnp.int32)
   lora_t, opt_t = jax.tree.map(lambda x: x[0],
-                               fresh_slot_states(task[None], model_config, ttt_config))
+                               fresh_slot_states(key[None], model_config, ttt_config))
   return Slots(lora=lora_t, opt_state=opt_t, step=jnp.int32(0),
                total_steps=total_steps(num_examples, ttt_config), status=jnp.int32(RUNNING),
-               job=jnp.asarray(job, jnp.int32), task=task, lr=jnp.asarray(lr, jnp.float32))
+               job=jnp.asarray(job, jnp.int32), task=jnp.asarray(task, jnp.int32), key=key,
+               lr=jnp.asarray(lr, jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=('mesh',), donate_argnames=('tree',))
@@ -311,11 +314,12 @@ def put_slot(tree: Any, slot, one: Any, mesh: Mesh | None = None) -> Any:
 
 def place_job(slots: Slots, data: TTTArrays, slot: int, task_data: TTTArrays, task: int,
               job: int, lr: float, *, model_config: ModelConfig, ttt_config: TTTConfig,
-              mesh: Mesh | None = None) -> tuple[Slots, TTTArrays]:
+              mesh: Mesh | None = None, key: int | None = None) -> tuple[Slots, TTTArrays]:
   """Starts `job` (task `task` at peak lr `lr`) in slot `slot` with a fresh
-  adapter and optimizer state; `task_data` is that task's [N, S] arrays."""
-  one = fresh_slot(task, job, lr, task_data.num_examples, model_config=model_config,
-                   ttt_config=ttt_config)
+  adapter and optimizer state; `task_data` is that task's [N, S] arrays.
+  `key` seeds the adapter init and data order (default: the task index)."""
+  one = fresh_slot(task, task if key is None else key, job, lr, task_data.num_examples,
+                   model_config=model_config, ttt_config=ttt_config)
   slot = jnp.int32(slot)
   return put_slot(slots, slot, one, mesh=mesh), put_slot(data, slot, task_data, mesh=mesh)
 
@@ -329,7 +333,8 @@ def empty_slots(num_slots: int, max_examples: int, seq_len: int, model_config: M
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
     slots = Slots(lora=zeros(lora), opt_state=zeros(opt_state), step=task_T,
                   total_steps=task_T, status=jnp.full((num_slots,), EMPTY, jnp.int32),
-                  job=task_T - 1, task=task_T, lr=jnp.zeros((num_slots,), jnp.float32))
+                  job=task_T - 1, task=task_T, key=task_T,
+                  lr=jnp.zeros((num_slots,), jnp.float32))
     data = TTTArrays(tokens=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
                      loss_mask=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
                      lengths=jnp.zeros((num_slots, max_examples), jnp.int32),
@@ -358,9 +363,11 @@ def take_slot(tree: Any, slot: int, mesh: Mesh | None = None) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """Train an adapter for task `task` (an index into the run's tasks) at peak lr `lr`."""
+  """Train an adapter for task `task` (an index into the run's tasks) at peak lr `lr`;
+  `key` seeds its adapter init and data order (None: the task index)."""
   task: int
   lr: float
+  key: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -375,7 +382,7 @@ class JobResult:
 
 
 def _fingerprint(jobs, model_config, ttt_config, num_slots, max_examples, seq_len) -> str:
-  return json.dumps([[(j.task, j.lr) for j in jobs], repr(model_config), repr(ttt_config),
+  return json.dumps([[(j.task, j.lr, j.key) for j in jobs], repr(model_config), repr(ttt_config),
                      num_slots, max_examples, seq_len])
 
 
@@ -442,7 +449,7 @@ def train_stream(base_params: Any, jobs: Sequence[Job], task_data: Callable[[int
         finish(JobResult(index, job.task, job.lr, 'no_examples', 0, (), 0.0), None)
         continue
       slots, data = place_job(slots, data, slot, arrays, job.task, index, job.lr,
-                              mesh=mesh, **statics)
+                              mesh=mesh, key=job.key, **statics)
       host['started'][str(index)] = time.time()
       host['losses'][str(index)] = []
       return True
@@ -572,13 +579,15 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
       leave_two_out=config.data.leave_two_out, train_only_prob=config.data.train_only_prob,
       d8=config.data.d8, colors=config.data.colors, shuffle_order=config.data.shuffle_order)
   lrs = tuple(config.run.lrs) or (ttt_config.lr,)
-  jobs = [Job(task=t, lr=float(lr)) for t in range(len(tasks)) for lr in lrs]
+  # Each task's random stream (adapter init, data order, augmentations) comes from its id,
+  # so a task's adapter does not depend on which other tasks the run selects.
+  task_seeds = [zlib.crc32(t.id.encode()) & 0x7FFFFFFF for t in tasks]
+  jobs = [Job(task=t, lr=float(lr), key=task_seeds[t]) for t in range(len(tasks)) for lr in lrs]
 
   @functools.lru_cache(maxsize=2 * len(lrs))
   def task_data(t: int) -> TTTArrays:
-    # Seeded by the task id, so a task's data does not depend on the selection.
-    seed = zlib.crc32(tasks[t].id.encode()) ^ ttt_config.seed
-    examples, _ = ttt_data.build_ttt_examples(tasks[t], data_config, seed)
+    examples, _ = ttt_data.build_ttt_examples(tasks[t], data_config,
+                                              task_seeds[t] ^ ttt_config.seed)
     packed = ttt_data.pack_tasks([examples], data_config.max_examples, config.data.seq_len)
     return TTTArrays(*(x[0] for x in packed))
 

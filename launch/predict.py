@@ -6,9 +6,13 @@ r"""Augmented inference: tasks + TTT adapters -> candidates -> vote -> submissio
       --config.decoding=dfs --config.score_augmentations=8 \
       --config.vote.rank_mode=votes_then_scores
 
-Writes output_dir/attempts.jsonl (one line per finished task; a re-run skips
-them), submission.json, details.json and, when test outputs are known,
-report/report.{json,md}.
+Writes output_dir/attempts.jsonl (one line per finished task, with its
+candidates; a re-run skips them), submission.json, details.json and, when
+test outputs are known, report/report.{json,md}.
+
+Another voting, without decoding again (the candidates stored by a run):
+  python -m launch.predict --revote_from=/runs/ttt1/predict --output_dir=/runs/ttt1/flat \
+      --config.vote.method=flat
 """
 
 from absl import app, flags
@@ -20,6 +24,9 @@ from ttt_jax.infer import predict
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/predict.py', 'Predict config file.',
                                           lock_config=True)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where the results go.', required=True)
+_REVOTE_FROM = flags.DEFINE_string(
+    'revote_from', None, "A prediction's output_dir: vote its stored candidates again with "
+    "this config's vote settings instead of decoding.")
 
 
 def main(argv):
@@ -28,7 +35,11 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   c = _CONFIG.value
   knobs.override_model(c.model)
-  score = predict.run_from_config(c, _OUTPUT_DIR.value)
+  if _REVOTE_FROM.value:
+    score = predict.run_revote(c.selector, _REVOTE_FROM.value, _OUTPUT_DIR.value,
+                               predict.config_from(c))
+  else:
+    score = predict.run_from_config(c, _OUTPUT_DIR.value)
   if score is not None:
     print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
 

@@ -149,3 +149,34 @@ def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tm
   assert abs(base - got) > 1e-4  # the adapter changes it
   unsolved = Task('u', task.train, (Pair(task.test[0].input),))
   assert predict.truth_nll(params, model_config, unsolved, 0, None, None, FAST) is None
+
+
+def test_revote_from_stored_candidates_equals_predicting_with_that_vote(tmp_path):
+  tasks = _tasks()
+  arc.save_task_dir(tasks, tmp_path / 'tasks')
+  selector = f'dir:{tmp_path / "tasks"}'
+  _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
+  flat = predict.PredictConfig(**{**FAST.__dict__, 'vote': vote.VoteConfig(method='flat')})
+  run = lambda config, out: predict.run_predict(selector, str(tmp_path / out), config,
+                                                adapters_dir=str(tmp_path / 'adapters'))
+  run(FAST, 'hierarchical')
+  run(flat, 'flat')
+  records = lambda out: predict.read_done(str(tmp_path / out))
+  assert all(len(r['candidates'][n]) == d['num_candidates']
+             for r in records('hierarchical').values() for n, d in enumerate(r['details']))
+
+  predict.run_revote(selector, str(tmp_path / 'hierarchical'), str(tmp_path / 'revoted'), flat)
+  revoted, decoded = records('revoted'), records('flat')
+  assert {t: r['attempts'] for t, r in revoted.items()} == {
+      t: r['attempts'] for t, r in decoded.items()}
+  assert {t: r['details'] for t, r in revoted.items()} == {
+      t: r['details'] for t, r in decoded.items()}
+  assert os.path.exists(tmp_path / 'revoted' / 'report' / 'report.json')
+
+  # Scores were not computed: a score-ranked vote is refused, naming the task.
+  by_score = predict.PredictConfig(**{**FAST.__dict__, 'score_augmentations': 1,
+                                      'vote': vote.VoteConfig(rank_mode='scores')})
+  with pytest.raises(ValueError, match='task aaa test 0: vote rank_mode .scores. needs scores'):
+    predict.run_revote(selector, str(tmp_path / 'hierarchical'), str(tmp_path / 'x'), by_score)
+  with pytest.raises(ValueError, match='has no record of tasks'):
+    predict.run_revote(selector, str(tmp_path / 'nowhere'), str(tmp_path / 'y'), flat)

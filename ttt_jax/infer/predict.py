@@ -248,11 +248,18 @@ def truth_nll(params, model_config, task: Task, test_index: int, lora, lora_conf
   return float(-logprob / target_mask.sum())
 
 
+def _stored(c: Candidate, score: float | None) -> dict:
+  """A candidate as attempts.jsonl keeps it (in its variant's frame), for re-voting."""
+  return {'d8': int(c.variant.d8), 'colors': [int(x) for x in c.variant.colors],
+          'grid': None if c.grid is None else c.grid.tolist(), 'logprob': c.logprob,
+          'score': score}
+
+
 def predict_task(params, model_config, task: Task, variants, cands: Sequence[Candidate],
                  lora, lora_config, config: PredictConfig) -> dict:
-  """One task's record for attempts.jsonl: entries and details per test input (with
-  `truth_nll` where the test output is known)."""
-  entries, details = [], []
+  """One task's record for attempts.jsonl: entries, details (with `truth_nll` where the
+  test output is known) and the candidates per test input."""
+  entries, details, stored = [], [], []
   for n in range(len(task.test)):
     mine = [c for c in cands if c.variant.test_index == n]
     scores = None
@@ -262,8 +269,53 @@ def predict_task(params, model_config, task: Task, variants, cands: Sequence[Can
     nll = truth_nll(params, model_config, task, n, lora, lora_config, config)
     entries.append(entry)
     details.append(info if nll is None else {**info, 'truth_nll': nll})
+    stored.append([_stored(c, None if scores is None else float(scores[i]))
+                   for i, c in enumerate(mine)])
   return {'task_id': task.id, 'attempts': entries, 'details': details,
-          'num_variants': len(variants)}
+          'num_variants': len(variants), 'candidates': stored}
+
+
+def revote_record(record: dict, config: PredictConfig) -> dict:
+  """A task's record voted again from its stored candidates under `config.vote`: voting
+  variants without decoding again. Diagnostics (truth_nll) are kept."""
+  task_id = record['task_id']
+  if 'candidates' not in record:
+    raise ValueError(f'task {task_id}: its attempts record has no stored candidates '
+                     '(predicted by an older version); predict it again')
+  entries, details = [], []
+  for n, (stored, old) in enumerate(zip(record['candidates'], record['details'])):
+    cands = [Candidate(prompts.Variant(task_id, n, c['d8'], tuple(c['colors']), (),
+                                       np.zeros(0, np.int32), 0),
+                       None if c['grid'] is None else np.asarray(c['grid'], np.int32),
+                       c['logprob']) for c in stored]
+    scores = None
+    if config.vote.rank_mode != 'votes':
+      if any(c['score'] is None for c in stored):
+        raise ValueError(f'task {task_id} test {n}: vote rank_mode {config.vote.rank_mode!r} '
+                         'needs scores, and the prediction computed none '
+                         '(score_augmentations=0)')
+      scores = np.array([c['score'] for c in stored], np.float32)
+    entry, info = vote_test_input(cands, config, scores)
+    entries.append(entry)
+    details.append({**info, **({'truth_nll': old['truth_nll']} if 'truth_nll' in old else {})})
+  return {**record, 'attempts': entries, 'details': details}
+
+
+def run_revote(selector: str, from_dir: str, output_dir: str, config: PredictConfig
+               ) -> metrics.Score | None:
+  """Votes every selected task again from from_dir/attempts.jsonl into output_dir (a new
+  attempts.jsonl, submission, details and report); nothing is decoded."""
+  tasks, _ = arc.load_tasks(selector)
+  records = read_done(from_dir)
+  missing = [t.id for t in tasks if t.id not in records]
+  if missing:
+    raise ValueError(f'{os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
+                     f'{missing[:5]}{"..." if len(missing) > 5 else ""}; predict them first')
+  revoted = {t.id: revote_record(records[t.id], config) for t in tqdm(tasks, desc='revote')}
+  os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, ATTEMPTS_FILE), 'w') as f:
+    f.writelines(json.dumps(revoted[t.id]) + '\n' for t in tasks)
+  return write_outputs(revoted, tasks, output_dir)
 
 
 # ------------------------------------------------------------------ pipeline

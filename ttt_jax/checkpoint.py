@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TextIO
 
 import jax
 import numpy as np
@@ -39,27 +39,36 @@ _MODULE_GROUP = {'q': 'self_attn', 'k': 'self_attn', 'v': 'self_attn', 'o': 'sel
 def read_log(path: str) -> list[dict]:
   """The records of a JSON-lines log that a run appends to as work finishes.
 
-  A torn last line (the run was killed mid-write) is cut off the file, so the
-  next append starts on a fresh line; any unreadable line is skipped with a
-  warning. The work such a line described is simply redone.
+  Read only, so every process of a multi-host run sees the same records. A
+  line it cannot parse (one torn by a kill mid-write) is skipped with a
+  warning: the work it described is simply redone.
   """
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    text = f.read()
-  complete, _, torn = text.rpartition('\n')
-  if torn:
-    logging.warning('%s: dropping a torn last line (an interrupted write): %.80r', path, torn)
-    with open(path, 'w') as f:
-      f.write(complete + '\n' if complete else '')
   records = []
-  for number, line in enumerate(complete.splitlines(), 1):
-    if line.strip():
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as e:
-        logging.warning('%s:%d: skipping an unreadable line (%s)', path, number, e)
+  with open(path) as f:
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+          logging.warning('%s:%d: skipping an unreadable line (an interrupted write?): %s',
+                          path, number, e)
   return records
+
+
+def open_log(path: str) -> TextIO:
+  """`path` opened for appending records; a torn last line left by a kill is ended
+  first, so the next record starts a line of its own."""
+  torn = False
+  if os.path.exists(path) and os.path.getsize(path):
+    with open(path, 'rb') as f:
+      f.seek(-1, os.SEEK_END)
+      torn = f.read(1) != b'\n'
+  out = open(path, 'a')  # pylint: disable=consider-using-with (the caller closes it)
+  if torn:
+    out.write('\n')
+  return out
 
 
 class RunCheckpointer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 
+from ttt_jax import checkpoint
 from ttt_jax.eval import metrics
 from ttt_jax.infer import predict
 from ttt_jax.train import ttt
@@ -17,12 +18,10 @@ from ttt_jax.train import ttt
 def _loss_curves(workdir: str) -> dict[str, tuple[float, float]]:
   """Each task's (first, last) finite TTT loss, from ttt_metrics.jsonl."""
   curves = {}
-  with open(os.path.join(workdir, 'ttt_metrics.jsonl')) as f:
-    for line in f:
-      record = json.loads(line)
-      finite = [loss for loss in record.get('losses', ()) if loss is not None]
-      if finite:
-        curves[record['task_id']] = (finite[0], finite[-1])
+  for record in checkpoint.read_log(os.path.join(workdir, 'ttt_metrics.jsonl')):
+    finite = [loss for loss in record.get('losses', ()) if loss is not None]
+    if finite:
+      curves[record['task_id']] = (finite[0], finite[-1])
   return curves
 
 

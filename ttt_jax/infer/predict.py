@@ -113,7 +113,7 @@ def load_adapters(adapters_dir: str, task_ids: Sequence[str], model_config: Mode
 
 
 def read_done(output_dir: str) -> dict[str, dict]:
-  """{task_id: record} of the tasks already in attempts.jsonl (a torn last line is redone)."""
+  """{task_id: record} of the tasks already in attempts.jsonl (a torn line is redone)."""
   return {r['task_id']: r for r in checkpoint.read_log(os.path.join(output_dir, ATTEMPTS_FILE))}
 
 
@@ -332,7 +332,7 @@ def predict_tasks(params: dict, model_config: ModelConfig, tasks: Sequence[Task]
   if done:
     logging.info('Resuming: %d of %d tasks already in %s', len(tasks) - len(todo), len(tasks),
                  os.path.join(output_dir, ATTEMPTS_FILE))
-  with open(os.path.join(output_dir, ATTEMPTS_FILE), 'a') as out, \
+  with checkpoint.open_log(os.path.join(output_dir, ATTEMPTS_FILE)) as out, \
        tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc='predict') as bar:
     for start in range(0, len(todo), config.tasks_per_group):
       group = todo[start:start + config.tasks_per_group]

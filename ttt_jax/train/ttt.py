@@ -612,7 +612,7 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
         out = os.path.join(out, f'lr_{result.lr:g}')
       checkpoint.export_peft_adapter(out, lora_t, ttt_config.lora_config, model_config,
                                      base_model_name_or_path=model_dir)
-    with open(metrics_path, 'a') as f:
+    with checkpoint.open_log(metrics_path) as f:
       f.write(json.dumps({'task_id': task_id, **dataclasses.asdict(result)}) + '\n')
     logged.add(result.job)
 

@@ -97,7 +97,7 @@ def test_sampling_same_rng_same_result_and_different_rng_differs():
   tokens, lengths = _prompts(4)
   run = lambda seed: decode.generate(params, CONFIG, tokens, lengths, max_new_tokens=10,
                                      sampler=decode.Sampling(temperature=1.5),
-                                     rng=jax.random.key(seed))
+                                     rng_B=jax.random.split(jax.random.key(seed), 4))
   a, b, c = run(0), run(0), run(1)
   np.testing.assert_array_equal(np.asarray(a.tokens_BN), np.asarray(b.tokens_BN))
   assert not np.array_equal(np.asarray(a.tokens_BN), np.asarray(c.tokens_BN))

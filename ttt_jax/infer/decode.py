@@ -8,8 +8,14 @@ matmuls are per row while the frozen base weights are shared.
 
 Samplers are tiny frozen dataclasses with `get_next_tokens(logits, rng)`
 (gemma's sampler style); the decoding state is a `flax.struct.dataclass`
-advanced by `lax.while_loop`. Decoding stops at EOS or after `max_new_tokens`
-(default: the largest grid, 30 rows of 30 cells + NEWLINE, then EOS).
+advanced by `lax.while_loop`.
+
+Every row is a function of its own prompt, adapter, budget and key alone:
+row b stops at EOS or after its own `max_new_B[b]` tokens (the loop's static
+`max_new_tokens` only bounds the buffers), and a sampled row draws step n's
+token with `fold_in(rng_B[b], n)`. So a row's tokens do not depend on which
+rows share its batch, their lengths, or the batch's padded length; its
+log-probabilities only up to float rounding.
 
 `dfs` returns every completion whose probability stays above a threshold p
 (the ARChitects' depth-first sampling), done as a batched expansion: the live
@@ -44,8 +50,8 @@ MAX_GRID_TOKENS = 30 * 31 + 1  # 30 rows of 30 cells + NEWLINE, then EOS
 class Greedy:
   """The most likely token."""
 
-  def get_next_tokens(self, logits_BV: jax.Array, rng: jax.Array) -> jax.Array:
-    del rng
+  def get_next_tokens(self, logits_BV: jax.Array, rng_B: jax.Array) -> jax.Array:
+    del rng_B
     return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
 
 
@@ -59,8 +65,10 @@ class Sampling:
     if not self.temperature > 0:
       raise ValueError(f'Sampling.temperature must be > 0, got {self.temperature}')
 
-  def get_next_tokens(self, logits_BV: jax.Array, rng: jax.Array) -> jax.Array:
-    return jax.random.categorical(rng, logits_BV / self.temperature, axis=-1).astype(jnp.int32)
+  def get_next_tokens(self, logits_BV: jax.Array, rng_B: jax.Array) -> jax.Array:
+    """One draw per row, each with its own key [B]."""
+    draw = lambda key, logits_V: jax.random.categorical(key, logits_V / self.temperature)
+    return jax.vmap(draw)(rng_B, logits_BV).astype(jnp.int32)
 
 
 # ---------------------------------------------------------- per-row adapters
@@ -132,18 +140,33 @@ class _SamplingState:
   logprob_B: jax.Array
   logits_BV: jax.Array
   cache: dict
-  rng: jax.Array
+
+
+def row_budgets(max_new_B: jax.Array | None, batch: int, max_new_tokens: int) -> jax.Array:
+  """Each row's own token budget [B] (default: `max_new_tokens`), capped by it."""
+  if max_new_B is None:
+    return jnp.full((batch,), max_new_tokens, jnp.int32)
+  return jnp.minimum(jnp.asarray(max_new_B, jnp.int32), max_new_tokens)
+
+
+def row_keys(rng_B: jax.Array | None, batch: int) -> jax.Array:
+  """Each row's own random key [B] (default: row b gets fold_in(key(0), b))."""
+  if rng_B is None:
+    return jax.vmap(lambda b: jax.random.fold_in(jax.random.key(0), b))(jnp.arange(batch))
+  return rng_B
 
 
 @functools.partial(jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'eos_id'))
 def generate(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
-             prompt_lengths_B: jax.Array, *, sampler=Greedy(), rng: jax.Array | None = None,
-             adapters: Adapters | None = None, max_new_tokens: int = MAX_GRID_TOKENS,
-             eos_id: int = fmt.EOS) -> Decoded:
-  """Continues right-padded prompts (row b real for its first lengths[b] tokens) until each
-  row emits `eos_id` or `max_new_tokens` tokens; stops early once every row is done."""
+             prompt_lengths_B: jax.Array, *, sampler=Greedy(), rng_B: jax.Array | None = None,
+             adapters: Adapters | None = None, max_new_B: jax.Array | None = None,
+             max_new_tokens: int = MAX_GRID_TOKENS, eos_id: int = fmt.EOS) -> Decoded:
+  """Continues right-padded prompts (row b real for its first lengths[b] tokens) until row b
+  emits `eos_id` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early once every
+  row is done. `rng_B` [B]: each row's key (sampling only)."""
   B, S = prompt_tokens_BS.shape
-  rng = jax.random.key(0) if rng is None else rng
+  budget_B = row_budgets(max_new_B, B, max_new_tokens)
+  rng_B = row_keys(rng_B, B)
   cache = kv_cache.init_cache(config, B, S + max_new_tokens)
   logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
 
@@ -151,25 +174,26 @@ def generate(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
     return (s.step < max_new_tokens) & ~jnp.all(s.done_B)
 
   def advance(s: _SamplingState) -> _SamplingState:
-    rng, step_rng = jax.random.split(s.rng)
-    token_B = sampler.get_next_tokens(s.logits_BV, step_rng)
+    step_rng_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.step)
+    token_B = sampler.get_next_tokens(s.logits_BV, step_rng_B)
     token_B = jnp.where(s.done_B, fmt.PAD, token_B)
     logp_B = jnp.take_along_axis(jax.nn.log_softmax(s.logits_BV), token_B[:, None], axis=1)[:, 0]
     live_B = ~s.done_B
+    lengths_B = s.lengths_B + live_B
     # Finished rows feed EOS (a token every vocabulary has); their output shows PAD.
     fed_B = jnp.where(live_B, token_B, eos_id)
     logits_BV, cache = _decode_step(params, config, adapters, fed_B, s.cache)
     return _SamplingState(
         step=s.step + 1,
         tokens_BN=jax.lax.dynamic_update_index_in_dim(s.tokens_BN, token_B, s.step, axis=1),
-        done_B=s.done_B | (token_B == eos_id), lengths_B=s.lengths_B + live_B,
+        done_B=s.done_B | (token_B == eos_id) | (lengths_B >= budget_B), lengths_B=lengths_B,
         logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0), logits_BV=logits_BV,
-        cache=cache, rng=rng)
+        cache=cache)
 
   state = _SamplingState(
       step=jnp.int32(0), tokens_BN=jnp.full((B, max_new_tokens), fmt.PAD, jnp.int32),
-      done_B=jnp.zeros((B,), bool), lengths_B=jnp.zeros((B,), jnp.int32),
-      logprob_B=jnp.zeros((B,), jnp.float32), logits_BV=logits_BV, cache=cache, rng=rng)
+      done_B=budget_B <= 0, lengths_B=jnp.zeros((B,), jnp.int32),
+      logprob_B=jnp.zeros((B,), jnp.float32), logits_BV=logits_BV, cache=cache)
   state = jax.lax.while_loop(running, advance, state)
   return Decoded(state.tokens_BN, state.lengths_B, state.logprob_B)
 
@@ -208,8 +232,10 @@ class _SearchState:
 @functools.partial(jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'eos_id'))
 def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
         prompt_lengths_B: jax.Array, *, threshold: float, adapters: Adapters | None = None,
-        max_new_tokens: int = MAX_GRID_TOKENS, eos_id: int = fmt.EOS) -> Searched:
-  """Every completion whose probability is >= `threshold`, with its log-prob.
+        max_new_B: jax.Array | None = None, max_new_tokens: int = MAX_GRID_TOKENS,
+        eos_id: int = fmt.EOS) -> Searched:
+  """Every completion whose probability is >= `threshold` and whose length is within its
+  row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob.
 
   A prefix is expanded only while its cumulative probability stays >= p, so
   this is exactly the set depth-first search finds; it is computed breadth
@@ -221,6 +247,7 @@ def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
   K = dfs_capacity(threshold)
   V = config.vocab_size
   min_logp = jnp.float32(math.log(threshold))
+  budget_B = row_budgets(max_new_B, B, max_new_tokens)
   cache = kv_cache.init_cache(config, B, S + max_new_tokens)
   logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
   # Every slot starts from the prompt: copy its cache row K times.
@@ -229,13 +256,18 @@ def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
   slot_adapters = None if adapters is None else adapters.repeat_rows(K)
   first_K = jnp.arange(K) == 0
 
+  def expandable(s: _SearchState) -> jax.Array:
+    """Live prefixes [B, K] of rows still within their budget."""
+    return s.live_BK & (s.step < budget_B)[:, None]
+
   def running(s: _SearchState):
-    return (s.step < max_new_tokens) & jnp.any(s.live_BK)
+    return (s.step < max_new_tokens) & jnp.any(expandable(s))
 
   def advance(s: _SearchState) -> _SearchState:
     # Candidates per row: K "keep" entries (finished slots stay) + K*V expansions.
     expand_BKV = s.logprob_BK[..., None] + jax.nn.log_softmax(s.logits_BKV, axis=-1)
-    expand_BKV = jnp.where(s.live_BK[..., None] & (expand_BKV >= min_logp), expand_BKV, -jnp.inf)
+    expand_BKV = jnp.where(expandable(s)[..., None] & (expand_BKV >= min_logp), expand_BKV,
+                           -jnp.inf)
     keep_BK = jnp.where(s.finished_BK, s.logprob_BK, -jnp.inf)
     scores_BC = jnp.concatenate([keep_BK, expand_BKV.reshape(B, K * V)], axis=1)
     best_BK, pick_BK = jax.lax.top_k(scores_BC, K)

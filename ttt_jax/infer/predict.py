@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import os
+import zlib
 from collections.abc import Sequence
 
 import jax
@@ -43,9 +44,8 @@ class PredictConfig:
   decoding: str = 'greedy'            # one of DECODINGS
   temperature: float = 1.0            # 'sample'
   dfs_threshold: float = 0.1          # 'dfs': keep completions with probability >= this
-  # Per batch, at most the largest plausible answer of its rows (prompts.Variant.answer_budget,
-  # rounded up to 32): an answer larger than every demonstration output and the test input
-  # is cut short (an invalid candidate).
+  # Per row, at most its largest plausible answer (prompts.Variant.answer_budget): an answer
+  # larger than every demonstration output and the test input is cut short (invalid).
   max_new_tokens: int = decode.MAX_GRID_TOKENS
   batch_size: int = 16                # decode rows per call (fixed: one compile per length)
   tasks_per_group: int = 8            # tasks whose adapters are stacked and decoded together
@@ -131,36 +131,51 @@ def _bucket(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def row_key(seed: int, variant: prompts.Variant, ordinal: int) -> jax.Array:
+  """The sampling key of a task's `ordinal`-th variant: a function of the task, never of
+  the batch, group or task selection it is decoded in."""
+  key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(variant.task_id.encode()) & 0x7FFFFFFF)
+  return jax.random.fold_in(key, ordinal)
+
+
 def decode_variants(params: dict, model_config: ModelConfig, variants: Sequence[prompts.Variant],
                     task_index: Sequence[int], adapters: tuple[dict, LoraConfig] | None,
                     config: PredictConfig) -> list[Candidate]:
-  """Candidates of every variant (one each, or every DFS completion), rows batched."""
+  """Candidates of every variant (one each, or every DFS completion), rows batched.
+
+  Each row has its own budget (its answer budget, capped by max_new_tokens) and, when
+  sampling, its own key, so its candidates do not depend on the other rows of its batch.
+  """
   order = sorted(range(len(variants)), key=lambda i: len(variants[i].tokens))  # less padding
+  ordinals, seen = [], {}
+  for v in variants:
+    ordinals.append(seen.get(v.task_id, 0))
+    seen[v.task_id] = ordinals[-1] + 1
   candidates: dict[int, list[Candidate]] = {}
-  rng = jax.random.key(config.seed)
   for start in range(0, len(order), config.batch_size):
     rows = order[start:start + config.batch_size]
+    rows_padded = rows + [rows[-1]] * (config.batch_size - len(rows))
     tokens, lengths = decode.pad_prompts([variants[i].tokens for i in rows], config.batch_size,
                                          config.length_multiple)
-    budget = max(variants[i].answer_budget for i in rows)
-    max_new = min(config.max_new_tokens, _bucket(budget, 32))
-    index = np.array([task_index[i] for i in rows] + [task_index[rows[-1]]] *
-                     (config.batch_size - len(rows)), np.int32)
+    budget_B = np.array([min(config.max_new_tokens, variants[i].answer_budget)
+                         for i in rows_padded], np.int32)
+    max_new = min(config.max_new_tokens, _bucket(int(budget_B.max()), 32))  # few compiles
+    index = np.array([task_index[i] for i in rows_padded], np.int32)
     row_adapters = None if adapters is None else decode.Adapters(adapters[0], jnp.asarray(index),
                                                                  adapters[1])
     if config.decoding == 'dfs':
       out = decode.dfs(params, model_config, tokens, lengths, threshold=config.dfs_threshold,
-                       adapters=row_adapters, max_new_tokens=max_new)
+                       adapters=row_adapters, max_new_B=budget_B, max_new_tokens=max_new)
       seqs, logps, found = (np.asarray(x) for x in out)
       for b, i in enumerate(rows):
         candidates[i] = [Candidate(variants[i], decode.to_grid(seqs[b, k]), float(logps[b, k]))
                          for k in np.flatnonzero(found[b])]
     else:
-      rng, step_rng = jax.random.split(rng)
       sampler = decode.Greedy() if config.decoding == 'greedy' else decode.Sampling(
           config.temperature)
-      out = decode.generate(params, model_config, tokens, lengths, sampler=sampler, rng=step_rng,
-                            adapters=row_adapters, max_new_tokens=max_new)
+      rng_B = jnp.stack([row_key(config.seed, variants[i], ordinals[i]) for i in rows_padded])
+      out = decode.generate(params, model_config, tokens, lengths, sampler=sampler, rng_B=rng_B,
+                            adapters=row_adapters, max_new_B=budget_B, max_new_tokens=max_new)
       seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
       for b, i in enumerate(rows):
         candidates[i] = [Candidate(variants[i], decode.to_grid(seqs[b]), float(logps[b]))]

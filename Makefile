@@ -11,14 +11,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install demo test test-all
+.PHONY: install demo test test-all format
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/pyink --check --quiet .
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+format: $(STAMP)
+	$(BIN)/pyink .
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -m ''

@@ -15,8 +15,16 @@ from ml_collections import config_dict
 from configs import predict as predict_config
 from configs import ttt as ttt_config
 
-DEMO_TASKS = ('66e6c45b', 'f3cdc58f', 'c7d4e6ad', '00576224', 'ef26cbf6', '7ee1c6ea',
-              '1a2e2828', '770cc55f')
+DEMO_TASKS = (
+    '66e6c45b',
+    'f3cdc58f',
+    'c7d4e6ad',
+    '00576224',
+    'ef26cbf6',
+    '7ee1c6ea',
+    '1a2e2828',
+    '770cc55f',
+)
 
 
 def get_config(arg: str = '') -> config_dict.ConfigDict:
@@ -29,10 +37,10 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # One task selection for both stages: --config.selector overrides both.
   c.ttt.data.selector = c.predict.selector = c.get_ref('selector')
   c.ttt.data.seq_len = 1024
-  c.ttt.data.max_examples = 24       # leave-one-out x augmentations per task
+  c.ttt.data.max_examples = 24  # leave-one-out x augmentations per task
   c.ttt.data.augmentations_per_task = 16
   c.ttt.ttt.rank = 16
-  c.ttt.ttt.lr = 1e-3                # the built-in model is tiny: a larger lr than the paper's 1B
+  c.ttt.ttt.lr = 1e-3  # the built-in model is tiny: a larger lr than the paper's 1B
   c.ttt.ttt.epochs = 2
   c.ttt.ttt.max_steps = config_dict.placeholder(int)
   c.ttt.run.num_slots = 4

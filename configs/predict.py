@@ -18,20 +18,37 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   if arg not in ('', 'runlocal'):
     raise ValueError(f"configs/predict.py: unknown argument {arg!r}; use '' or 'runlocal'")
   c = config_dict.ConfigDict()
-  c.selector = ('arc1/eval@slice=0:2' if runlocal
-                else 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt')
+  c.selector = (
+      'arc1/eval@slice=0:2'
+      if runlocal
+      else 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt'
+  )
   # 'builtin' (shipped), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or '': a
   # random-init preset.
-  c.model = config_dict.ConfigDict(dict(
-      checkpoint_dir='builtin', preset='tiny', init_seed=0, param_dtype='float32',
-      compute_dtype='float32' if runlocal else 'bfloat16', remat='none'))
+  c.model = config_dict.ConfigDict(
+      dict(
+          checkpoint_dir='builtin',
+          preset='tiny',
+          init_seed=0,
+          param_dtype='float32',
+          compute_dtype='float32' if runlocal else 'bfloat16',
+          remat='none',
+      )
+  )
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''
   c.adapter_subdir = ''
   # Prompt variants (ttt_jax.infer.prompts.PromptConfig): the paper's transforms and orders.
-  c.prompts = config_dict.ConfigDict(dict(
-      d8=(0, 4) if runlocal else prompts.PAPER_D8, color_perms=0, orders=1 if runlocal else 2,
-      leave_out=0, max_variants=4 if runlocal else 64, max_len=8192))
+  c.prompts = config_dict.ConfigDict(
+      dict(
+          d8=(0, 4) if runlocal else prompts.PAPER_D8,
+          color_perms=0,
+          orders=1 if runlocal else 2,
+          leave_out=0,
+          max_variants=4 if runlocal else 64,
+          max_len=8192,
+      )
+  )
   # Decoding: 'greedy' (the paper), 'sample', or 'dfs' (the ARChitects, threshold p).
   c.decoding = 'greedy'
   c.temperature = 1.0

@@ -24,10 +24,10 @@ BENCH_DEFAULTS = {
     'ttt-step': dict(preset='tiny', num_tasks=[4], batch_size=4, seq_len=1024, rank=8),
     'decode': dict(preset='tiny', num_tasks=[4], batch_size=16, seq_len=800, rank=8),
     'end-to-end': dict(preset='tiny', num_tasks=[4], batch_size=2, seq_len=2048, rank=8),
-    'mfu': dict(preset='llama3.2-1b', num_tasks=[1, 8, 16], batch_size=2, seq_len=2048,
-                rank=128),
-    'memory': dict(preset='llama3.1-8b', num_tasks=[1, 2, 4, 8, 16], batch_size=2,
-                   seq_len=8192, rank=128),
+    'mfu': dict(preset='llama3.2-1b', num_tasks=[1, 8, 16], batch_size=2, seq_len=2048, rank=128),
+    'memory': dict(
+        preset='llama3.1-8b', num_tasks=[1, 2, 4, 8, 16], batch_size=2, seq_len=8192, rank=128
+    ),
 }
 
 _BENCH = flags.DEFINE_enum('bench', None, BENCHES, 'Which benchmark (or give it positionally).')
@@ -52,16 +52,36 @@ flags.DEFINE_list('modes', ['vmap', 'loop'], 'mfu: vmap and/or loop.')
 flags.DEFINE_integer('vocab_size', 16, 'mfu/memory: vocab (16 = shrunk to ARC tokens).')
 flags.DEFINE_string('param_dtype', 'bfloat16', 'mfu/memory: base weight dtype.')
 # memory
-flags.DEFINE_integer('num_devices', None,
-                                    'memory: fake CPU devices to plan for (set before JAX starts).')
+flags.DEFINE_integer(
+    'num_devices', None, 'memory: fake CPU devices to plan for (set before JAX starts).'
+)
 flags.DEFINE_list('mesh', ['data:-1'], "memory: axis:size list, e.g. 'data:4,fsdp:2'.")
 flags.DEFINE_integer('max_examples', 250, 'memory: examples per task (N).')
 flags.DEFINE_float('budget_gb', 80.0, 'memory: per-device budget for the fits column.')
 flags.DEFINE_list('targets', None, 'LoRA targets (ttt-step: all 7; memory/mfu: paper).')
-_OWN_FLAGS = ('preset', 'num_tasks', 'batch_size', 'seq_len', 'rank', 'steps', 'out',
-              'torch_threads', 'new_tokens', 'selector', 'ttt_max_steps', 'recipe', 'peak_flops',
-              'modes', 'vocab_size', 'param_dtype', 'num_devices', 'mesh', 'max_examples',
-              'budget_gb', 'targets')
+_OWN_FLAGS = (
+    'preset',
+    'num_tasks',
+    'batch_size',
+    'seq_len',
+    'rank',
+    'steps',
+    'out',
+    'torch_threads',
+    'new_tokens',
+    'selector',
+    'ttt_max_steps',
+    'recipe',
+    'peak_flops',
+    'modes',
+    'vocab_size',
+    'param_dtype',
+    'num_devices',
+    'mesh',
+    'max_examples',
+    'budget_gb',
+    'targets',
+)
 
 
 def _args() -> dict:
@@ -98,35 +118,73 @@ def main(argv):
   remat, compute_dtype = knobs.REMAT.value, knobs.COMPUTE_DTYPE.value
   if a['num_devices']:
     import jax  # pylint: disable=import-outside-toplevel
+
     jax.config.update('jax_num_cpu_devices', a['num_devices'])  # before the backend starts
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
   bench, preset, out = _BENCH.value, a['preset'], a['out']
 
   if bench == 'ttt-step':
     from ttt_jax.bench import hf_peer  # pylint: disable=import-outside-toplevel
-    hf_peer.bench_vs_hf(preset, a['num_tasks'][0], a['batch_size'], a['seq_len'], a['steps'],
-                        a['rank'], targets=a['targets'] or hf_peer.ALL_TARGETS,
-                        torch_threads=a['torch_threads'], out=out)
+
+    hf_peer.bench_vs_hf(
+        preset,
+        a['num_tasks'][0],
+        a['batch_size'],
+        a['seq_len'],
+        a['steps'],
+        a['rank'],
+        targets=a['targets'] or hf_peer.ALL_TARGETS,
+        torch_threads=a['torch_threads'],
+        out=out,
+    )
   elif bench == 'decode':
     from ttt_jax.bench import decode  # pylint: disable=import-outside-toplevel
-    decode.benchmark_decode(preset, a['batch_size'], a['seq_len'], a['new_tokens'],
-                            a['num_tasks'][0], out)
+
+    decode.benchmark_decode(
+        preset, a['batch_size'], a['seq_len'], a['new_tokens'], a['num_tasks'][0], out
+    )
   elif bench == 'end-to-end':
     from configs import predict as predict_configs  # pylint: disable=import-outside-toplevel
     from configs import ttt as ttt_configs  # pylint: disable=import-outside-toplevel
     from ttt_jax.bench import end_to_end  # pylint: disable=import-outside-toplevel
-    overrides = {'ttt.max_steps': a['ttt_max_steps'], 'data.seq_len': a['seq_len'],
-                 'ttt.batch_size': a['batch_size'], 'ttt.rank': a['rank']}
-    overrides |= {f'model.{k}': v for k, v in (('remat', remat), ('compute_dtype', compute_dtype))
-                  if v is not None}
-    end_to_end.bench_end_to_end(ttt_configs.get_config(a['recipe']),
-                                predict_configs.get_config(a['recipe']), a['selector'],
-                                preset, ttt_overrides=overrides, out=out)
+
+    overrides = {
+        'ttt.max_steps': a['ttt_max_steps'],
+        'data.seq_len': a['seq_len'],
+        'ttt.batch_size': a['batch_size'],
+        'ttt.rank': a['rank'],
+    }
+    overrides |= {
+        f'model.{k}': v
+        for k, v in (('remat', remat), ('compute_dtype', compute_dtype))
+        if v is not None
+    }
+    end_to_end.bench_end_to_end(
+        ttt_configs.get_config(a['recipe']),
+        predict_configs.get_config(a['recipe']),
+        a['selector'],
+        preset,
+        ttt_overrides=overrides,
+        out=out,
+    )
   elif bench == 'mfu':
     from ttt_jax.bench import mfu  # pylint: disable=import-outside-toplevel
-    mfu.bench_mfu(preset, tuple(a['num_tasks']), a['batch_size'], a['seq_len'], a['rank'],
-                  a['vocab_size'], compute_dtype or 'bfloat16', a['param_dtype'],
-                  remat or 'full', a['steps'], tuple(a['modes']), a['peak_flops'], out=out)
+
+    mfu.bench_mfu(
+        preset,
+        tuple(a['num_tasks']),
+        a['batch_size'],
+        a['seq_len'],
+        a['rank'],
+        a['vocab_size'],
+        compute_dtype or 'bfloat16',
+        a['param_dtype'],
+        remat or 'full',
+        a['steps'],
+        tuple(a['modes']),
+        a['peak_flops'],
+        out=out,
+    )
   else:
     _memory(a, remat or 'full', compute_dtype or 'bfloat16')
 
@@ -136,18 +194,37 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
   from ttt_jax.bench import report  # pylint: disable=import-outside-toplevel
   from ttt_jax.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
   from ttt_jax.train.ttt import TTTConfig  # pylint: disable=import-outside-toplevel
+
   preset = a['preset']
-  model_config = ModelConfig.preset(preset, param_dtype=a['param_dtype'],
-                                    compute_dtype=compute_dtype, remat=remat,
-                                    **({'vocab_size': a['vocab_size']} if a['vocab_size'] else {}))
-  ttt_config = TTTConfig(rank=a['rank'], batch_size=a['batch_size'],
-                         **({'targets': a['targets']} if a['targets'] else {}))
-  rows = memory.plan_rows(model_config, ttt_config, a['num_tasks'], a['seq_len'],
-                          a['max_examples'], _mesh_axes(a['mesh']), a['budget_gb'])
-  report.report(f'TTT step memory per device (CPU-compiled estimate), {preset}, '
-                f'{model_config.param_dtype} weights, {model_config.compute_dtype} compute, '
-                f'remat {model_config.remat}, LoRA r{ttt_config.rank} on '
-                f'{",".join(ttt_config.targets)}, batch {ttt_config.batch_size}', rows, out=a['out'])
+  model_config = ModelConfig.preset(
+      preset,
+      param_dtype=a['param_dtype'],
+      compute_dtype=compute_dtype,
+      remat=remat,
+      **({'vocab_size': a['vocab_size']} if a['vocab_size'] else {}),
+  )
+  ttt_config = TTTConfig(
+      rank=a['rank'],
+      batch_size=a['batch_size'],
+      **({'targets': a['targets']} if a['targets'] else {}),
+  )
+  rows = memory.plan_rows(
+      model_config,
+      ttt_config,
+      a['num_tasks'],
+      a['seq_len'],
+      a['max_examples'],
+      _mesh_axes(a['mesh']),
+      a['budget_gb'],
+  )
+  report.report(
+      f'TTT step memory per device (CPU-compiled estimate), {preset}, '
+      f'{model_config.param_dtype} weights, {model_config.compute_dtype} compute, '
+      f'remat {model_config.remat}, LoRA r{ttt_config.rank} on '
+      f'{",".join(ttt_config.targets)}, batch {ttt_config.batch_size}',
+      rows,
+      out=a['out'],
+  )
 
 
 if __name__ == '__main__':

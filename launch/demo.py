@@ -1,6 +1,6 @@
 """The main job on the built-in default: `make demo` (see configs/demo.py).
 
-  python -m launch.demo --workdir=runs/demo --config.selector=arc1/eval@slice=0:20
+python -m launch.demo --workdir=runs/demo --config.selector=arc1/eval@slice=0:20
 """
 
 from absl import app, flags
@@ -9,8 +9,9 @@ from ml_collections import config_flags
 from ttt_jax import knobs
 from ttt_jax.demo import run_demo
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Demo config file.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/demo.py', 'Demo config file.', lock_config=True
+)
 _WORKDIR = flags.DEFINE_string('workdir', 'runs/demo', 'Output directory (a rerun resumes).')
 
 

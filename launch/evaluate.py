@@ -15,26 +15,35 @@ from absl import app, flags
 
 from ttt_jax.eval import metrics
 
-_SUBMISSION = flags.DEFINE_string('submission', None, 'submission.json (Kaggle format).',
-                                  required=True)
+_SUBMISSION = flags.DEFINE_string(
+    'submission', None, 'submission.json (Kaggle format).', required=True
+)
 _SOLUTIONS = flags.DEFINE_string(
-    'solutions', None, 'A Kaggle solutions.json, or a task selector (e.g. arc1/eval).',
-    required=True)
-_REPORT_DIR = flags.DEFINE_string('report_dir', None, 'Where report.json/.md go.',
-                                  required=True)
+    'solutions',
+    None,
+    'A Kaggle solutions.json, or a task selector (e.g. arc1/eval).',
+    required=True,
+)
+_REPORT_DIR = flags.DEFINE_string('report_dir', None, 'Where report.json/.md go.', required=True)
 _LEVELS = flags.DEFINE_string('levels', None, 'Optional task_id,level CSV: per-level scores.')
 _DETAILS = flags.DEFINE_string(
-    'details', None, 'Optional voting details JSON from prediction (votes, found_by).')
+    'details', None, 'Optional voting details JSON from prediction (votes, found_by).'
+)
 
 
 def main(argv):
-    del argv
-    score = metrics.evaluate(_SUBMISSION.value, _SOLUTIONS.value, _REPORT_DIR.value,
-                             levels_path=_LEVELS.value, details_path=_DETAILS.value)
-    with open(os.path.join(_REPORT_DIR.value, 'report.md')) as f:
-        print(f.read(), end='')
-    print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
+  del argv
+  score = metrics.evaluate(
+      _SUBMISSION.value,
+      _SOLUTIONS.value,
+      _REPORT_DIR.value,
+      levels_path=_LEVELS.value,
+      details_path=_DETAILS.value,
+  )
+  with open(os.path.join(_REPORT_DIR.value, 'report.md')) as f:
+    print(f.read(), end='')
+  print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
 
 
 if __name__ == '__main__':
-    app.run(main)
+  app.run(main)

@@ -16,10 +16,10 @@ from ml_collections import config_flags
 from ttt_jax import knobs
 from ttt_jax.train import finetune
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/finetune.py',
-                                          'Fine-tuning config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.',
-                               required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/finetune.py', 'Fine-tuning config file.', lock_config=True
+)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Output and checkpoint directory.', required=True)
 
 
 def main(argv):

@@ -21,12 +21,16 @@ from ml_collections import config_flags
 from ttt_jax import knobs
 from ttt_jax.infer import predict
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'configs/predict.py', 'Predict config file.',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', 'configs/predict.py', 'Predict config file.', lock_config=True
+)
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Where the results go.', required=True)
 _REVOTE_FROM = flags.DEFINE_string(
-    'revote_from', None, "A prediction's output_dir: vote its stored candidates again with "
-    "this config's vote settings instead of decoding.")
+    'revote_from',
+    None,
+    "A prediction's output_dir: vote its stored candidates again with "
+    "this config's vote settings instead of decoding.",
+)
 
 
 def main(argv):
@@ -36,8 +40,9 @@ def main(argv):
   c = _CONFIG.value
   knobs.override_model(c.model)
   if _REVOTE_FROM.value:
-    score = predict.run_revote(c.selector, _REVOTE_FROM.value, _OUTPUT_DIR.value,
-                               predict.config_from(c))
+    score = predict.run_revote(
+        c.selector, _REVOTE_FROM.value, _OUTPUT_DIR.value, predict.config_from(c)
+    )
   else:
     score = predict.run_from_config(c, _OUTPUT_DIR.value)
   if score is not None:

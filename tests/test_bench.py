@@ -15,8 +15,15 @@ TINY = ModelConfig.preset('tiny')
 
 def test_flops_by_hand():
   # One layer, D 8, F 16, 2 heads of 4, 1 kv head, vocab 10.
-  config = TINY.replace(vocab_size=10, hidden_size=8, intermediate_size=16, num_layers=1,
-                        num_heads=2, num_kv_heads=1, head_dim=4)
+  config = TINY.replace(
+      vocab_size=10,
+      hidden_size=8,
+      intermediate_size=16,
+      num_layers=1,
+      num_heads=2,
+      num_kv_heads=1,
+      head_dim=4,
+  )
   lora = LoraConfig(rank=2, targets=('q', 'down'))
   flops = mfu.ttt_step_flops(config, lora, num_tasks=3, batch_size=2, seq_len=5)
   tokens = 3 * 2 * 5
@@ -49,20 +56,33 @@ def test_report_prints_table_and_writes_json(tmp_path, capsys):
   assert '| name | x | big |' in printed and '| a | 1.235 | 3.000e+09 |' in printed
   assert '| b |  | 1 |' in printed and 'note: hi' in printed
   saved = json.loads(out.read_text())
-  assert saved['rows'] == rows and saved['note'] == 'hi' and saved == json.loads(
-      json.dumps(result, default=str))
+  assert (
+      saved['rows'] == rows
+      and saved['note'] == 'hi'
+      and saved == json.loads(json.dumps(result, default=str))
+  )
   assert saved['machine']['num_devices'] >= 1 and saved['machine']['cpu_count'] >= 1
 
 
 def test_mfu_bench_runs_on_cpu_with_a_tiny_shape(tmp_path):
   config = {'num_layers': 1}
-  result = mfu.bench_mfu('tiny', num_tasks=(1, 2), batch_size=1, seq_len=32, rank=4,
-                         vocab_size=None, compute_dtype='float32', param_dtype='float32',
-                         remat='none', steps=1, peak=1e12, config_overrides=config,
-                         out=str(tmp_path / 'mfu.json'))
+  result = mfu.bench_mfu(
+      'tiny',
+      num_tasks=(1, 2),
+      batch_size=1,
+      seq_len=32,
+      rank=4,
+      vocab_size=None,
+      compute_dtype='float32',
+      param_dtype='float32',
+      remat='none',
+      steps=1,
+      peak=1e12,
+      config_overrides=config,
+      out=str(tmp_path / 'mfu.json'),
+  )
   rows = result['rows']
-  assert [(r['T'], r['mode']) for r in rows] == [(1, 'vmap'), (1, 'loop'), (2, 'vmap'),
-                                                 (2, 'loop')]
+  assert [(r['T'], r['mode']) for r in rows] == [(1, 'vmap'), (1, 'loop'), (2, 'vmap'), (2, 'loop')]
   for r in rows:
     assert r['s/step'] > 0
     assert r['MFU'] == pytest.approx(r['TFLOP/s'] * 1e12 / 1e12)
@@ -74,8 +94,17 @@ def test_mfu_bench_runs_on_cpu_with_a_tiny_shape(tmp_path):
 def test_hf_peer_does_the_same_work(tmp_path):
   pytest.importorskip('peft')
   from ttt_jax.bench import hf_peer  # pylint: disable=import-outside-toplevel
-  result = hf_peer.bench_vs_hf(num_tasks=1, batch_size=2, seq_len=32, steps=1, rank=4,
-                               check_steps=2, torch_threads=1, out=str(tmp_path / 'hf.json'))
+
+  result = hf_peer.bench_vs_hf(
+      num_tasks=1,
+      batch_size=2,
+      seq_len=32,
+      steps=1,
+      rank=4,
+      check_steps=2,
+      torch_threads=1,
+      out=str(tmp_path / 'hf.json'),
+  )
   check = result['check']
   assert check['adapter_max_abs_diff'] <= 1e-4
   assert check['first_loss_max_abs_diff'] <= 1e-4

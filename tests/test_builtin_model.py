@@ -19,7 +19,9 @@ TASK = '66e6c45b'  # an easy ARC-AGI-1 evaluation task, 130 tokens
 
 
 def load_config(name, arg):
-  spec = importlib.util.spec_from_file_location(f'{name}_config', os.path.join(CONFIGS, f'{name}.py'))
+  spec = importlib.util.spec_from_file_location(
+      f'{name}_config', os.path.join(CONFIGS, f'{name}.py')
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
@@ -29,8 +31,11 @@ def mean_target_loss(config, params, tasks):
   losses = []
   for task in tasks:
     tokens, mask = fmt.encode_task(task.train, task.test[0].input, task.test[0].output)
-    batch = {'tokens': jnp.asarray(tokens)[None], 'mask': jnp.ones((1, len(tokens)), jnp.int32),
-             'loss_mask': jnp.asarray(mask)[None]}
+    batch = {
+        'tokens': jnp.asarray(tokens)[None],
+        'mask': jnp.ones((1, len(tokens)), jnp.int32),
+        'loss_mask': jnp.asarray(mask)[None],
+    }
     losses.append(float(ttt.loss_one(params, None, batch, config, None)))
   return float(np.mean(losses))
 
@@ -43,7 +48,9 @@ def test_builtin_model_loads_and_beats_random_init():
   tasks, _ = arc.load_tasks('arc1/train@slice=0:8')
   tasks = [t for t in tasks if len(fmt.task_sequences(t)[0][0]) <= 1024]
   _, random_params = builtin.load_model('', preset='tiny', warn_random=False)
-  trained, untrained = mean_target_loss(config, params, tasks), mean_target_loss(config, random_params, tasks)
+  trained, untrained = mean_target_loss(config, params, tasks), mean_target_loss(
+      config, random_params, tasks
+  )
   assert trained < 0.7 * untrained, (trained, untrained)
 
 

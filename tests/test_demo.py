@@ -21,8 +21,9 @@ def test_comparison_table_rows_and_totals():
   lines = table.splitlines()
   assert lines[2] == '| t1 | 1.500 -> 0.250 | 0.900 -> 0.200 | 0.00 | 1.00 |'
   assert lines[3] == '| t2 | - | 0.400 -> 0.500 | 0.00 | 0.00 |'
-  assert lines[4] == ('| **total** | | **mean 0.650 -> 0.350; lower on 1 / 2** | **0.00 / 2** '
-                      '| **1.00 / 2** |')
+  assert lines[4] == (
+      '| **total** | | **mean 0.650 -> 0.350; lower on 1 / 2** | **0.00 / 2** ' '| **1.00 / 2** |'
+  )
   assert lines[5] == '| well-formed candidate grids | | | 1 / 20 (5.0%) | 7 / 20 (35.0%) |'
   no_details = demo.comparison_table(base, tuned, {}, {}, {})
   assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details

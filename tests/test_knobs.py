@@ -27,11 +27,17 @@ def parsed_flags():
 
 
 def test_xla_flags_value_appends_and_dumps():
-  value = knobs.xla_flags_value('--xla_force_host_platform_device_count=8',
-                                '--xla_cpu_use_thunk_runtime=false  --xla_foo=1', '/tmp/dump')
-  assert value.split() == ['--xla_force_host_platform_device_count=8',
-                           '--xla_cpu_use_thunk_runtime=false', '--xla_foo=1',
-                           '--xla_dump_to=/tmp/dump']
+  value = knobs.xla_flags_value(
+      '--xla_force_host_platform_device_count=8',
+      '--xla_cpu_use_thunk_runtime=false  --xla_foo=1',
+      '/tmp/dump',
+  )
+  assert value.split() == [
+      '--xla_force_host_platform_device_count=8',
+      '--xla_cpu_use_thunk_runtime=false',
+      '--xla_foo=1',
+      '--xla_dump_to=/tmp/dump',
+  ]
   assert knobs.xla_flags_value('', '') == ''
 
 
@@ -59,8 +65,15 @@ def test_hlo_dump_dir_reaches_xla_in_a_fresh_process(tmp_path):
       jax.jit(lambda x: x * 2 + 1)(jnp.ones(3)).block_until_ready()
   """)
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  proc = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=120, check=False)
+  proc = subprocess.run(
+      [sys.executable, '-c', script],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert glob.glob(str(tmp_path / '*.txt')), os.listdir(tmp_path)
 
@@ -90,6 +103,7 @@ def test_step_profiler_traces_and_passes_results_through(tmp_path):
 def test_step_profiler_off_is_the_identity():
   def step(x):
     return x
+
   assert knobs.StepProfiler(None).wrap(step) is step
   with pytest.raises(ValueError, match='profile_steps'):
     knobs.StepProfiler('/tmp/p', steps=0)

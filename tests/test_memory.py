@@ -16,8 +16,9 @@ from ttt_jax.model.config import ModelConfig
 from ttt_jax.train import ttt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = ModelConfig.preset('tiny').replace(hidden_size=32, intermediate_size=64, num_layers=2,
-                                           num_heads=2, num_kv_heads=1, head_dim=16)
+MODEL = ModelConfig.preset('tiny').replace(
+    hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16
+)
 TTT = ttt.TTTConfig(rank=4, batch_size=2)
 SINGLE = (('data', 1), ('fsdp', 1), ('tensor', 1))
 
@@ -55,12 +56,25 @@ def test_launch_plans_a_sharded_mesh_on_fake_devices(tmp_path):
   so each device plans for exactly one of the four tasks."""
   out = tmp_path / 'memory.json'
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-  cmd = [sys.executable, '-m', 'launch.bench', '--bench=memory', '--num_devices=4',
-         '--mesh=data:2,fsdp:2', '--preset=tiny', '--seq_len=128', '--num_tasks=2,4',
-         '--rank=4', '--param_dtype=float32', '--compute_dtype=float32', '--max_examples=4',
-         f'--out={out}']
-  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                        check=False)
+  cmd = [
+      sys.executable,
+      '-m',
+      'launch.bench',
+      '--bench=memory',
+      '--num_devices=4',
+      '--mesh=data:2,fsdp:2',
+      '--preset=tiny',
+      '--seq_len=128',
+      '--num_tasks=2,4',
+      '--rank=4',
+      '--param_dtype=float32',
+      '--compute_dtype=float32',
+      '--max_examples=4',
+      f'--out={out}',
+  ]
+  proc = subprocess.run(
+      cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert result['machine']['num_devices'] == 4

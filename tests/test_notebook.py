@@ -29,8 +29,9 @@ def this_interpreters_kernel(kernels_dir) -> KernelManager:
 
 
 def outputs_text(cell) -> str:
-  return ''.join(out.get('text', '') + out.get('data', {}).get('text/plain', '')
-                 for out in cell.outputs)
+  return ''.join(
+      out.get('text', '') + out.get('data', {}).get('text/plain', '') for out in cell.outputs
+  )
 
 
 def test_notebook_is_committed_without_outputs():
@@ -48,8 +49,12 @@ def test_walkthrough_runs_end_to_end(tmp_path):
   (parameters,) = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
   parameters.source += f'\nWORKDIR = {str(workdir)!r}  # the test writes here, not in runs/\n'
 
-  client = NotebookClient(nb, km=this_interpreters_kernel(tmp_path / 'kernels'), timeout=600,
-                          resources={'metadata': {'path': ROOT}})
+  client = NotebookClient(
+      nb,
+      km=this_interpreters_kernel(tmp_path / 'kernels'),
+      timeout=600,
+      resources={'metadata': {'path': ROOT}},
+  )
   client.execute()  # raises CellExecutionError, with the cell and traceback, if any cell fails
 
   code = [c for c in nb.cells if c.cell_type == 'code']

@@ -44,14 +44,17 @@ def test_plot_grid_shows_the_grid_in_the_arc_palette_with_cell_lines():
     assert viz.ARC_CMAP(viz.ARC_NORM(c)) == mcolors.to_rgba(hex_color)
 
 
-@pytest.mark.parametrize('grid, message', [
-    ([[1, 2], [3]], 'not a rectangular grid'),
-    (np.zeros((2, 2, 2), int), 'shape (2, 2, 2)'),
-    (np.zeros((1, 31), int), 'shape (1, 31)'),
-    ([[1, 10]], 'values 1..10'),
-    (np.full((2, 2), augment.FILL), 'unpad'),
-    ([[0.5, 1.0]], 'dtype float64'),
-])
+@pytest.mark.parametrize(
+    'grid, message',
+    [
+        ([[1, 2], [3]], 'not a rectangular grid'),
+        (np.zeros((2, 2, 2), int), 'shape (2, 2, 2)'),
+        (np.zeros((1, 31), int), 'shape (1, 31)'),
+        ([[1, 10]], 'values 1..10'),
+        (np.full((2, 2), augment.FILL), 'unpad'),
+        ([[0.5, 1.0]], 'dtype float64'),
+    ],
+)
 def test_bad_grids_are_refused_naming_where(grid, message):
   with pytest.raises(ValueError, match='my grid') as e:
     viz.as_grid(grid, 'my grid')
@@ -86,8 +89,9 @@ def test_plot_task_names_the_task_and_field_of_a_bad_grid():
 
 def test_plot_augmentations_shows_each_transform_and_its_inverse_giving_x_back():
   perm = jnp.array([0, 2, 3, 4, 5, 6, 7, 8, 9, 1], jnp.int32)
-  transforms = [augment.Transform(jnp.int32(k), jnp.arange(10, dtype=jnp.int32))
-                for k in range(8)] + [augment.Transform(jnp.int32(1), perm)]
+  transforms = [
+      augment.Transform(jnp.int32(k), jnp.arange(10, dtype=jnp.int32)) for k in range(8)
+  ] + [augment.Transform(jnp.int32(1), perm)]
   fig = viz.plot_augmentations(GRID, transforms)
   axes = np.array(fig.axes).reshape(len(transforms), 3)
   for row, t in enumerate(transforms):
@@ -129,8 +133,10 @@ def write_metrics(path, records):
 
 
 def test_plot_loss_curves_draws_each_jobs_losses_with_gaps_for_none(tmp_path):
-  records = [{'task_id': 'a', 'lr': 1e-3, 'status': 'done', 'losses': [2.0, None, 1.5, 1.0]},
-             {'task_id': 'b', 'lr': 1e-3, 'status': 'nan', 'losses': [3.0, 2.5]}]
+  records = [
+      {'task_id': 'a', 'lr': 1e-3, 'status': 'done', 'losses': [2.0, None, 1.5, 1.0]},
+      {'task_id': 'b', 'lr': 1e-3, 'status': 'nan', 'losses': [3.0, 2.5]},
+  ]
   fig = viz.plot_loss_curves(write_metrics(tmp_path / 'ttt_metrics.jsonl', records))
   (ax,) = fig.axes
   a, b = ax.lines
@@ -168,11 +174,19 @@ def as_json(grid):
 
 def attempts_record(attempt_1, attempt_2, task_id='t1', votes=(4, 2)):
   """A record as ttt_jax.infer.predict.predict_task writes it to attempts.jsonl."""
-  return {'task_id': task_id,
-          'attempts': [{'attempt_1': as_json(attempt_1), 'attempt_2': as_json(attempt_2)}],
-          'details': [{'votes': list(votes), 'found_by': [['identity'], ['rot90']],
-                       'num_candidates': 6, 'num_valid': 6}],
-          'num_variants': 6}
+  return {
+      'task_id': task_id,
+      'attempts': [{'attempt_1': as_json(attempt_1), 'attempt_2': as_json(attempt_2)}],
+      'details': [
+          {
+              'votes': list(votes),
+              'found_by': [['identity'], ['rot90']],
+              'num_candidates': 6,
+              'num_valid': 6,
+          }
+      ],
+      'num_variants': 6,
+  }
 
 
 def test_plot_predictions_shows_attempts_beside_the_truth_with_tick_and_cross():

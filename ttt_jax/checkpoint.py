@@ -28,8 +28,15 @@ from ttt_jax.model.lora import TARGETS, LoraConfig, projection_shapes
 
 ADAPTER_WEIGHTS = 'adapter_model.safetensors'
 ADAPTER_CONFIG = 'adapter_config.json'
-_MODULE_GROUP = {'q': 'self_attn', 'k': 'self_attn', 'v': 'self_attn', 'o': 'self_attn',
-                 'gate': 'mlp', 'up': 'mlp', 'down': 'mlp'}
+_MODULE_GROUP = {
+    'q': 'self_attn',
+    'k': 'self_attn',
+    'v': 'self_attn',
+    'o': 'self_attn',
+    'gate': 'mlp',
+    'up': 'mlp',
+    'down': 'mlp',
+}
 
 
 # ----------------------------------------------------------------------------
@@ -52,8 +59,9 @@ def read_log(path: str) -> list[dict]:
         try:
           records.append(json.loads(line))
         except json.JSONDecodeError as e:
-          logging.warning('%s:%d: skipping an unreadable line (an interrupted write?): %s',
-                          path, number, e)
+          logging.warning(
+              '%s:%d: skipping an unreadable line (an interrupted write?): %s', path, number, e
+          )
   return records
 
 
@@ -80,7 +88,8 @@ class RunCheckpointer:
     self.save_every = save_every
     self.manager = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -89,17 +98,24 @@ class RunCheckpointer:
     return step % self.save_every == 0
 
   def save(self, step: int, slots: Any, host: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        slots=ocp.args.StandardSave(slots), host=ocp.args.JsonSave(host)))
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(slots=ocp.args.StandardSave(slots), host=ocp.args.JsonSave(host)),
+    )
     # The next train step donates the slot buffers: let orbax finish reading them.
     self.manager.wait_until_finished()
 
   def restore(self, step: int, like_slots: Any) -> tuple[Any, dict]:
     """Restores onto the shapes, dtypes and shardings of `like_slots`."""
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like_slots)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        slots=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like_slots
+    )
+    restored = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+            slots=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()
+        ),
+    )
     return restored['slots'], restored['host']
 
   def close(self) -> None:
@@ -116,36 +132,50 @@ def _peft_key(layer: int, name: str, ab: str) -> str:
   return f'base_model.model.model.layers.{layer}.{module}.lora_{ab.upper()}.weight'
 
 
-def export_peft_adapter(directory: str, lora_t: Any, lora_config: LoraConfig,
-                        model_config: ModelConfig,
-                        base_model_name_or_path: str | None = None) -> None:
+def export_peft_adapter(
+    directory: str,
+    lora_t: Any,
+    lora_config: LoraConfig,
+    model_config: ModelConfig,
+    base_model_name_or_path: str | None = None,
+) -> None:
   """Writes one task's adapter ({'q': {'a': [L, in, r], 'b': [L, r, out]}, ...})
   as a PEFT LoRA adapter: lora_A.weight [r, in], lora_B.weight [out, r]."""
   shapes = projection_shapes(model_config)
   tensors = {}
   for name, ab in lora_t.items():
     if name not in lora_config.targets:
-      raise ValueError(f'export_peft_adapter: adapter has {name!r}, not in '
-                       f'LoraConfig.targets {lora_config.targets}')
+      raise ValueError(
+          f'export_peft_adapter: adapter has {name!r}, not in '
+          f'LoraConfig.targets {lora_config.targets}'
+      )
     a, b = np.asarray(ab['a'], np.float32), np.asarray(ab['b'], np.float32)
     fan_in, fan_out = shapes[name]
     want_a = (model_config.num_layers, fan_in, lora_config.rank)
     want_b = (model_config.num_layers, lora_config.rank, fan_out)
     if a.shape != want_a or b.shape != want_b:
-      raise ValueError(f'export_peft_adapter: lora[{name!r}] shapes a {a.shape}, b {b.shape}; '
-                       f'expected {want_a}, {want_b} (one task, not a stack)')
+      raise ValueError(
+          f'export_peft_adapter: lora[{name!r}] shapes a {a.shape}, b {b.shape}; '
+          f'expected {want_a}, {want_b} (one task, not a stack)'
+      )
     for layer in range(model_config.num_layers):
       tensors[_peft_key(layer, name, 'a')] = np.ascontiguousarray(a[layer].T)
       tensors[_peft_key(layer, name, 'b')] = np.ascontiguousarray(b[layer].T)
   os.makedirs(directory, exist_ok=True)
   save_file(tensors, os.path.join(directory, ADAPTER_WEIGHTS))
   config = {
-      'peft_type': 'LORA', 'task_type': 'CAUSAL_LM',
+      'peft_type': 'LORA',
+      'task_type': 'CAUSAL_LM',
       'base_model_name_or_path': base_model_name_or_path,
-      'r': lora_config.rank, 'lora_alpha': lora_config.alpha,
+      'r': lora_config.rank,
+      'lora_alpha': lora_config.alpha,
       'target_modules': sorted(TARGETS[name] for name in lora_config.targets),
-      'use_rslora': lora_config.rslora, 'lora_dropout': 0.0, 'bias': 'none',
-      'fan_in_fan_out': False, 'inference_mode': True, 'init_lora_weights': True,
+      'use_rslora': lora_config.rslora,
+      'lora_dropout': 0.0,
+      'bias': 'none',
+      'fan_in_fan_out': False,
+      'inference_mode': True,
+      'init_lora_weights': True,
   }
   with open(os.path.join(directory, ADAPTER_CONFIG), 'w') as f:
     json.dump(config, f, indent=2)
@@ -159,11 +189,16 @@ def load_peft_adapter(directory: str, model_config: ModelConfig) -> tuple[dict, 
   by_module = {module: name for name, module in TARGETS.items()}
   modules = config.get('target_modules')
   if not isinstance(modules, list) or any(m not in by_module for m in modules):
-    raise ValueError(f'{config_path}: target_modules {modules!r} must be a list of '
-                     f'{sorted(by_module)}')
+    raise ValueError(
+        f'{config_path}: target_modules {modules!r} must be a list of ' f'{sorted(by_module)}'
+    )
   targets = tuple(name for name in TARGETS if TARGETS[name] in modules)
-  lora_config = LoraConfig(rank=int(config['r']), alpha=float(config['lora_alpha']),
-                           targets=targets, rslora=bool(config.get('use_rslora', False)))
+  lora_config = LoraConfig(
+      rank=int(config['r']),
+      alpha=float(config['lora_alpha']),
+      targets=targets,
+      rslora=bool(config.get('use_rslora', False)),
+  )
   tensors = load_file(os.path.join(directory, ADAPTER_WEIGHTS))
   lora = {}
   for name in targets:
@@ -172,8 +207,9 @@ def load_peft_adapter(directory: str, model_config: ModelConfig) -> tuple[dict, 
       keys = [_peft_key(layer, name, ab) for layer in range(model_config.num_layers)]
       missing = [k for k in keys if k not in tensors]
       if missing:
-        raise ValueError(f'{directory}/{ADAPTER_WEIGHTS}: missing {missing[0]}'
-                         f' ({len(missing)} keys missing)')
+        raise ValueError(
+            f'{directory}/{ADAPTER_WEIGHTS}: missing {missing[0]}' f' ({len(missing)} keys missing)'
+        )
       stacked[ab] = np.stack([tensors[k].T for k in keys])
     lora[name] = stacked
   return lora, lora_config

@@ -36,10 +36,12 @@ def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   base_dir, tuned_dir = (os.path.join(workdir, d) for d in ('predict_base', 'predict_ttt'))
   ttt.run_ttt(config.ttt, ttt_dir)
   base = predict.run_from_config(config.predict, base_dir, adapters_dir='')
-  tuned = predict.run_from_config(config.predict, tuned_dir,
-                                  adapters_dir=os.path.join(ttt_dir, 'adapters'))
-  table = comparison_table(base, tuned, _loss_curves(ttt_dir), _details(base_dir),
-                           _details(tuned_dir))
+  tuned = predict.run_from_config(
+      config.predict, tuned_dir, adapters_dir=os.path.join(ttt_dir, 'adapters')
+  )
+  table = comparison_table(
+      base, tuned, _loss_curves(ttt_dir), _details(base_dir), _details(tuned_dir)
+  )
   with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
     f.write(table + '\n')
   print(table)
@@ -51,30 +53,43 @@ def _nll(task_id: str, details: metrics.Details) -> str:
   return '-' if nll is None else f'{nll:.3f}'
 
 
-def comparison_table(base: metrics.Score, tuned: metrics.Score,
-                     curves: dict[str, tuple[float, float]], base_details: metrics.Details,
-                     tuned_details: metrics.Details) -> str:
+def comparison_table(
+    base: metrics.Score,
+    tuned: metrics.Score,
+    curves: dict[str, tuple[float, float]],
+    base_details: metrics.Details,
+    tuned_details: metrics.Details,
+) -> str:
   """A Markdown table: per task, the TTT loss curve's ends, the true output's NLL per token
   and pass@2, without and with TTT; then the totals."""
-  lines = ['| task | TTT loss first -> last | true-output NLL: no TTT -> TTT | no TTT | TTT |',
-           '|---|---|---|---|---|']
+  lines = [
+      '| task | TTT loss first -> last | true-output NLL: no TTT -> TTT | no TTT | TTT |',
+      '|---|---|---|---|---|',
+  ]
   pairs = []  # (no TTT, TTT) true-output NLL of the tasks that have both
   for b, t in zip(base.tasks, tuned.tasks):
     loss = '%.3f -> %.3f' % curves[b.task_id] if b.task_id in curves else '-'
     before, after = (metrics.truth_nll(b.task_id, d) for d in (base_details, tuned_details))
     if before is not None and after is not None:
       pairs.append((before, after))
-    lines.append(f'| {b.task_id} | {loss} | {_nll(b.task_id, base_details)} -> '
-                 f'{_nll(b.task_id, tuned_details)} | {b.score:.2f} | {t.score:.2f} |')
+    lines.append(
+        f'| {b.task_id} | {loss} | {_nll(b.task_id, base_details)} -> '
+        f'{_nll(b.task_id, tuned_details)} | {b.score:.2f} | {t.score:.2f} |'
+    )
   nll = ''
   if pairs:
     lowered = sum(after < before for before, after in pairs)
     means = [sum(p[i] for p in pairs) / len(pairs) for i in (0, 1)]
     nll = f'mean {means[0]:.3f} -> {means[1]:.3f}; lower on {lowered} / {len(pairs)}'
-  lines.append(f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
-               f'| **{tuned.total:.2f} / {tuned.num_tasks}** |')
+  lines.append(
+      f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
+      f'| **{tuned.total:.2f} / {tuned.num_tasks}** |'
+  )
   valid = [metrics.valid_candidates(d) for d in (base_details, tuned_details)]
   if all(total for _, total in valid):
-    lines.append('| well-formed candidate grids | | | ' + ' | '.join(
-        f'{ok} / {total} ({100 * ok / total:.1f}%)' for ok, total in valid) + ' |')
+    lines.append(
+        '| well-formed candidate grids | | | '
+        + ' | '.join(f'{ok} / {total} ({100 * ok / total:.1f}%)' for ok, total in valid)
+        + ' |'
+    )
   return '\n'.join(lines)

@@ -27,17 +27,20 @@ from ttt_jax.model.config import REMAT_MODES
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
-REMAT = flags.DEFINE_enum('remat', None, REMAT_MODES,
-                          'Per-layer rematerialisation; overrides config.model.remat.')
-COMPUTE_DTYPE = flags.DEFINE_enum('compute_dtype', None, DTYPES,
-                                  'Matmul dtype; overrides config.model.compute_dtype.')
+REMAT = flags.DEFINE_enum(
+    'remat', None, REMAT_MODES, 'Per-layer rematerialisation; overrides config.model.remat.'
+)
+COMPUTE_DTYPE = flags.DEFINE_enum(
+    'compute_dtype', None, DTYPES, 'Matmul dtype; overrides config.model.compute_dtype.'
+)
 XLA_FLAGS = flags.DEFINE_string('xla_flags', '', 'Extra XLA flags, appended to $XLA_FLAGS.')
-HLO_DUMP_DIR = flags.DEFINE_string('hlo_dump_dir', None,
-                                   'Dump compiled HLO here (--xla_dump_to).')
-PROFILE_DIR = flags.DEFINE_string('profile_dir', None,
-                                  'Write a jax.profiler trace of --profile_steps steps here.')
-PROFILE_STEPS = flags.DEFINE_integer('profile_steps', 5,
-                                     'Steps traced with --profile_dir (after 1 compile step).')
+HLO_DUMP_DIR = flags.DEFINE_string('hlo_dump_dir', None, 'Dump compiled HLO here (--xla_dump_to).')
+PROFILE_DIR = flags.DEFINE_string(
+    'profile_dir', None, 'Write a jax.profiler trace of --profile_steps steps here.'
+)
+PROFILE_STEPS = flags.DEFINE_integer(
+    'profile_steps', 5, 'Steps traced with --profile_dir (after 1 compile step).'
+)
 
 
 def xla_flags_value(existing: str, extra: str = '', hlo_dump_dir: str | None = None) -> str:
@@ -57,11 +60,15 @@ def apply_xla_flags() -> None:
   if not XLA_FLAGS.value and not HLO_DUMP_DIR.value:
     return
   from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+
   if xla_bridge.backends_are_initialized():
-    raise RuntimeError('--xla_flags / --hlo_dump_dir must be applied before JAX starts its '
-                       'backend; call knobs.apply_xla_flags() first in main()')
-  os.environ['XLA_FLAGS'] = xla_flags_value(os.environ.get('XLA_FLAGS', ''), XLA_FLAGS.value,
-                                            HLO_DUMP_DIR.value)
+    raise RuntimeError(
+        '--xla_flags / --hlo_dump_dir must be applied before JAX starts its '
+        'backend; call knobs.apply_xla_flags() first in main()'
+    )
+  os.environ['XLA_FLAGS'] = xla_flags_value(
+      os.environ.get('XLA_FLAGS', ''), XLA_FLAGS.value, HLO_DUMP_DIR.value
+  )
   logging.info('XLA_FLAGS=%s', os.environ['XLA_FLAGS'])
 
 
@@ -99,6 +106,7 @@ class StepProfiler:
       if self.calls == self.steps + 1:
         self.stop(jax.block_until_ready(out))
       return out
+
     return profiled
 
   def stop(self, _=None) -> None:

@@ -54,19 +54,21 @@ def mesh_shape(axes: Sequence[tuple[str, int]], num_devices: int) -> tuple[int, 
   return tuple(num_devices // known if s == -1 else s for s in sizes)
 
 
-def make_mesh(axes: Sequence[tuple[str, int]] = DEFAULT_AXES,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    axes: Sequence[tuple[str, int]] = DEFAULT_AXES, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """A mesh over all (or the given) devices; -1 fills with what is left."""
   axes = tuple((str(name), int(size)) for name, size in axes)
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(axes, len(devices))
   if math.prod(shape) != len(devices):
-    raise ValueError(f'mesh axes {axes} -> {shape} use {math.prod(shape)} '
-                     f'of {len(devices)} devices; give one size as -1')
+    raise ValueError(
+        f'mesh axes {axes} -> {shape} use {math.prod(shape)} '
+        f'of {len(devices)} devices; give one size as -1'
+    )
   names = tuple(name for name, _ in axes)
   # Auto axes: specs on inputs, XLA propagates through the vmapped step.
-  return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names),
-                       devices=devices)
+  return jax.make_mesh(shape, names, axis_types=(AxisType.Auto,) * len(names), devices=devices)
 
 
 def path_name(path) -> str:
@@ -74,13 +76,14 @@ def path_name(path) -> str:
   return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
 
 
-def spec_for(name: str, ndim: int,
-             rules: Sequence[tuple[str, P]] = PARAM_RULES) -> P:
+def spec_for(name: str, ndim: int, rules: Sequence[tuple[str, P]] = PARAM_RULES) -> P:
   for pattern, spec in rules:
     if re.search(pattern, name):
       if len(spec) > ndim:
-        raise ValueError(f'partition rule {pattern!r} -> {spec} has more axes '
-                         f'than param {name!r} (ndim {ndim})')
+        raise ValueError(
+            f'partition rule {pattern!r} -> {spec} has more axes '
+            f'than param {name!r} (ndim {ndim})'
+        )
       return spec
   return P()
 
@@ -90,18 +93,21 @@ def _check_divisible(name: str, shape: tuple[int, ...], spec: P, mesh: Mesh):
     names = () if axis is None else (axis if isinstance(axis, tuple) else (axis,))
     size = math.prod(mesh.shape[a] for a in names)
     if dim % size:
-      raise ValueError(f'{name}: dim {dim} of shape {shape} is not divisible '
-                       f'by mesh axes {names} (size {size}) in spec {spec}')
+      raise ValueError(
+          f'{name}: dim {dim} of shape {shape} is not divisible '
+          f'by mesh axes {names} (size {size}) in spec {spec}'
+      )
 
 
-def param_shardings(params: Any, mesh: Mesh,
-                    rules: Sequence[tuple[str, P]] = PARAM_RULES) -> Any:
+def param_shardings(params: Any, mesh: Mesh, rules: Sequence[tuple[str, P]] = PARAM_RULES) -> Any:
   """NamedSharding per base-param leaf from the regex rules."""
+
   def one(path, leaf):
     name = path_name(path)
     spec = spec_for(name, leaf.ndim, rules)
     _check_divisible(name, leaf.shape, spec, mesh)
     return NamedSharding(mesh, spec)
+
   return jax.tree_util.tree_map_with_path(one, params)
 
 
@@ -109,8 +115,10 @@ def num_task_shards(mesh_shape: dict[str, int]) -> int:
   """How many ways the task axis is split: the product of the TASK_AXES sizes."""
   missing = [a for a in TASK_AXES if a not in mesh_shape]
   if missing:
-    raise ValueError(f'mesh axes {tuple(mesh_shape)} lack the task axes {missing}; '
-                     f'a mesh needs {TASK_AXES} (size 1 is fine)')
+    raise ValueError(
+        f'mesh axes {tuple(mesh_shape)} lack the task axes {missing}; '
+        f'a mesh needs {TASK_AXES} (size 1 is fine)'
+    )
   return math.prod(mesh_shape[a] for a in TASK_AXES)
 
 
@@ -119,8 +127,10 @@ def task_sharding(mesh: Mesh, num_tasks: int | None = None) -> NamedSharding:
   shards = num_task_shards(dict(mesh.shape))
   if num_tasks is not None and num_tasks % shards:
     sizes = ' x '.join(f'{a}={mesh.shape[a]}' for a in TASK_AXES)
-    raise ValueError(f'{num_tasks} task slots do not divide over the {shards} task shards '
-                     f'of the mesh ({sizes}); use a multiple of {shards}')
+    raise ValueError(
+        f'{num_tasks} task slots do not divide over the {shards} task shards '
+        f'of the mesh ({sizes}); use a multiple of {shards}'
+    )
   return NamedSharding(mesh, TASK_SPEC)
 
 
@@ -143,19 +153,21 @@ def shard_tasks(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(lambda x: put(x, task_sharding(mesh, np.shape(x)[0])), tree)
 
 
-def shard_params(params: Any, mesh: Mesh,
-                 rules: Sequence[tuple[str, P]] = PARAM_RULES) -> Any:
+def shard_params(params: Any, mesh: Mesh, rules: Sequence[tuple[str, P]] = PARAM_RULES) -> Any:
   shardings = param_shardings(params, mesh, rules)
   return jax.tree.map(put, params, shardings)
 
 
-def initialize_distributed(enabled: bool = False,
-                           coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+def initialize_distributed(
+    enabled: bool = False,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
   """Multi-host start-up (must precede any other JAX call); None arguments
   are auto-detected by JAX on TPU pods, SLURM and the like."""
   if not enabled:
     return
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )

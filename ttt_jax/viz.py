@@ -26,8 +26,18 @@ from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Pair, Task
 
 # The standard ARC palette: black, blue, red, green, yellow, grey, magenta,
 # orange, azure, maroon.
-ARC_COLORS = ('#000000', '#0074D9', '#FF4136', '#2ECC40', '#FFDC00',
-              '#AAAAAA', '#F012BE', '#FF851B', '#7FDBFF', '#870C25')
+ARC_COLORS = (
+    '#000000',
+    '#0074D9',
+    '#FF4136',
+    '#2ECC40',
+    '#FFDC00',
+    '#AAAAAA',
+    '#F012BE',
+    '#FF851B',
+    '#7FDBFF',
+    '#870C25',
+)
 ARC_CMAP = mcolors.ListedColormap(ARC_COLORS, name='arc')
 # One bin per colour, so colour c is ARC_COLORS[c] whatever colours a grid holds.
 ARC_NORM = mcolors.BoundaryNorm(np.arange(-0.5, NUM_COLORS), NUM_COLORS)
@@ -46,13 +56,16 @@ def as_grid(grid: Any, where: str = 'grid') -> np.ndarray:
   except ValueError as e:  # ragged nested lists
     raise ValueError(f'{where}: not a rectangular grid ({e})') from None
   if array.ndim != 2 or not (1 <= array.shape[0] <= MAX_SIDE and 1 <= array.shape[1] <= MAX_SIDE):
-    raise ValueError(f'{where}: expected a 2-D grid with sides 1..{MAX_SIDE}, '
-                     f'got shape {array.shape}')
+    raise ValueError(
+        f'{where}: expected a 2-D grid with sides 1..{MAX_SIDE}, ' f'got shape {array.shape}'
+    )
   if not np.issubdtype(array.dtype, np.integer):
     raise ValueError(f'{where}: cells must be ints in 0..9, got dtype {array.dtype}')
   if array.min() < 0 or array.max() >= NUM_COLORS:
-    raise ValueError(f'{where}: cells must be ints in 0..9, got values {array.min()}..'
-                     f'{array.max()} (a FILL-padded grid? unpad it with augment.unpad_grid)')
+    raise ValueError(
+        f'{where}: cells must be ints in 0..9, got values {array.min()}..'
+        f'{array.max()} (a FILL-padded grid? unpad it with augment.unpad_grid)'
+    )
   return array.astype(np.int32)
 
 
@@ -101,8 +114,9 @@ def plot_task(task: Task, max_pairs: int = 4, show_test_output: bool = True) -> 
   """
   if max_pairs < 1:
     raise ValueError(f'plot_task: max_pairs must be >= 1, got {max_pairs}')
-  columns = ([(f'train[{i}]', p, True) for i, p in enumerate(task.train[:max_pairs])]
-             + [(f'test[{i}]', p, show_test_output) for i, p in enumerate(task.test)])
+  columns = [(f'train[{i}]', p, True) for i, p in enumerate(task.train[:max_pairs])] + [
+      (f'test[{i}]', p, show_test_output) for i, p in enumerate(task.test)
+  ]
   fig, axes = _panels(2, len(columns))
   for col, (name, pair, show_output) in enumerate(columns):
     where = f'task {task.id} {name}'
@@ -129,8 +143,9 @@ def transform_name(t: augment.Transform) -> str:
   return f'{name} + colours {"".join(str(int(c)) for c in colors)}'
 
 
-def _unstack(transforms: augment.Transform | Sequence[augment.Transform]
-             ) -> list[augment.Transform]:
+def _unstack(
+    transforms: augment.Transform | Sequence[augment.Transform],
+) -> list[augment.Transform]:
   """Single transforms from one, a batched one (d8 [n], colors [n, 10]) or a sequence."""
   if isinstance(transforms, augment.Transform):
     d8, colors = np.asarray(transforms.d8), np.asarray(transforms.colors)
@@ -146,8 +161,9 @@ def _unstack(transforms: augment.Transform | Sequence[augment.Transform]
     if d8.shape != () or not 0 <= int(d8) < 8:
       raise ValueError(f'transforms[{i}].d8 must be one int in 0..7, got {d8.tolist()}')
     if sorted(colors.tolist()) != list(range(NUM_COLORS)):
-      raise ValueError(f'transforms[{i}].colors must be a permutation of 0..9, '
-                       f'got {colors.tolist()}')
+      raise ValueError(
+          f'transforms[{i}].colors must be a permutation of 0..9, ' f'got {colors.tolist()}'
+      )
     singles.append(augment.Transform(jnp.int32(d8), jnp.asarray(colors, jnp.int32)))
   if not singles:
     raise ValueError('transforms is empty: nothing to show')
@@ -161,8 +177,9 @@ def apply_to_grid(grid: Any, t: augment.Transform, *, where: str = 'grid') -> np
   return augment.unpad_grid(np.asarray(out), np.asarray(new_shape))
 
 
-def plot_augmentations(item: Any, transforms: augment.Transform | Sequence[augment.Transform]
-                       ) -> Figure:
+def plot_augmentations(
+    item: Any, transforms: augment.Transform | Sequence[augment.Transform]
+) -> Figure:
   """One row per transform t (named on the left): x, t(x), t^-1(t(x)), for a grid x or
   both grids of a Pair.
 
@@ -215,12 +232,15 @@ def _check_metrics(records: Sequence[Mapping], source: str) -> None:
     if not isinstance(r, Mapping) or 'task_id' not in r or 'losses' not in r:
       raise ValueError(f'{source} record {i}: needs "task_id" and "losses", got {r!r:.200}')
     if not isinstance(r['losses'], (list, tuple)):
-      raise ValueError(f'{source} record {i} (task {r["task_id"]}): "losses" must be a list, '
-                       f'got {type(r["losses"]).__name__}')
+      raise ValueError(
+          f'{source} record {i} (task {r["task_id"]}): "losses" must be a list, '
+          f'got {type(r["losses"]).__name__}'
+      )
 
 
-def plot_loss_curves(metrics: str | os.PathLike | Iterable[Mapping],
-                     task_ids: Sequence[str] | None = None) -> Figure:
+def plot_loss_curves(
+    metrics: str | os.PathLike | Iterable[Mapping], task_ids: Sequence[str] | None = None
+) -> Figure:
   """Per-job TTT loss vs step, from ttt_metrics.jsonl (a path) or its records.
 
   A None loss (a non-finite step) is a gap in the curve. With several
@@ -267,14 +287,18 @@ def _check_record(task: Task, record: Mapping) -> None:
     raise ValueError(f'the attempts record is of task {record["task_id"]!r}, not {task.id!r}')
   attempts, details = record['attempts'], record.get('details')
   if not isinstance(attempts, list) or len(attempts) != len(task.test):
-    raise ValueError(f'task {task.id}: "attempts" must hold one entry per test input '
-                     f'({len(task.test)}), got {attempts!r:.200}')
+    raise ValueError(
+        f'task {task.id}: "attempts" must hold one entry per test input '
+        f'({len(task.test)}), got {attempts!r:.200}'
+    )
   for n, entry in enumerate(attempts):
     if not isinstance(entry, Mapping) or not {'attempt_1', 'attempt_2'} <= set(entry):
       raise ValueError(f'task {task.id}: attempts[{n}] needs "attempt_1" and "attempt_2"')
   if details is not None and (not isinstance(details, list) or len(details) != len(task.test)):
-    raise ValueError(f'task {task.id}: "details" must hold one entry per test input '
-                     f'({len(task.test)}), got {details!r:.200}')
+    raise ValueError(
+        f'task {task.id}: "details" must hold one entry per test input '
+        f'({len(task.test)}), got {details!r:.200}'
+    )
 
 
 def plot_predictions(task: Task, record: Mapping) -> Figure:

@@ -10,14 +10,23 @@ from ttt_jax.data.format import BOS, PAD
 
 def _task(task_id: str, seed: int, num_pairs: int = 4, side: int = 4) -> Task:
   rng = np.random.default_rng(seed)
-  pairs = [Pair(g, np.flipud(g)) for g in
-           (rng.integers(0, 10, (side, side + 1)).astype(np.int8) for _ in range(num_pairs))]
+  pairs = [
+      Pair(g, np.flipud(g))
+      for g in (rng.integers(0, 10, (side, side + 1)).astype(np.int8) for _ in range(num_pairs))
+  ]
   return Task(task_id, tuple(pairs[:-1]), (pairs[-1],), 'test')
 
 
 TASKS = [_task(f't{i}', i, num_pairs=3 + i % 3, side=2 + i % 4) for i in range(10)]
-CFG = pd.PretrainDataConfig(max_len=160, batch_size=3, bucket_steps=2, pad_multiple=32,
-                            variant_prob=0.5, train_only_prob=0.3, seed=7)
+CFG = pd.PretrainDataConfig(
+    max_len=160,
+    batch_size=3,
+    bucket_steps=2,
+    pad_multiple=32,
+    variant_prob=0.5,
+    train_only_prob=0.3,
+    seed=7,
+)
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -59,8 +68,9 @@ def test_epochs_visit_every_task_once():
 
 def test_too_long_tasks_are_dropped_and_sequences_cut():
   long_task = _task('long', 0, num_pairs=6, side=8)  # 8x9 pairs: 155 tokens each
-  cfg = pd.PretrainDataConfig(max_len=400, batch_size=2, bucket_steps=1, d8=False,
-                              variant_prob=0.0, seed=0)
+  cfg = pd.PretrainDataConfig(
+      max_len=400, batch_size=2, bucket_steps=1, d8=False, variant_prob=0.0, seed=0
+  )
   stream = pd.PretrainStream([long_task, _task('huge', 1, side=20)], cfg)
   assert stream.num_unfit_tasks == 1 and [t.id for t in stream.tasks] == ['long']
   tokens, _ = stream.example(0)
@@ -79,8 +89,12 @@ def test_geometric_variant_is_a_consistent_task(mode, k):
     assert np.array_equal(undo_in(new.input), old.input)
     assert np.array_equal(undo_out(new.output), old.output)
     # The task's rule (flip_ud) composed with k still maps every new input to its output.
-    assert np.array_equal(new.output, augment.numpy_d8(np.flipud(undo_in(new.input)), k)
-                          if mode != 'input' else np.flipud(undo_in(new.input)))
+    assert np.array_equal(
+        new.output,
+        augment.numpy_d8(np.flipud(undo_in(new.input)), k)
+        if mode != 'input'
+        else np.flipud(undo_in(new.input)),
+    )
 
 
 def test_colour_permutation_keeps_background():
@@ -112,4 +126,4 @@ def test_validation_examples_prompt_is_a_prefix():
   examples, too_long = pd.validation_examples(TASKS[:4], CFG, max_examples=10)
   assert len(examples) + too_long == 4
   for e in examples:
-    assert np.array_equal(e['tokens'][:len(e['prompt'])], e['prompt'])
+    assert np.array_equal(e['tokens'][: len(e['prompt'])], e['prompt'])

@@ -14,9 +14,18 @@ from ttt_jax.model import kv_cache, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
-CONFIG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2,
-                     num_heads=4, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5,
-                     rope_theta=10_000.0, max_position_embeddings=512)
+CONFIG = ModelConfig(
+    vocab_size=16,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-5,
+    rope_theta=10_000.0,
+    max_position_embeddings=512,
+)
 LORA = LoraConfig(rank=4, alpha=8.0, targets=('q', 'v', 'o', 'gate', 'up', 'down'))
 
 
@@ -28,9 +37,14 @@ def _logits(params, config, seqs, lora_t=None, length=32):
   padding changes no earlier logit), one compile for all."""
   tokens = np.zeros((len(seqs), length), np.int32)
   for i, seq in enumerate(seqs):
-    tokens[i, :len(seq)] = seq
-  logits, _ = _forward(params, jnp.asarray(tokens), config, lora=lora_t,
-                       lora_config=LORA if lora_t is not None else None)
+    tokens[i, : len(seq)] = seq
+  logits, _ = _forward(
+      params,
+      jnp.asarray(tokens),
+      config,
+      lora=lora_t,
+      lora_config=LORA if lora_t is not None else None,
+  )
   return np.asarray(logits)
 
 
@@ -42,15 +56,18 @@ def _adapters(num_tasks, seed=1):
   """Stacked adapters with random (non-zero) B, so each task's model differs."""
   lora = init_lora(jax.random.key(seed), CONFIG, LORA, num_tasks=num_tasks)
   keys = iter(jax.random.split(jax.random.key(seed + 1), 2 * len(lora)))
-  return {n: {'a': ab['a'], 'b': 0.5 * jax.random.normal(next(keys), ab['b'].shape)}
-          for n, ab in lora.items()}
+  return {
+      n: {'a': ab['a'], 'b': 0.5 * jax.random.normal(next(keys), ab['b'].shape)}
+      for n, ab in lora.items()
+  }
 
 
 def _prompts(batch, seed=0):
   rng = np.random.default_rng(seed)
   lengths = rng.integers(3, 12, batch)
-  return decode.pad_prompts([rng.integers(0, 13, n).astype(np.int32) for n in lengths],
-                            length_multiple=16)
+  return decode.pad_prompts(
+      [rng.integers(0, 13, n).astype(np.int32) for n in lengths], length_multiple=16
+  )
 
 
 def _task_lora(lora, t):
@@ -61,14 +78,20 @@ def test_cached_greedy_matches_full_forward_argmax_with_per_row_adapters():
   params, lora = _params(), _adapters(num_tasks=3)
   tokens, lengths = _prompts(5)
   task_index = np.array([2, 0, 1, 2, 0], np.int32)
-  out = decode.generate(params, CONFIG, tokens, lengths, max_new_tokens=8,
-                        adapters=decode.Adapters(lora, jnp.asarray(task_index), LORA))
+  out = decode.generate(
+      params,
+      CONFIG,
+      tokens,
+      lengths,
+      max_new_tokens=8,
+      adapters=decode.Adapters(lora, jnp.asarray(task_index), LORA),
+  )
   new, new_lengths = np.asarray(out.tokens_BN), np.asarray(out.lengths_B)
   assert (new_lengths > 0).all()
   for b in range(5):
     lora_t = _task_lora(lora, task_index[b])
     n = new_lengths[b]
-    seq = np.concatenate([tokens[b, :lengths[b]], new[b, :n]])
+    seq = np.concatenate([tokens[b, : lengths[b]], new[b, :n]])
     logits = _logits(params, CONFIG, [seq], lora_t)
     steps = np.arange(lengths[b] - 1, lengths[b] - 1 + n)
     np.testing.assert_array_equal(np.argmax(logits[0, steps], -1), new[b, :n])
@@ -77,8 +100,16 @@ def test_cached_greedy_matches_full_forward_argmax_with_per_row_adapters():
     assert (new[b, n:] == fmt.PAD).all()
     # The same row alone, with its own adapter, through the model room's greedy decoder.
     alone, alone_len = kv_cache.generate_greedy(
-        params, CONFIG, jnp.asarray(tokens[b:b + 1]), jnp.asarray(lengths[b:b + 1]), 8, fmt.EOS,
-        lora=lora_t, lora_config=LORA, pad_id=fmt.PAD)
+        params,
+        CONFIG,
+        jnp.asarray(tokens[b : b + 1]),
+        jnp.asarray(lengths[b : b + 1]),
+        8,
+        fmt.EOS,
+        lora=lora_t,
+        lora_config=LORA,
+        pad_id=fmt.PAD,
+    )
     np.testing.assert_array_equal(np.asarray(alone)[0], new[b])
     assert int(alone_len[0]) == n
 
@@ -95,9 +126,15 @@ def test_greedy_without_adapters_is_deterministic():
 def test_sampling_same_rng_same_result_and_different_rng_differs():
   params = _params(std=0.05)  # flat distributions, so draws really vary
   tokens, lengths = _prompts(4)
-  run = lambda seed: decode.generate(params, CONFIG, tokens, lengths, max_new_tokens=10,
-                                     sampler=decode.Sampling(temperature=1.5),
-                                     rng_B=jax.random.split(jax.random.key(seed), 4))
+  run = lambda seed: decode.generate(
+      params,
+      CONFIG,
+      tokens,
+      lengths,
+      max_new_tokens=10,
+      sampler=decode.Sampling(temperature=1.5),
+      rng_B=jax.random.split(jax.random.key(seed), 4),
+  )
   a, b, c = run(0), run(0), run(1)
   np.testing.assert_array_equal(np.asarray(a.tokens_BN), np.asarray(b.tokens_BN))
   assert not np.array_equal(np.asarray(a.tokens_BN), np.asarray(c.tokens_BN))
@@ -112,13 +149,18 @@ SMALL_EOS = 4
 
 def _enumerate(params, prompt, lora_t=None, max_len=3):
   """{completion ending in EOS: log-prob}, by full forwards over every sequence."""
-  completions = [(*body, SMALL_EOS) for n in range(1, max_len + 1)
-                 for body in itertools.product(range(4), repeat=n - 1)]
+  completions = [
+      (*body, SMALL_EOS)
+      for n in range(1, max_len + 1)
+      for body in itertools.product(range(4), repeat=n - 1)
+  ]
   logits = _logits(params, SMALL, [np.concatenate([prompt, c]) for c in completions], lora_t)
   logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
   start = len(prompt) - 1
-  return {c: float(sum(logp[i, start + j, t] for j, t in enumerate(c)))
-          for i, c in enumerate(completions)}
+  return {
+      c: float(sum(logp[i, start + j, t] for j, t in enumerate(c)))
+      for i, c in enumerate(completions)
+  }
 
 
 @pytest.mark.parametrize('threshold', [0.01, 0.03])
@@ -126,18 +168,19 @@ def test_dfs_returns_exactly_the_completions_above_threshold(threshold):
   params = _params(SMALL, seed=3, std=0.15)
   prompts = [np.array([0, 1, 2, 3], np.int32), np.array([3, 3, 1], np.int32)]
   tokens, lengths = decode.pad_prompts(prompts, length_multiple=8, pad_id=0)
-  out = decode.dfs(params, SMALL, tokens, lengths, threshold=threshold, max_new_tokens=3,
-                   eos_id=SMALL_EOS)
+  out = decode.dfs(
+      params, SMALL, tokens, lengths, threshold=threshold, max_new_tokens=3, eos_id=SMALL_EOS
+  )
   assert out.tokens_BKN.shape == (2, decode.dfs_capacity(threshold), 3)
   for b, prompt in enumerate(prompts):
-    expected = {c: lp for c, lp in _enumerate(params, prompt).items()
-                if lp >= math.log(threshold)}
+    expected = {c: lp for c, lp in _enumerate(params, prompt).items() if lp >= math.log(threshold)}
     assert len(expected) >= 2, 'the test model should have completions above the threshold'
     found = {}
     for k in np.flatnonzero(np.asarray(out.found_BK[b])):
       row = np.asarray(out.tokens_BKN[b, k])
-      found[tuple(int(t) for t in row[:list(row).index(SMALL_EOS) + 1])] = float(
-          out.logprob_BK[b, k])
+      found[tuple(int(t) for t in row[: list(row).index(SMALL_EOS) + 1])] = float(
+          out.logprob_BK[b, k]
+      )
     assert set(found) == set(expected)
     for c in expected:
       assert found[c] == pytest.approx(expected[c], abs=1e-4)
@@ -153,18 +196,29 @@ def test_dfs_with_per_row_adapters_and_determinism():
   prompts = [np.array([0, 1, 2, 3], np.int32), np.array([0, 1, 2, 3], np.int32)]
   tokens, lengths = decode.pad_prompts(prompts, length_multiple=8, pad_id=0)
   adapters = decode.Adapters(lora, jnp.array([1, 0], jnp.int32), LORA)
-  run = lambda: decode.dfs(params, SMALL, tokens, lengths, threshold=0.05, adapters=adapters,
-                           max_new_tokens=3, eos_id=SMALL_EOS)
+  run = lambda: decode.dfs(
+      params,
+      SMALL,
+      tokens,
+      lengths,
+      threshold=0.05,
+      adapters=adapters,
+      max_new_tokens=3,
+      eos_id=SMALL_EOS,
+  )
   a, b = run(), run()
   for x, y in zip(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   for row, t in ((0, 1), (1, 0)):
-    expected = {c for c, lp in _enumerate(params, prompts[row], _task_lora(lora, t)).items()
-                if lp >= math.log(0.05)}
+    expected = {
+        c
+        for c, lp in _enumerate(params, prompts[row], _task_lora(lora, t)).items()
+        if lp >= math.log(0.05)
+    }
     got = set()
     for k in np.flatnonzero(np.asarray(a.found_BK[row])):
       seq = [int(x) for x in np.asarray(a.tokens_BKN[row, k])]
-      got.add(tuple(seq[:seq.index(SMALL_EOS) + 1]))
+      got.add(tuple(seq[: seq.index(SMALL_EOS) + 1]))
     assert got == expected
 
 

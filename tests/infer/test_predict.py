@@ -17,8 +17,12 @@ from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
 FAST = predict.PredictConfig(
-    batch_size=8, tasks_per_group=2, length_multiple=32, max_new_tokens=64,
-    prompts=prompts.PromptConfig(d8=(0, 4, 2), orders=1, max_variants=8))
+    batch_size=8,
+    tasks_per_group=2,
+    length_multiple=32,
+    max_new_tokens=64,
+    prompts=prompts.PromptConfig(d8=(0, 4, 2), orders=1, max_variants=8),
+)
 
 
 def _tasks():
@@ -32,8 +36,9 @@ def _write_adapters(root, tasks, model_config):
   lora_config = LoraConfig(rank=2, alpha=4.0, targets=('q', 'v'))
   for i, task in enumerate(tasks):
     lora = init_lora(jax.random.key(i), model_config, lora_config)
-    lora = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(10 + i), x.shape),
-                        lora)
+    lora = jax.tree.map(
+        lambda x: x + 0.05 * jax.random.normal(jax.random.key(10 + i), x.shape), lora
+    )
     checkpoint.export_peft_adapter(os.path.join(root, task.id), lora, lora_config, model_config)
 
 
@@ -42,10 +47,16 @@ def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monk
   arc.save_task_dir(tasks, tmp_path / 'tasks')
   _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
   out = str(tmp_path / 'out')
-  config = predict.PredictConfig(**{**FAST.__dict__, 'score_augmentations': 2,
-                                    'vote': vote.VoteConfig(rank_mode='votes_then_scores')})
-  run = lambda: predict.run_predict(f'dir:{tmp_path / "tasks"}', out, config,
-                                    adapters_dir=str(tmp_path / 'adapters'))
+  config = predict.PredictConfig(
+      **{
+          **FAST.__dict__,
+          'score_augmentations': 2,
+          'vote': vote.VoteConfig(rank_mode='votes_then_scores'),
+      }
+  )
+  run = lambda: predict.run_predict(
+      f'dir:{tmp_path / "tasks"}', out, config, adapters_dir=str(tmp_path / 'adapters')
+  )
   score = run()
   submission = metrics.read_submission(os.path.join(out, 'submission.json'))
   assert sorted(submission) == ['aaa', 'bbb']
@@ -83,14 +94,12 @@ def test_malformed_outputs_still_give_every_task_an_entry(tmp_path, monkeypatch)
   model_config = ModelConfig.preset('tiny')
   params = builtin.load_model('', preset='tiny')[1]
   for decoding in ('greedy', 'dfs'):
-    config = predict.PredictConfig(**{**FAST.__dict__, 'decoding': decoding,
-                                      'dfs_threshold': 0.3})
+    config = predict.PredictConfig(**{**FAST.__dict__, 'decoding': decoding, 'dfs_threshold': 0.3})
     records = predict.predict_tasks(params, model_config, tasks, str(tmp_path / decoding), config)
     for task in tasks:
       entries = records[task.id]['attempts']
       assert len(entries) == len(task.test)
-      assert all(e == {'attempt_1': vote.EMPTY_GRID, 'attempt_2': vote.EMPTY_GRID}
-                 for e in entries)
+      assert all(e == {'attempt_1': vote.EMPTY_GRID, 'attempt_2': vote.EMPTY_GRID} for e in entries)
       assert all(d['num_valid'] == 0 for d in records[task.id]['details'])
 
 
@@ -99,8 +108,9 @@ def test_voting_maps_transformed_predictions_back_to_the_truth():
   variants = prompts.input_variants(task, 1, prompts.PromptConfig(color_perms=1, orders=1))
   truth = task.test[1].output
   wrong = np.zeros((2, 2), np.int8)
-  cands = [predict.Candidate(v, prompts.transform_grid(truth, v.d8, v.colors), 0.0)
-           for v in variants]
+  cands = [
+      predict.Candidate(v, prompts.transform_grid(truth, v.d8, v.colors), 0.0) for v in variants
+  ]
   cands += [predict.Candidate(variants[0], wrong, 0.0), predict.Candidate(variants[1], None, 0.0)]
   entry, details = predict.vote_test_input(cands, FAST)
   assert entry['attempt_1'] == truth.tolist()
@@ -119,7 +129,7 @@ def test_a_task_without_adapter_gets_the_base_model(tmp_path):
   stacked, got_config = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
   assert got_config == lora_config
   for name, ab in stacked.items():
-    np.testing.assert_array_equal(ab['b'][0], 0)          # zzz: B = 0, the base model
+    np.testing.assert_array_equal(ab['b'][0], 0)  # zzz: B = 0, the base model
     np.testing.assert_allclose(ab['b'][1], lora[name]['b'], rtol=1e-6)
 
 
@@ -136,10 +146,10 @@ def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tm
   _write_adapters(tmp_path, [task], model_config)
   lora, lora_config = predict.load_adapters(str(tmp_path), [task.id], model_config)
   lora = jax.tree.map(lambda x: x[0], lora)
-  tokens, mask = fmt.encode_task(task.train, task.test[1].input, task.test[1].output,
-                                 loss='test_only')
-  logits, _ = llama.forward(params, tokens[None], model_config, lora=lora,
-                            lora_config=lora_config)
+  tokens, mask = fmt.encode_task(
+      task.train, task.test[1].input, task.test[1].output, loss='test_only'
+  )
+  logits, _ = llama.forward(params, tokens[None], model_config, lora=lora, lora_config=lora_config)
   logp = jax.nn.log_softmax(logits[0, :-1].astype(np.float32), axis=-1)
   token_logp = np.take_along_axis(np.asarray(logp), tokens[1:, None], axis=-1)[:, 0]
   expected = -token_logp[mask[1:] > 0].mean()
@@ -157,25 +167,32 @@ def test_revote_from_stored_candidates_equals_predicting_with_that_vote(tmp_path
   selector = f'dir:{tmp_path / "tasks"}'
   _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
   flat = predict.PredictConfig(**{**FAST.__dict__, 'vote': vote.VoteConfig(method='flat')})
-  run = lambda config, out: predict.run_predict(selector, str(tmp_path / out), config,
-                                                adapters_dir=str(tmp_path / 'adapters'))
+  run = lambda config, out: predict.run_predict(
+      selector, str(tmp_path / out), config, adapters_dir=str(tmp_path / 'adapters')
+  )
   run(FAST, 'hierarchical')
   run(flat, 'flat')
   records = lambda out: predict.read_done(str(tmp_path / out))
-  assert all(len(r['candidates'][n]) == d['num_candidates']
-             for r in records('hierarchical').values() for n, d in enumerate(r['details']))
+  assert all(
+      len(r['candidates'][n]) == d['num_candidates']
+      for r in records('hierarchical').values()
+      for n, d in enumerate(r['details'])
+  )
 
   predict.run_revote(selector, str(tmp_path / 'hierarchical'), str(tmp_path / 'revoted'), flat)
   revoted, decoded = records('revoted'), records('flat')
   assert {t: r['attempts'] for t, r in revoted.items()} == {
-      t: r['attempts'] for t, r in decoded.items()}
+      t: r['attempts'] for t, r in decoded.items()
+  }
   assert {t: r['details'] for t, r in revoted.items()} == {
-      t: r['details'] for t, r in decoded.items()}
+      t: r['details'] for t, r in decoded.items()
+  }
   assert os.path.exists(tmp_path / 'revoted' / 'report' / 'report.json')
 
   # Scores were not computed: a score-ranked vote is refused, naming the task.
-  by_score = predict.PredictConfig(**{**FAST.__dict__, 'score_augmentations': 1,
-                                      'vote': vote.VoteConfig(rank_mode='scores')})
+  by_score = predict.PredictConfig(
+      **{**FAST.__dict__, 'score_augmentations': 1, 'vote': vote.VoteConfig(rank_mode='scores')}
+  )
   with pytest.raises(ValueError, match='task aaa test 0: vote rank_mode .scores. needs scores'):
     predict.run_revote(selector, str(tmp_path / 'hierarchical'), str(tmp_path / 'x'), by_score)
   with pytest.raises(ValueError, match='has no record of tasks'):

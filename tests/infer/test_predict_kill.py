@@ -19,16 +19,32 @@ TASKS = ('66e6c45b', '00576224', 'be03b35f', '4cd1b7b2', 'ca8de6ea')
 
 
 def _command(output_dir):
-  return [sys.executable, '-m', 'launch.predict', '--config=configs/predict.py:runlocal',
-          f'--output_dir={output_dir}', '--config.selector=arc1/eval@ids=' + ','.join(TASKS),
-          '--config.tasks_per_group=2', '--config.batch_size=4', '--config.max_new_tokens=48',
-          '--config.decoding=sample', '--config.score_augmentations=2',
-          '--config.prompts.d8=0,1,4', '--config.prompts.max_variants=3']
+  return [
+      sys.executable,
+      '-m',
+      'launch.predict',
+      '--config=configs/predict.py:runlocal',
+      f'--output_dir={output_dir}',
+      '--config.selector=arc1/eval@ids=' + ','.join(TASKS),
+      '--config.tasks_per_group=2',
+      '--config.batch_size=4',
+      '--config.max_new_tokens=48',
+      '--config.decoding=sample',
+      '--config.score_augmentations=2',
+      '--config.prompts.d8=0,1,4',
+      '--config.prompts.max_variants=3',
+  ]
 
 
 def _run(output_dir, timeout=300):
-  proc = subprocess.run(_command(output_dir), cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  proc = subprocess.run(
+      _command(output_dir),
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -47,8 +63,13 @@ def _lines(path):
 def _kill_after_first_record(output_dir, timeout=300):
   """Starts predict and SIGKILLs it as soon as one task is written (the rest of its group,
   or the next group, is being decoded). Returns the tasks written before the kill."""
-  proc = subprocess.Popen(_command(output_dir), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  proc = subprocess.Popen(
+      _command(output_dir),
+      cwd=ROOT,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+  )
   path = os.path.join(output_dir, 'attempts.jsonl')
   deadline = time.time() + timeout
   try:

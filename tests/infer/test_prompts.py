@@ -42,8 +42,9 @@ def test_variants_invert_to_the_true_output():
     np.testing.assert_array_equal(prompts.invert_grid(predicted, v.d8, v.colors), truth)
     # The prompt holds exactly the transformed demonstrations in the variant's order.
     x = prompts.transform_grid(task.test[v.test_index].input, v.d8, v.colors)
-    pairs = [tuple(prompts.transform_grid(g, v.d8, v.colors) for g in task.train[i])
-             for i in v.demos]
+    pairs = [
+        tuple(prompts.transform_grid(g, v.d8, v.colors) for g in task.train[i]) for i in v.demos
+    ]
     np.testing.assert_array_equal(v.tokens, fmt.encode_task(pairs, x)[0])
     assert v.tokens[-1] == fmt.OUTPUT
     assert len(v.demos) == 2 and v.colors[0] == 0
@@ -79,5 +80,6 @@ def test_bad_config_and_task_raise_clear_errors():
   with pytest.raises(ValueError, match='orders'):
     prompts.PromptConfig(orders=-1)
   with pytest.raises(ValueError, match='t9: no demonstrations'):
-    prompts.task_variants(Task('t9', (), (Pair(np.zeros((2, 2), np.int8)),)),
-                          prompts.PromptConfig())
+    prompts.task_variants(
+        Task('t9', (), (Pair(np.zeros((2, 2), np.int8)),)), prompts.PromptConfig()
+    )

@@ -12,9 +12,18 @@ from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
-CONFIG = ModelConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_layers=2,
-                     num_heads=4, num_kv_heads=2, head_dim=8, rms_norm_eps=1e-5,
-                     rope_theta=10_000.0, max_position_embeddings=1024)
+CONFIG = ModelConfig(
+    vocab_size=16,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    rms_norm_eps=1e-5,
+    rope_theta=10_000.0,
+    max_position_embeddings=1024,
+)
 LORA = LoraConfig(rank=4, alpha=8.0)
 
 
@@ -30,8 +39,13 @@ _forward = jax.jit(llama.forward, static_argnames=('config', 'lora_config'))
 def _direct(params, task, candidate, d8, colors, lora=None):
   """Sum of log-softmax over the candidate's tokens, from one unbatched, unpadded forward."""
   tokens, mask = score.scoring_sequences(task, 0, candidate, d8, colors)
-  logits, _ = _forward(params, jnp.asarray(tokens[None]), CONFIG, lora=lora,
-                       lora_config=LORA if lora is not None else None)
+  logits, _ = _forward(
+      params,
+      jnp.asarray(tokens[None]),
+      CONFIG,
+      lora=lora,
+      lora_config=LORA if lora is not None else None,
+  )
   logp = jax.nn.log_softmax(np.asarray(logits[0], np.float64), axis=-1)
   return sum(float(logp[s - 1, tokens[s]]) for s in np.flatnonzero(mask))
 
@@ -47,8 +61,17 @@ def test_scores_equal_summed_log_softmax_of_direct_forward(with_lora):
   rng = np.random.default_rng(1)
   candidates = [task.test[0].output, rng.integers(0, 10, (3, 2)), rng.integers(0, 10, (1, 4))]
   transforms = score.scoring_transforms(task.id, 0, 3)
-  got = score.score_candidates(params, CONFIG, task, 0, candidates, transforms, lora=lora,
-                               lora_config=LORA if with_lora else None, length_multiple=16)
+  got = score.score_candidates(
+      params,
+      CONFIG,
+      task,
+      0,
+      candidates,
+      transforms,
+      lora=lora,
+      lora_config=LORA if with_lora else None,
+      length_multiple=16,
+  )
   assert got.shape == (3,)
   for c, cand in enumerate(candidates):
     want = sum(_direct(params, task, cand, d8, colors, lora) for d8, colors in transforms)

@@ -6,9 +6,18 @@ import torch
 import transformers
 
 # A tiny GQA Llama; tests override fields per case.
-TINY_HF = dict(vocab_size=32, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-               rms_norm_eps=1e-5, rope_theta=10000.0, initializer_range=0.1)
+TINY_HF = dict(
+    vocab_size=32,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    rms_norm_eps=1e-5,
+    rope_theta=10000.0,
+    initializer_range=0.1,
+)
 
 
 def make_hf_model(seed: int = 0, **overrides) -> transformers.LlamaForCausalLM:

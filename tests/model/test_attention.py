@@ -12,15 +12,14 @@ from ttt_jax.model import attention, kv_cache, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
-TOL = 1e-5        # one attention call
+TOL = 1e-5  # one attention call
 MODEL_TOL = 1e-4  # logits through layers of float32 rounding (as the HF parity tests)
 
 
 def _mask(kind: str, batch: int, seq_len: int) -> np.ndarray:
   lengths = np.linspace(seq_len, seq_len // 3, batch).astype(int)
   valid = np.arange(seq_len)[None, :] < lengths[:, None]
-  return {'causal': np.ones((batch, seq_len), bool), 'right': valid,
-          'left': valid[:, ::-1]}[kind]
+  return {'causal': np.ones((batch, seq_len), bool), 'right': valid, 'left': valid[:, ::-1]}[kind]
 
 
 def _qkv(batch, seq_len, heads, kv_heads, head_dim, seed=0):
@@ -75,8 +74,9 @@ def test_blockwise_keeps_bfloat16():
   key_valid = jnp.asarray(_mask('right', 2, 40))
   out = attention.blockwise_attention(q, k, v, key_valid, 16)
   assert out.dtype == jnp.bfloat16
-  np.testing.assert_allclose(np.asarray(out, np.float32),
-                             np.asarray(_xla(q, k, v, key_valid), np.float32), atol=3e-2)
+  np.testing.assert_allclose(
+      np.asarray(out, np.float32), np.asarray(_xla(q, k, v, key_valid), np.float32), atol=3e-2
+  )
 
 
 # --- in the model ------------------------------------------------------------------------
@@ -89,7 +89,8 @@ SEQ = 150  # more than one 128-query block, not a multiple of it
 @pytest.fixture(scope='module')
 def model():
   params = jax.jit(llama.init_params, static_argnames=('config', 'std'))(
-      CONFIG, jax.random.key(0), std=0.2)
+      CONFIG, jax.random.key(0), std=0.2
+  )
   # A non-zero b, so the adapter changes the output.
   lora = jax.tree.map(lambda x: x + 0.05, init_lora(jax.random.key(1), CONFIG, LORA))
   return params, lora
@@ -100,6 +101,7 @@ def _loss_and_lora_grads(params, lora, tokens, mask, config):
   def loss(lora):
     logits, _ = llama.forward(params, tokens, config, mask_BS=mask, lora=lora, lora_config=LORA)
     return jnp.sum(jnp.where(mask[..., None], logits, 0.0) ** 2) / 1e3, logits
+
   return jax.value_and_grad(loss, has_aux=True)(lora)
 
 
@@ -108,13 +110,14 @@ def test_model_attention_impls_agree(model):
   rng = np.random.default_rng(0)
   tokens = jnp.asarray(rng.integers(0, CONFIG.vocab_size, (2, SEQ)), jnp.int32)
   mask = jnp.asarray(np.stack([_mask('left', 2, SEQ)[1], _mask('right', 2, SEQ)[1]]))
-  (_, want), want_grads = _loss_and_lora_grads(params, lora, tokens, mask,
-                                               CONFIG.replace(attention_impl='xla'))
-  (_, got), got_grads = _loss_and_lora_grads(params, lora, tokens, mask,
-                                             CONFIG.replace(attention_impl='blockwise'))
+  (_, want), want_grads = _loss_and_lora_grads(
+      params, lora, tokens, mask, CONFIG.replace(attention_impl='xla')
+  )
+  (_, got), got_grads = _loss_and_lora_grads(
+      params, lora, tokens, mask, CONFIG.replace(attention_impl='blockwise')
+  )
   real = np.asarray(mask)
-  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=MODEL_TOL,
-                             rtol=0)
+  np.testing.assert_allclose(np.asarray(got)[real], np.asarray(want)[real], atol=MODEL_TOL, rtol=0)
   for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
     np.testing.assert_allclose(g, w, atol=MODEL_TOL, rtol=0)
 
@@ -124,14 +127,15 @@ def test_cached_prefill_matches_blockwise_forward(model):
   params, lora = model
   config = CONFIG.replace(attention_impl='blockwise')
   lengths = jnp.asarray([SEQ, 97], jnp.int32)
-  tokens = jnp.asarray(np.random.default_rng(1).integers(0, config.vocab_size, (2, SEQ)),
-                       jnp.int32)
+  tokens = jnp.asarray(np.random.default_rng(1).integers(0, config.vocab_size, (2, SEQ)), jnp.int32)
   mask = jnp.arange(SEQ)[None, :] < lengths[:, None]
   full, _ = jax.jit(llama.forward, static_argnames=('config', 'lora_config'))(
-      params, tokens, config, mask_BS=mask, lora=lora, lora_config=LORA)
+      params, tokens, config, mask_BS=mask, lora=lora, lora_config=LORA
+  )
   cache = kv_cache.init_cache(config, 2, SEQ + 4)
   last, _ = jax.jit(kv_cache.prefill, static_argnames=('config', 'lora_config'))(
-      params, config, tokens, lengths, cache, lora=lora, lora_config=LORA)
+      params, config, tokens, lengths, cache, lora=lora, lora_config=LORA
+  )
   want = np.asarray(full)[np.arange(2), np.asarray(lengths) - 1]
   np.testing.assert_allclose(last, want, atol=MODEL_TOL, rtol=0)
 

@@ -8,16 +8,37 @@ from ttt_jax.model.config import PRESETS, ModelConfig, RopeScaling
 
 # meta-llama/Llama-3.2-1B config.json as published (classic form).
 LLAMA32_1B_CLASSIC = {
-    'architectures': ['LlamaForCausalLM'], 'attention_bias': False, 'attention_dropout': 0.0,
-    'bos_token_id': 128000, 'eos_token_id': 128001, 'head_dim': 64, 'hidden_act': 'silu',
-    'hidden_size': 2048, 'initializer_range': 0.02, 'intermediate_size': 8192,
-    'max_position_embeddings': 131072, 'mlp_bias': False, 'model_type': 'llama',
-    'num_attention_heads': 32, 'num_hidden_layers': 16, 'num_key_value_heads': 8,
-    'pretraining_tp': 1, 'rms_norm_eps': 1e-05,
-    'rope_scaling': {'factor': 32.0, 'high_freq_factor': 4.0, 'low_freq_factor': 1.0,
-                     'original_max_position_embeddings': 8192, 'rope_type': 'llama3'},
-    'rope_theta': 500000.0, 'tie_word_embeddings': True, 'torch_dtype': 'bfloat16',
-    'transformers_version': '4.45.0.dev0', 'use_cache': True, 'vocab_size': 128256,
+    'architectures': ['LlamaForCausalLM'],
+    'attention_bias': False,
+    'attention_dropout': 0.0,
+    'bos_token_id': 128000,
+    'eos_token_id': 128001,
+    'head_dim': 64,
+    'hidden_act': 'silu',
+    'hidden_size': 2048,
+    'initializer_range': 0.02,
+    'intermediate_size': 8192,
+    'max_position_embeddings': 131072,
+    'mlp_bias': False,
+    'model_type': 'llama',
+    'num_attention_heads': 32,
+    'num_hidden_layers': 16,
+    'num_key_value_heads': 8,
+    'pretraining_tp': 1,
+    'rms_norm_eps': 1e-05,
+    'rope_scaling': {
+        'factor': 32.0,
+        'high_freq_factor': 4.0,
+        'low_freq_factor': 1.0,
+        'original_max_position_embeddings': 8192,
+        'rope_type': 'llama3',
+    },
+    'rope_theta': 500000.0,
+    'tie_word_embeddings': True,
+    'torch_dtype': 'bfloat16',
+    'transformers_version': '4.45.0.dev0',
+    'use_cache': True,
+    'vocab_size': 128256,
 }
 
 
@@ -52,8 +73,14 @@ def test_head_dim_defaults_to_hidden_over_heads():
 
 
 def test_hf_defaults_for_absent_optional_fields():
-  minimal = dict(model_type='llama', vocab_size=16, hidden_size=64, intermediate_size=96,
-                 num_hidden_layers=2, num_attention_heads=4)
+  minimal = dict(
+      model_type='llama',
+      vocab_size=16,
+      hidden_size=64,
+      intermediate_size=96,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+  )
   config = ModelConfig.from_hf(minimal)
   reference = transformers.LlamaConfig(**minimal)
   assert config.num_kv_heads == reference.num_key_value_heads == 4
@@ -67,25 +94,39 @@ def _with(**changes):
   return {**LLAMA32_1B_CLASSIC, **changes}
 
 
-@pytest.mark.parametrize('hf, field', [
-    (_with(rope_scaling={'rope_type': 'yarn', 'factor': 4.0}), 'rope_type'),
-    (_with(rope_scaling={'type': 'linear', 'factor': 2.0}), 'rope_type'),
-    (_with(rope_scaling={'rope_type': 'llama3', 'factor': 8.0}), 'low_freq_factor'),
-    (_with(rope_scaling={**LLAMA32_1B_CLASSIC['rope_scaling'], 'mystery': 1}), 'mystery'),
-    (_with(rope_scaling=None, rope_parameters={'rope_type': 'default', 'rope_theta': 500000.0,
-                                               'partial_rotary_factor': 0.5}), 'partial_rotary_factor'),
-    (_with(rope_parameters={'rope_type': 'default', 'rope_theta': 1.0}), 'rope_parameters'),
-    (_with(rope_scaling=None, rope_parameters={'rope_type': 'default', 'rope_theta': 7.0}),
-     'rope_theta'),
-    (_with(hidden_act='gelu'), 'hidden_act'),
-    (_with(attention_bias=True), 'attention_bias'),
-    (_with(mlp_bias=True), 'mlp_bias'),
-    (_with(model_type='mistral'), 'model_type'),
-    ({k: v for k, v in LLAMA32_1B_CLASSIC.items() if k != 'model_type'}, 'model_type'),
-    ({k: v for k, v in LLAMA32_1B_CLASSIC.items() if k != 'vocab_size'}, 'vocab_size'),
-    (_with(quantization_config={'quant_method': 'bitsandbytes'}), 'quantization_config'),
-    (_with(num_key_value_heads=5), 'num_kv_heads'),
-])
+@pytest.mark.parametrize(
+    'hf, field',
+    [
+        (_with(rope_scaling={'rope_type': 'yarn', 'factor': 4.0}), 'rope_type'),
+        (_with(rope_scaling={'type': 'linear', 'factor': 2.0}), 'rope_type'),
+        (_with(rope_scaling={'rope_type': 'llama3', 'factor': 8.0}), 'low_freq_factor'),
+        (_with(rope_scaling={**LLAMA32_1B_CLASSIC['rope_scaling'], 'mystery': 1}), 'mystery'),
+        (
+            _with(
+                rope_scaling=None,
+                rope_parameters={
+                    'rope_type': 'default',
+                    'rope_theta': 500000.0,
+                    'partial_rotary_factor': 0.5,
+                },
+            ),
+            'partial_rotary_factor',
+        ),
+        (_with(rope_parameters={'rope_type': 'default', 'rope_theta': 1.0}), 'rope_parameters'),
+        (
+            _with(rope_scaling=None, rope_parameters={'rope_type': 'default', 'rope_theta': 7.0}),
+            'rope_theta',
+        ),
+        (_with(hidden_act='gelu'), 'hidden_act'),
+        (_with(attention_bias=True), 'attention_bias'),
+        (_with(mlp_bias=True), 'mlp_bias'),
+        (_with(model_type='mistral'), 'model_type'),
+        ({k: v for k, v in LLAMA32_1B_CLASSIC.items() if k != 'model_type'}, 'model_type'),
+        ({k: v for k, v in LLAMA32_1B_CLASSIC.items() if k != 'vocab_size'}, 'vocab_size'),
+        (_with(quantization_config={'quant_method': 'bitsandbytes'}), 'quantization_config'),
+        (_with(num_key_value_heads=5), 'num_kv_heads'),
+    ],
+)
 def test_unsupported_fields_raise_naming_the_field(hf, field):
   with pytest.raises(ValueError, match=field):
     ModelConfig.from_hf(hf)
@@ -102,28 +143,52 @@ def test_to_hf_round_trips_and_transformers_reads_it():
     assert ModelConfig.from_hf(reference.to_dict()) == config, name
 
 
-@pytest.mark.parametrize('name, shape', [
-    # name: (layers, hidden, heads, kv heads, head_dim, mlp, tied, rope factor)
-    ('llama3.2-1b', (16, 2048, 32, 8, 64, 8192, True, 32.0)),
-    ('llama3.2-3b', (28, 3072, 24, 8, 128, 8192, True, 32.0)),
-    ('llama3.1-8b', (32, 4096, 32, 8, 128, 14336, False, 8.0)),
-    ('llama3-8b', (32, 4096, 32, 8, 128, 14336, False, None)),
-])
+@pytest.mark.parametrize(
+    'name, shape',
+    [
+        # name: (layers, hidden, heads, kv heads, head_dim, mlp, tied, rope factor)
+        ('llama3.2-1b', (16, 2048, 32, 8, 64, 8192, True, 32.0)),
+        ('llama3.2-3b', (28, 3072, 24, 8, 128, 8192, True, 32.0)),
+        ('llama3.1-8b', (32, 4096, 32, 8, 128, 14336, False, 8.0)),
+        ('llama3-8b', (32, 4096, 32, 8, 128, 14336, False, None)),
+    ],
+)
 def test_published_presets(name, shape):
   c = ModelConfig.preset(name)
   rope_factor = c.rope_scaling.factor if c.rope_scaling else None
-  assert (c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
-          c.intermediate_size, c.tie_word_embeddings, rope_factor) == shape
+  assert (
+      c.num_layers,
+      c.hidden_size,
+      c.num_heads,
+      c.num_kv_heads,
+      c.head_dim,
+      c.intermediate_size,
+      c.tie_word_embeddings,
+      rope_factor,
+  ) == shape
   assert c.vocab_size == 128256 and c.rope_theta == 500_000.0
 
 
 def test_small_presets_and_param_counts():
   tiny, small = ModelConfig.preset('tiny'), ModelConfig.preset('small')
-  assert (tiny.vocab_size, tiny.hidden_size, tiny.num_layers, tiny.num_heads, tiny.num_kv_heads,
-          tiny.head_dim, tiny.intermediate_size, tiny.max_position_embeddings,
-          tiny.rope_theta) == (16, 128, 4, 4, 2, 32, 512, 8192, 10_000.0)
-  assert (small.hidden_size, small.num_layers, small.num_heads, small.num_kv_heads,
-          small.intermediate_size) == (256, 6, 8, 4, 768)
+  assert (
+      tiny.vocab_size,
+      tiny.hidden_size,
+      tiny.num_layers,
+      tiny.num_heads,
+      tiny.num_kv_heads,
+      tiny.head_dim,
+      tiny.intermediate_size,
+      tiny.max_position_embeddings,
+      tiny.rope_theta,
+  ) == (16, 128, 4, 4, 2, 32, 512, 8192, 10_000.0)
+  assert (
+      small.hidden_size,
+      small.num_layers,
+      small.num_heads,
+      small.num_kv_heads,
+      small.intermediate_size,
+  ) == (256, 6, 8, 4, 768)
   assert 4.5e6 < small.num_params < 5.5e6
   assert round(ModelConfig.preset('llama3.2-1b').num_params / 1e9, 2) == 1.24
   assert round(ModelConfig.preset('llama3.1-8b').num_params / 1e9, 2) == 8.03
@@ -138,13 +203,16 @@ def test_config_is_hashable_and_static_under_jit():
   assert f(config) == 256
 
 
-@pytest.mark.parametrize('changes, field', [
-    (dict(remat='some'), 'remat'),
-    (dict(compute_dtype='float64'), 'compute_dtype'),
-    (dict(num_kv_heads=3), 'num_heads'),
-    (dict(head_dim=31), 'head_dim'),
-    (dict(num_layers=0), 'num_layers'),
-])
+@pytest.mark.parametrize(
+    'changes, field',
+    [
+        (dict(remat='some'), 'remat'),
+        (dict(compute_dtype='float64'), 'compute_dtype'),
+        (dict(num_kv_heads=3), 'num_heads'),
+        (dict(head_dim=31), 'head_dim'),
+        (dict(num_layers=0), 'num_layers'),
+    ],
+)
 def test_invalid_fields_raise(changes, field):
   with pytest.raises(ValueError, match=field):
     ModelConfig.preset('tiny', **changes)

@@ -16,15 +16,25 @@ from ttt_jax.model.config import ModelConfig, RopeScaling
 
 forward = jax.jit(llama.forward, static_argnames='config')
 
-SMALL = ModelConfig(vocab_size=40, hidden_size=64, intermediate_size=96, num_layers=3, num_heads=4,
-                    num_kv_heads=2, head_dim=16, rope_theta=10_000.0,
-                    rope_scaling=RopeScaling(8.0, 1.0, 4.0, 16), max_position_embeddings=128)
+SMALL = ModelConfig(
+    vocab_size=40,
+    hidden_size=64,
+    intermediate_size=96,
+    num_layers=3,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=16,
+    rope_theta=10_000.0,
+    rope_scaling=RopeScaling(8.0, 1.0, 4.0, 16),
+    max_position_embeddings=128,
+)
 
 
 def _random(config, seed=0):
   params = llama.init_params(config, jax.random.key(seed), std=0.1)
-  norms = lambda x, k: (x * jax.random.uniform(jax.random.key(k), x.shape, minval=0.5,
-                                               maxval=1.5)).astype(x.dtype)
+  norms = lambda x, k: (
+      x * jax.random.uniform(jax.random.key(k), x.shape, minval=0.5, maxval=1.5)
+  ).astype(x.dtype)
   params['layers']['attn_norm'] = norms(params['layers']['attn_norm'], seed + 1)
   params['final_norm'] = norms(params['final_norm'], seed + 2)
   return params
@@ -36,7 +46,8 @@ def test_save_hf_loads_in_transformers_with_same_logits(tmp_path, hf_logits, tie
   params = _random(config)
   hf.save_hf(str(tmp_path), config, params)
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(tmp_path), dtype=torch.float32, attn_implementation='eager').eval()
+      str(tmp_path), dtype=torch.float32, attn_implementation='eager'
+  ).eval()
   assert model.config.tie_word_embeddings == tied
   tokens = np.random.default_rng(0).integers(0, config.vocab_size, (2, 40)).astype(np.int32)
   ours, _ = forward(params, tokens, config)
@@ -93,8 +104,10 @@ def test_shrink_vocab_keeps_logits_of_kept_tokens(tied):
   np.testing.assert_allclose(shrunk, np.asarray(full)[..., keep], atol=1e-5)
 
 
-@pytest.mark.parametrize('keep, message', [
-    ([1, 1, 2], 'repeated'), ([0, 40], r'\[0, 40\)'), ([], 'non-empty'), ([[1, 2]], '1-D')])
+@pytest.mark.parametrize(
+    'keep, message',
+    [([1, 1, 2], 'repeated'), ([0, 40], r'\[0, 40\)'), ([], 'non-empty'), ([[1, 2]], '1-D')],
+)
 def test_shrink_vocab_rejects_bad_ids(keep, message):
   with pytest.raises(ValueError, match=message):
     hf.shrink_vocab(SMALL, _random(SMALL), keep)
@@ -112,8 +125,9 @@ def checkpoint(hf_checkpoint):
 
 
 def _rewrite(directory, tensors):
-  safetensors.numpy.save_file(tensors, os.path.join(directory, hf.SINGLE_FILE),
-                              metadata={'format': 'pt'})
+  safetensors.numpy.save_file(
+      tensors, os.path.join(directory, hf.SINGLE_FILE), metadata={'format': 'pt'}
+  )
 
 
 def test_missing_tensor_is_named(checkpoint):
@@ -128,8 +142,10 @@ def test_unexpected_tensor_is_named_with_its_file(checkpoint):
   directory, tensors = checkpoint
   tensors['model.layers.2.mlp.up_proj.weight'] = tensors['model.layers.1.mlp.up_proj.weight']
   _rewrite(directory, tensors)
-  with pytest.raises(ValueError, match=r"model\.safetensors: unexpected tensor "
-                                       r"'model\.layers\.2\.mlp\.up_proj\.weight'"):
+  with pytest.raises(
+      ValueError,
+      match=r'model\.safetensors: unexpected tensor ' r"'model\.layers\.2\.mlp\.up_proj\.weight'",
+  ):
     hf.load_hf(directory)
 
 
@@ -137,8 +153,11 @@ def test_misshaped_tensor_is_named_with_its_file(checkpoint):
   directory, tensors = checkpoint
   tensors['model.layers.0.self_attn.k_proj.weight'] = np.zeros((64, 64), np.float32)
   _rewrite(directory, tensors)
-  with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'model\.layers\.0\.self_attn"
-                                       r"\.k_proj\.weight' has shape \(64, 64\), expected \(32, 64\)"):
+  with pytest.raises(
+      ValueError,
+      match=r"model\.safetensors: tensor 'model\.layers\.0\.self_attn"
+      r"\.k_proj\.weight' has shape \(64, 64\), expected \(32, 64\)",
+  ):
     hf.load_hf(directory)
 
 

@@ -19,7 +19,8 @@ def model():
   config = ModelConfig.preset('tiny', num_layers=2, vocab_size=24)
   # A wide init so greedy choices are not near-ties.
   params = jax.jit(llama.init_params, static_argnames=('config', 'std'))(
-      config, jax.random.key(0), std=0.3)
+      config, jax.random.key(0), std=0.3
+  )
   return config, params
 
 
@@ -42,11 +43,11 @@ def _greedy_by_full_forward(params, config, prompt, steps, buffer_len=32):
   seq, logits_seen = list(prompt), []
   for _ in range(steps):
     buffer = np.zeros((1, buffer_len), np.int32)
-    buffer[0, :len(seq)] = seq
+    buffer[0, : len(seq)] = seq
     logits = np.asarray(_full_logits(params, jnp.asarray(buffer), config))[len(seq) - 1]
     logits_seen.append(logits)
     seq.append(int(np.argmax(logits)))
-  return seq[len(prompt):], np.stack(logits_seen)
+  return seq[len(prompt) :], np.stack(logits_seen)
 
 
 def test_prefill_and_decode_steps_match_full_forward(model):
@@ -86,8 +87,9 @@ def test_generate_greedy_matches_reference_and_stops_at_eos(model):
 
   # Make row 0's third token the EOS: row 0 stops there, the rest is padding.
   eos = int(new[0, 2])
-  stopped, stopped_lengths = kv_cache.generate_greedy(params, config, tokens, lengths, 7, eos,
-                                                      pad_id=99)
+  stopped, stopped_lengths = kv_cache.generate_greedy(
+      params, config, tokens, lengths, 7, eos, pad_id=99
+  )
   for b in range(3):
     row = np.asarray(new[b]).tolist()
     n = row.index(eos) + 1 if eos in row else 7
@@ -103,14 +105,16 @@ def test_generate_with_zero_lora_equals_base(model):
   lora_config = LoraConfig(rank=4, targets=('q', 'k', 'v', 'o', 'gate', 'up', 'down'))
   lora = init_lora(jax.random.key(1), config, lora_config)
   base = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER)
-  adapted = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER, lora=lora,
-                                     lora_config=lora_config)
+  adapted = kv_cache.generate_greedy(
+      params, config, tokens, lengths, 5, NEVER, lora=lora, lora_config=lora_config
+  )
   np.testing.assert_array_equal(adapted[0], base[0])
 
   # A nonzero adapter changes the continuation and is honoured in the cached path.
   lora = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.key(2), x.shape), lora)
-  new, _ = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER, lora=lora,
-                                    lora_config=lora_config)
+  new, _ = kv_cache.generate_greedy(
+      params, config, tokens, lengths, 5, NEVER, lora=lora, lora_config=lora_config
+  )
   prompt = tokens[0, :6][None]
   logits, _ = llama.forward(params, jnp.asarray(prompt), config, lora=lora, lora_config=lora_config)
   assert int(new[0, 0]) == int(jnp.argmax(logits[0, -1]))
@@ -123,7 +127,7 @@ def test_cache_write_touches_only_each_rows_slots():
   written = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(1), end_B)
   expected = np.zeros((2, 3, 8, 1, 2))
   for b, e in enumerate([0, 3, 6]):
-    expected[1, b, e:e + 2] = 1
+    expected[1, b, e : e + 2] = 1
   np.testing.assert_array_equal(written, expected)
   # Slots past the end are dropped, not clamped onto valid slots.
   near_end = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(0), jnp.array([7, 7, 7]))

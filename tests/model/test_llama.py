@@ -11,15 +11,24 @@ from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig, RopeScaling
 
 # original_max_position_embeddings is small so that a 80-token sequence goes past it.
-LLAMA3_ROPE = dict(rope_type='llama3', factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                   original_max_position_embeddings=32)
+LLAMA3_ROPE = dict(
+    rope_type='llama3',
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=32,
+)
 
 PARITY_CASES = {
     'gqa_untied': dict(),
     'llama3_rope_tied': dict(rope_scaling=LLAMA3_ROPE, tie_word_embeddings=True, rope_theta=500.0),
     'mha_explicit_head_dim': dict(num_key_value_heads=4, head_dim=24),
-    'gqa4_llama3_rope_untied': dict(num_attention_heads=8, num_key_value_heads=2, head_dim=8,
-                                    rope_scaling=dict(LLAMA3_ROPE, factor=4.0, high_freq_factor=2.0)),
+    'gqa4_llama3_rope_untied': dict(
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=8,
+        rope_scaling=dict(LLAMA3_ROPE, factor=4.0, high_freq_factor=2.0),
+    ),
 }
 TOL = 1e-4
 
@@ -32,7 +41,7 @@ def _padded_batch(rng, vocab, lengths, seq_len, left):
   mask = np.zeros_like(tokens)
   for b, n in enumerate(lengths):
     if left:
-      mask[b, seq_len - n:] = 1
+      mask[b, seq_len - n :] = 1
     else:
       mask[b, :n] = 1
   return tokens, mask
@@ -65,13 +74,19 @@ def test_loaded_config_matches_hf(hf_checkpoint):
   config, params = hf.load_hf(directory)
   assert config.tie_word_embeddings and 'lm_head' not in params
   assert config.rope_scaling == RopeScaling(8.0, 1.0, 4.0, 32)
-  assert (config.num_layers, config.num_heads, config.num_kv_heads, config.head_dim) == (2, 4, 2, 16)
+  assert (config.num_layers, config.num_heads, config.num_kv_heads, config.head_dim) == (
+      2,
+      4,
+      2,
+      16,
+  )
   assert params['layers']['q'].shape == (2, 64, 64)
   assert params['layers']['k'].shape == (2, 64, 32)
 
 
-@pytest.mark.parametrize('rope_scaling', [None, RopeScaling(8.0, 1.0, 4.0, 32),
-                                          RopeScaling(32.0, 1.0, 4.0, 8192)])
+@pytest.mark.parametrize(
+    'rope_scaling', [None, RopeScaling(8.0, 1.0, 4.0, 32), RopeScaling(32.0, 1.0, 4.0, 8192)]
+)
 def test_rope_inv_freq_matches_transformers(rope_scaling):
   config = ModelConfig.preset('llama3.2-1b', rope_scaling=rope_scaling, rope_theta=500_000.0)
   ours = llama.rope_inv_freq(config)
@@ -79,6 +94,7 @@ def test_rope_inv_freq_matches_transformers(rope_scaling):
     ref = 1.0 / (500_000.0 ** (torch.arange(0, 64, 2, dtype=torch.int64).float() / 64))
   else:
     import transformers
+
     hf_config = transformers.LlamaConfig(**config.to_hf())
     ref, attention_factor = _compute_llama3_parameters(hf_config)
     assert attention_factor == 1.0
@@ -95,10 +111,22 @@ def test_init_params_shapes_and_dtypes():
   config = ModelConfig.preset('tiny', param_dtype='bfloat16')
   params = init_params(config, jax.random.key(0))
   L, D, F, V = 4, 128, 512, 16
-  want = {'embed': (V, D), 'final_norm': (D,), 'lm_head': (D, V),
-          'layers': {'attn_norm': (L, D), 'q': (L, D, 128), 'k': (L, D, 64), 'v': (L, D, 64),
-                     'o': (L, 128, D), 'mlp_norm': (L, D), 'gate': (L, D, F), 'up': (L, D, F),
-                     'down': (L, F, D)}}
+  want = {
+      'embed': (V, D),
+      'final_norm': (D,),
+      'lm_head': (D, V),
+      'layers': {
+          'attn_norm': (L, D),
+          'q': (L, D, 128),
+          'k': (L, D, 64),
+          'v': (L, D, 64),
+          'o': (L, 128, D),
+          'mlp_norm': (L, D),
+          'gate': (L, D, F),
+          'up': (L, D, F),
+          'down': (L, F, D),
+      },
+  }
   assert jax.tree.map(lambda x: x.shape, params) == want
   assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params))
   assert sum(x.size for x in jax.tree.leaves(params)) == config.num_params

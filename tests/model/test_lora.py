@@ -26,8 +26,10 @@ def tiny():
 
 def _nonzero_b(lora, seed=1, std=0.05):
   keys = iter(jax.random.split(jax.random.key(seed), len(lora)))
-  return {name: {'a': ab['a'], 'b': std * jax.random.normal(next(keys), ab['b'].shape)}
-          for name, ab in lora.items()}
+  return {
+      name: {'a': ab['a'], 'b': std * jax.random.normal(next(keys), ab['b'].shape)}
+      for name, ab in lora.items()
+  }
 
 
 def test_zero_b_gives_base_logits_bitwise(tiny):
@@ -40,8 +42,10 @@ def test_zero_b_gives_base_logits_bitwise(tiny):
   np.testing.assert_array_equal(adapted, base)
 
 
-@pytest.mark.parametrize('lora_config', [LoraConfig(rank=4, alpha=16.0),
-                                         LoraConfig(rank=8, alpha=4.0, targets=ALL, rslora=True)])
+@pytest.mark.parametrize(
+    'lora_config',
+    [LoraConfig(rank=4, alpha=16.0), LoraConfig(rank=8, alpha=4.0, targets=ALL, rslora=True)],
+)
 def test_merged_equals_unmerged(tiny, lora_config):
   config, params = tiny
   tokens = jax.random.randint(jax.random.key(4), (2, 24), 0, config.vocab_size)
@@ -57,15 +61,28 @@ def test_init_matches_peft_statistics(tiny, hf_checkpoint):
   config, _ = tiny
   lora_config = LoraConfig(rank=16, targets=ALL)
   lora = init_lora(jax.random.key(6), config, lora_config)
-  _, model = hf_checkpoint(hidden_size=128, intermediate_size=512, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=32)
+  _, model = hf_checkpoint(
+      hidden_size=128,
+      intermediate_size=512,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      head_dim=32,
+  )
   torch.manual_seed(0)
-  peft_model = peft.get_peft_model(model, peft.LoraConfig(
-      r=16, lora_alpha=16, target_modules=[TARGETS[t] for t in ALL], lora_dropout=0.0))
+  peft_model = peft.get_peft_model(
+      model,
+      peft.LoraConfig(
+          r=16, lora_alpha=16, target_modules=[TARGETS[t] for t in ALL], lora_dropout=0.0
+      ),
+  )
 
   for name, (fan_in, fan_out) in projection_shapes(config).items():
     a, b = np.asarray(lora[name]['a']), np.asarray(lora[name]['b'])
-    assert a.shape == (config.num_layers, fan_in, 16) and b.shape == (config.num_layers, 16, fan_out)
+    assert a.shape == (config.num_layers, fan_in, 16) and b.shape == (
+        config.num_layers,
+        16,
+        fan_out,
+    )
     assert not b.any()
     peft_layer = peft_model.base_model.model.model.layers[0]
     module = getattr(peft_layer.self_attn if name in 'qkvo' else peft_layer.mlp, TARGETS[name])
@@ -90,27 +107,47 @@ def test_task_axis_gives_each_task_its_own_adapter(tiny):
 
   stacked = _nonzero_b(stacked)
   tokens_TBS = jax.random.randint(jax.random.key(8), (3, 2, 16), 0, config.vocab_size)
-  per_task = jax.vmap(lambda lora, tokens: llama.forward(
-      params, tokens, config, lora=lora, lora_config=lora_config)[0])(stacked, tokens_TBS)
+  per_task = jax.vmap(
+      lambda lora, tokens: llama.forward(
+          params, tokens, config, lora=lora, lora_config=lora_config
+      )[0]
+  )(stacked, tokens_TBS)
   for t in range(3):
     one = jax.tree.map(lambda x: x[t], stacked)
-    np.testing.assert_allclose(per_task[t], forward(params, tokens_TBS[t], config, lora=one,
-                                                    lora_config=lora_config)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        per_task[t],
+        forward(params, tokens_TBS[t], config, lora=one, lora_config=lora_config)[0],
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize('targets, rslora', [(('q', 'v', 'o', 'gate', 'up', 'down'), False),
-                                             (ALL, True)])
+@pytest.mark.parametrize(
+    'targets, rslora', [(('q', 'v', 'o', 'gate', 'up', 'down'), False), (ALL, True)]
+)
 def test_forward_matches_peft(hf_checkpoint, hf_logits, targets, rslora):
-  directory, model = hf_checkpoint(rope_scaling=dict(
-      rope_type='llama3', factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-      original_max_position_embeddings=16))
+  directory, model = hf_checkpoint(
+      rope_scaling=dict(
+          rope_type='llama3',
+          factor=8.0,
+          low_freq_factor=1.0,
+          high_freq_factor=4.0,
+          original_max_position_embeddings=16,
+      )
+  )
   config, params = hf.load_hf(directory)
   lora_config = LoraConfig(rank=4, alpha=12.0, targets=targets, rslora=rslora)
   lora = _nonzero_b(init_lora(jax.random.key(9), config, lora_config), std=0.3)
 
-  peft_model = peft.get_peft_model(model, peft.LoraConfig(
-      r=4, lora_alpha=12.0, target_modules=[TARGETS[t] for t in targets], lora_dropout=0.0,
-      use_rslora=rslora)).eval()
+  peft_model = peft.get_peft_model(
+      model,
+      peft.LoraConfig(
+          r=4,
+          lora_alpha=12.0,
+          target_modules=[TARGETS[t] for t in targets],
+          lora_dropout=0.0,
+          use_rslora=rslora,
+      ),
+  ).eval()
   by_module = {module: ours for ours, module in TARGETS.items()}
   copied = 0
   with torch.no_grad():
@@ -134,8 +171,12 @@ def test_forward_matches_peft(hf_checkpoint, hf_logits, targets, rslora):
 def test_scale_and_validation(tiny):
   assert LoraConfig(rank=8, alpha=16.0).scale == 2.0
   assert LoraConfig(rank=16, alpha=16.0, rslora=True).scale == 4.0
-  for bad, field in [(dict(rank=0), 'rank'), (dict(targets=('q', 'x')), 'targets'),
-                     (dict(targets=['q']), 'targets'), (dict(targets=('q', 'q')), 'targets')]:
+  for bad, field in [
+      (dict(rank=0), 'rank'),
+      (dict(targets=('q', 'x')), 'targets'),
+      (dict(targets=['q']), 'targets'),
+      (dict(targets=('q', 'q')), 'targets'),
+  ]:
     with pytest.raises(ValueError, match=field):
       LoraConfig(**bad)
 
@@ -150,5 +191,10 @@ def test_scale_and_validation(tiny):
   with pytest.raises(ValueError, match='merge one task'):
     merge_lora(params, stacked, lora_config)
   with pytest.raises(ValueError, match="'q'"):
-    llama.forward(params, tokens, config, lora=init_lora(jax.random.key(0), config, lora_config),
-                  lora_config=LoraConfig(rank=4, targets=('v',)))
+    llama.forward(
+        params,
+        tokens,
+        config,
+        lora=init_lora(jax.random.key(0), config, lora_config),
+        lora_config=LoraConfig(rank=4, targets=('v',)),
+    )

@@ -18,8 +18,10 @@ def _reference(x, w, a, b, scale):
 
 def _operands(seed=0, dtype=jnp.float32):
   rng = np.random.default_rng(seed)
-  x, w, a, b = (jnp.asarray(0.3 * rng.normal(size=s), jnp.float32)  # O(1) values
-                for s in ((2, 7, I), (I, O), (I, R), (R, O)))
+  x, w, a, b = (
+      jnp.asarray(0.3 * rng.normal(size=s), jnp.float32)  # O(1) values
+      for s in ((2, 7, I), (I, O), (I, R), (R, O))
+  )
   return x.astype(dtype), w, a, b
 
 

@@ -21,9 +21,12 @@ NUM_SLOTS, STEPS = 4, 3
 def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
   # Before any other JAX call: the CPU client is built with the cluster's collectives.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
-                             num_processes=num_processes, process_id=process_id,
-                             initialization_timeout=60)
+  jax.distributed.initialize(
+      coordinator_address=f'127.0.0.1:{port}',
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=60,
+  )
   import ttt_testlib as tl  # pylint: disable=import-outside-toplevel
   from ttt_jax import parallel  # pylint: disable=import-outside-toplevel
   from ttt_jax.train import ttt  # pylint: disable=import-outside-toplevel

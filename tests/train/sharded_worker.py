@@ -6,8 +6,9 @@ split over fsdp), then a short sharded stream; results to an .npz."""
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_force_host_platform_device_count=8')
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+)
 sys.path.insert(0, os.path.dirname(__file__))
 
 import jax  # pylint: disable=wrong-import-position
@@ -47,19 +48,32 @@ def main(out_path):
   assert q.sharding.shard_shape(q.shape)[1] == q.shape[1] // 4, q.sharding
   fsdp_slots, fsdp_losses = sharded_steps(fsdp_params, arrays, fsdp_mesh)
   # 4 slots would divide over 'data' (the old task axis) but not data x fsdp.
-  with pytest.raises(ValueError, match=r'4 task slots do not divide over the 8 task shards '
-                                       r'of the mesh \(data=2 x fsdp=4\)'):
+  with pytest.raises(
+      ValueError,
+      match=r'4 task slots do not divide over the 8 task shards '
+      r'of the mesh \(data=2 x fsdp=4\)',
+  ):
     ttt.empty_slots(4, tl.N, tl.S, tl.MODEL, tl.TTT, fsdp_mesh)
   out = {'losses': losses, 'fsdp_losses': fsdp_losses}
-  for i, (leaf, fsdp_leaf) in enumerate(zip(jax.tree.leaves(slots.lora),
-                                            jax.tree.leaves(fsdp_slots.lora))):
+  for i, (leaf, fsdp_leaf) in enumerate(
+      zip(jax.tree.leaves(slots.lora), jax.tree.leaves(fsdp_slots.lora))
+  ):
     out[f'lora_{i}'] = np.asarray(leaf)
     out[f'fsdp_lora_{i}'] = np.asarray(fsdp_leaf)
   jobs = [ttt.Job(task=t, lr=tl.TTT.lr) for t in range(NUM_JOBS)]
   adapters = {}
-  ttt.train_stream(fsdp_params, jobs, lambda t: tl.one_task(arrays, t), model_config=tl.MODEL,
-                   ttt_config=tl.TTT, num_slots=NUM_SLOTS, max_examples=tl.N, seq_len=tl.S,
-                   mesh=fsdp_mesh, on_job_done=lambda r, lora: adapters.__setitem__(r.job, lora))
+  ttt.train_stream(
+      fsdp_params,
+      jobs,
+      lambda t: tl.one_task(arrays, t),
+      model_config=tl.MODEL,
+      ttt_config=tl.TTT,
+      num_slots=NUM_SLOTS,
+      max_examples=tl.N,
+      seq_len=tl.S,
+      mesh=fsdp_mesh,
+      on_job_done=lambda r, lora: adapters.__setitem__(r.job, lora),
+  )
   for job, lora in adapters.items():
     for i, leaf in enumerate(jax.tree.leaves(lora)):
       out[f'stream_{job}_{i}'] = leaf

@@ -16,8 +16,9 @@ from ttt_jax.train import finetune
 
 def _task(task_id: str, seed: int) -> Task:
   rng = np.random.default_rng(seed)
-  pairs = [Pair(g, np.fliplr(g)) for g in
-           (rng.integers(0, 10, (3, 4)).astype(np.int8) for _ in range(4))]
+  pairs = [
+      Pair(g, np.fliplr(g)) for g in (rng.integers(0, 10, (3, 4)).astype(np.int8) for _ in range(4))
+  ]
   return Task(task_id, tuple(pairs[:3]), (pairs[3],), 'test')
 
 
@@ -50,9 +51,18 @@ def _losses(workdir: str) -> list[float]:
 
 
 def test_loss_decreases_on_a_tiny_overfit_run(task_dir, tmp_path):
-  config = _config(task_dir, steps=30, checkpoint_every=30, **{
-      'optim.lr': 3e-3, 'data.d8': False, 'data.colors': False, 'data.variant_prob': 0.0,
-      'data.train_only_prob': 0.0})
+  config = _config(
+      task_dir,
+      steps=30,
+      checkpoint_every=30,
+      **{
+          'optim.lr': 3e-3,
+          'data.d8': False,
+          'data.colors': False,
+          'data.variant_prob': 0.0,
+          'data.train_only_prob': 0.0,
+      },
+  )
   finetune.train(config, str(tmp_path))
   losses = _losses(str(tmp_path))
   assert len(losses) == 30
@@ -65,8 +75,9 @@ def test_kill_and_resume_equals_uninterrupted_and_hf_export_loads(task_dir, tmp_
   killed = str(tmp_path / 'killed')
   finetune.train(config, killed, stop_after=5)  # checkpoint at 3, killed after 5
   resumed = finetune.train(config, killed)
-  for a, b in zip(jax.tree.leaves(full['state']['params']),
-                  jax.tree.leaves(resumed['state']['params'])):
+  for a, b in zip(
+      jax.tree.leaves(full['state']['params']), jax.tree.leaves(resumed['state']['params'])
+  ):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=0)
   assert full['host'] == resumed['host'] and full['host']['tokens_seen'] > 0
   assert _losses(str(tmp_path / 'full')) == _losses(killed)  # killed tail rewritten
@@ -84,16 +95,24 @@ def test_lora_trains_only_the_adapter(task_dir, tmp_path):
   b = result['state']['params']['q']['b']
   assert np.abs(np.asarray(b)).max() > 0  # B starts at zero; it moved
   model_config, merged = hf.load_hf(os.path.join(str(tmp_path), 'hf'))
-  assert merged['layers']['q'].shape == (model_config.num_layers, model_config.hidden_size,
-                                         model_config.num_heads * model_config.head_dim)
+  assert merged['layers']['q'].shape == (
+      model_config.num_layers,
+      model_config.hidden_size,
+      model_config.num_heads * model_config.head_dim,
+  )
 
 
 def test_validation_reports_loss_and_exact_match(task_dir, tmp_path):
   tasks = [_task(f'task{i}', i) for i in range(2)]
   # A seed whose split holds out one of the two tasks.
   seed = next(s for s in range(100) if len(pretrain_data.split_tasks(tasks, 0.5, s)[1]) == 1)
-  config = _config(task_dir, steps=1, checkpoint_every=1, eval_every=1,
-                   **{'data.val_frac': 0.5, 'seed': seed, 'data.max_len': 256})
+  config = _config(
+      task_dir,
+      steps=1,
+      checkpoint_every=1,
+      eval_every=1,
+      **{'data.val_frac': 0.5, 'seed': seed, 'data.max_len': 256},
+  )
   finetune.train(config, str(tmp_path))
   with open(os.path.join(str(tmp_path), finetune.METRICS_FILE)) as f:
     records = [r for r in map(json.loads, f) if 'val_loss' in r]

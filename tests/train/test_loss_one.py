@@ -12,9 +12,11 @@ from ttt_jax.train import ttt
 @pytest.fixture(scope='module')
 def setup():
   arrays = tl.task_arrays(1, num_examples=[4], seed=3)
-  batch = {'tokens': arrays.tokens[0, :2],
-           'mask': np.arange(tl.S)[None, :] < arrays.lengths[0, :2, None],
-           'loss_mask': arrays.loss_mask[0, :2]}
+  batch = {
+      'tokens': arrays.tokens[0, :2],
+      'mask': np.arange(tl.S)[None, :] < arrays.lengths[0, :2, None],
+      'loss_mask': arrays.loss_mask[0, :2],
+  }
   lora = jax.tree.map(lambda x: x + 0.1, init_lora(jax.random.key(0), tl.MODEL, tl.TTT.lora_config))
   return tl.base_params(), lora, batch
 
@@ -43,9 +45,9 @@ def test_too_small_capacity_gives_nan_not_a_truncated_loss(setup):
 
 def test_max_targets_per_batch_takes_the_fullest_rows():
   loss_mask = np.zeros((3, 6), np.int32)
-  loss_mask[0, 1:3] = 1   # 2 targets
-  loss_mask[1, 0:6] = 1   # 5 targets (position 0 is never a target)
-  loss_mask[2, 2:6] = 1   # 4 targets
+  loss_mask[0, 1:3] = 1  # 2 targets
+  loss_mask[1, 0:6] = 1  # 5 targets (position 0 is never a target)
+  loss_mask[2, 2:6] = 1  # 4 targets
   assert ttt.max_targets_per_batch(loss_mask, 2) == 9
   with pytest.raises(ValueError, match='loss_capacity'):
     ttt.TTTConfig(loss_capacity=0)

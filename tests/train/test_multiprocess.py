@@ -28,10 +28,16 @@ def _run_cluster(out_path: str, timeout_s: float = 240) -> None:
   env['JAX_PLATFORMS'] = 'cpu'
   env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
   port = _free_port()
-  procs = [subprocess.Popen([sys.executable, WORKER, str(i), str(NUM_PROCESSES), str(port),
-                             out_path], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-           for i in range(NUM_PROCESSES)]
+  procs = [
+      subprocess.Popen(
+          [sys.executable, WORKER, str(i), str(NUM_PROCESSES), str(port), out_path],
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(NUM_PROCESSES)
+  ]
   logs = []
   try:
     for proc in procs:

@@ -36,8 +36,9 @@ def test_clipping_is_per_task():
   # so compare the clip itself.
   clip = optax.clip_by_global_norm(1.0)
   clipped, _ = jax.vmap(lambda g: clip.update(g, clip.init(g)))(grads_pair)
-  np.testing.assert_allclose(np.linalg.norm(np.asarray(clipped['w']), axis=1),
-                             [np.linalg.norm(small), 1.0], rtol=1e-6)
+  np.testing.assert_allclose(
+      np.linalg.norm(np.asarray(clipped['w']), axis=1), [np.linalg.norm(small), 1.0], rtol=1e-6
+  )
 
 
 def test_injected_hyperparams_are_per_task_and_validated():

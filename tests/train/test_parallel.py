@@ -34,8 +34,7 @@ def test_partition_rules():
   shardings = parallel.param_shardings(tl.base_params(), mesh)
   assert shardings['layers']['gate'].spec == P(None, 'fsdp', 'tensor')
   placed = parallel.shard_params(tl.base_params(), mesh)
-  np.testing.assert_array_equal(np.asarray(placed['embed']),
-                                np.asarray(tl.base_params()['embed']))
+  np.testing.assert_array_equal(np.asarray(placed['embed']), np.asarray(tl.base_params()['embed']))
 
 
 def test_task_sharding_needs_a_multiple_of_the_task_shards():

@@ -19,8 +19,10 @@ def trained_like_adapter(lora_config):
   """A fresh adapter with B made non-zero, as after training."""
   lora = init_lora(jax.random.key(1), tl.MODEL, lora_config)
   keys = iter(jax.random.split(jax.random.key(2), len(lora)))
-  return {name: {'a': ab['a'], 'b': 0.1 * jax.random.normal(next(keys), ab['b'].shape)}
-          for name, ab in lora.items()}
+  return {
+      name: {'a': ab['a'], 'b': 0.1 * jax.random.normal(next(keys), ab['b'].shape)}
+      for name, ab in lora.items()
+  }
 
 
 @pytest.mark.parametrize('rslora', [False, True])
@@ -28,19 +30,25 @@ def test_peft_adapter_gives_our_logits(tmp_path, rslora):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   peft = pytest.importorskip('peft')
-  lora_config = LoraConfig(rank=4, alpha=8.0, targets=('q', 'v', 'o', 'gate', 'up', 'down'),
-                           rslora=rslora)
+  lora_config = LoraConfig(
+      rank=4, alpha=8.0, targets=('q', 'v', 'o', 'gate', 'up', 'down'), rslora=rslora
+  )
   params = tl.base_params()
   lora = trained_like_adapter(lora_config)
   hf.save_hf(str(tmp_path / 'base'), tl.MODEL, params)
-  checkpoint.export_peft_adapter(str(tmp_path / 'adapter'), lora, lora_config, tl.MODEL,
-                                 base_model_name_or_path=str(tmp_path / 'base'))
+  checkpoint.export_peft_adapter(
+      str(tmp_path / 'adapter'),
+      lora,
+      lora_config,
+      tl.MODEL,
+      base_model_name_or_path=str(tmp_path / 'base'),
+  )
 
   tokens = np.random.default_rng(0).integers(0, 16, (2, 12)).astype(np.int32)
-  ours, _ = llama.forward(params, jnp.asarray(tokens), tl.MODEL, lora=lora,
-                          lora_config=lora_config)
-  base = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'base'),
-                                                           dtype=torch.float32)
+  ours, _ = llama.forward(params, jnp.asarray(tokens), tl.MODEL, lora=lora, lora_config=lora_config)
+  base = transformers.AutoModelForCausalLM.from_pretrained(
+      str(tmp_path / 'base'), dtype=torch.float32
+  )
   model = peft.PeftModel.from_pretrained(base, str(tmp_path / 'adapter')).eval()
   with torch.no_grad():
     theirs = model(torch.from_numpy(tokens).long()).logits.numpy()
@@ -60,8 +68,13 @@ def test_export_layout_and_round_trip(tmp_path):
   assert tensors['base_model.model.model.layers.0.mlp.down_proj.lora_B.weight'].shape == (d, r)
   assert len(tensors) == 2 * 2 * tl.MODEL.num_layers
   config = json.loads((tmp_path / checkpoint.ADAPTER_CONFIG).read_text())
-  assert (config['peft_type'], config['task_type'], config['r'], config['lora_alpha'],
-          config['target_modules']) == ('LORA', 'CAUSAL_LM', 4, 8.0, ['down_proj', 'q_proj'])
+  assert (
+      config['peft_type'],
+      config['task_type'],
+      config['r'],
+      config['lora_alpha'],
+      config['target_modules'],
+  ) == ('LORA', 'CAUSAL_LM', 4, 8.0, ['down_proj', 'q_proj'])
   loaded, loaded_config = checkpoint.load_peft_adapter(str(tmp_path), tl.MODEL)
   assert loaded_config == lora_config
   for x, y in zip(jax.tree.leaves(loaded), jax.tree.leaves(lora), strict=True):

@@ -36,8 +36,15 @@ def write_tasks(directory):
 
 def test_full_config_is_the_papers_recipe():
   config = ttt.ttt_config_from(load_config('').ttt)
-  assert (config.rank, config.alpha, config.lr, config.epochs, config.batch_size,
-          config.weight_decay, config.warmup_frac) == (128, 16.0, 5e-5, 2, 2, 0.01, 0.1)
+  assert (
+      config.rank,
+      config.alpha,
+      config.lr,
+      config.epochs,
+      config.batch_size,
+      config.weight_decay,
+      config.warmup_frac,
+  ) == (128, 16.0, 5e-5, 2, 2, 0.01, 0.1)
   assert set(config.targets) == {'q', 'v', 'o', 'gate', 'up', 'down'}
 
 
@@ -57,7 +64,8 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
   for task_id in ('aaa', 'bbb'):
     for lr in ('0.001', '0.0001'):
       lora, lora_config = checkpoint.load_peft_adapter(
-          os.path.join(workdir, 'adapters', task_id, f'lr_{lr}'), model_config)
+          os.path.join(workdir, 'adapters', task_id, f'lr_{lr}'), model_config
+      )
       assert lora_config.rank == config.ttt.rank and np.abs(lora['q']['b']).max() > 0
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
   assert sorted(l['task_id'] for l in lines) == ['aaa', 'aaa', 'bbb', 'bbb']
@@ -83,11 +91,13 @@ def test_rerun_trains_only_unfinished_jobs(tmp_path, monkeypatch):
   # Everything finished: a rerun trains nothing and hands back the logged results.
   def no_training(*args, **kwargs):
     raise AssertionError('a finished job was trained again')
+
   monkeypatch.setattr(ttt, 'train_step', no_training)
   assert sorted(ttt.run_ttt(config, workdir), key=lambda r: r.job) == first
   monkeypatch.undo()
-  same_work = lambda results: [dataclasses.replace(r, seconds=0.0) for r in
-                               sorted(results, key=lambda r: r.job)]
+  same_work = lambda results: [
+      dataclasses.replace(r, seconds=0.0) for r in sorted(results, key=lambda r: r.job)
+  ]
 
   # A crash after job 0 (the log holds its line only): the rerun trains job 1 alone.
   open(metrics_path, 'w').writelines(lines[:1] + ['{"task_id": "bbb", "jo'])  # a torn write
@@ -112,7 +122,8 @@ def test_a_tasks_adapter_does_not_depend_on_the_other_tasks_selected(tmp_path):
     results = ttt.run_ttt(config, str(tmp_path / name))
     assert [r.status for r in results] in (['done'], ['done', 'done'])
     adapters[name], _ = checkpoint.load_peft_adapter(
-        str(tmp_path / name / 'adapters' / 'bbb'), ModelConfig.preset('tiny'))
+        str(tmp_path / name / 'adapters' / 'bbb'), ModelConfig.preset('tiny')
+    )
   # bbb is job 1 of the first run and job 0 of the second: same init, data and order.
   for name in adapters['both']:
     for ab in ('a', 'b'):

@@ -24,11 +24,22 @@ def arrays():
 
 def stream(params, arrays, jobs, **kwargs):
   adapters = {}
+
   def on_job_done(result, lora_t):
     adapters[result.job] = lora_t
-  results = ttt.train_stream(params, jobs, lambda t: tl.one_task(arrays, t), model_config=MODEL,
-                             ttt_config=TTT, num_slots=NUM_SLOTS, max_examples=tl.N,
-                             seq_len=tl.S, on_job_done=on_job_done, **kwargs)
+
+  results = ttt.train_stream(
+      params,
+      jobs,
+      lambda t: tl.one_task(arrays, t),
+      model_config=MODEL,
+      ttt_config=TTT,
+      num_slots=NUM_SLOTS,
+      max_examples=tl.N,
+      seq_len=tl.S,
+      on_job_done=on_job_done,
+      **kwargs,
+  )
   return results, adapters
 
 
@@ -41,8 +52,8 @@ def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
   jobs = [ttt.Job(task=t, lr=1e-2) for t in range(NUM_TASKS)]
   compiled = ttt.train_step._cache_size(), ttt.put_slot._cache_size()
   results, adapters = stream(params, arrays, jobs)
-  assert ttt.train_step._cache_size() - compiled[0] <= 1   # one shape, one compilation
-  assert ttt.put_slot._cache_size() - compiled[1] <= 2     # slots tree + data tree
+  assert ttt.train_step._cache_size() - compiled[0] <= 1  # one shape, one compilation
+  assert ttt.put_slot._cache_size() - compiled[1] <= 2  # slots tree + data tree
   assert sorted(r.job for r in results) == list(range(NUM_TASKS)) == sorted(adapters)
   expected_steps = TTT.epochs * -(-arrays.num_examples // TTT.batch_size)
   for r in results:
@@ -57,8 +68,17 @@ def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
   # the last task alone in a 1-slot run and compare.
   slots, data = ttt.empty_slots(1, tl.N, tl.S, MODEL, TTT)
   last = NUM_TASKS - 1
-  slots, data = ttt.place_job(slots, data, 0, tl.one_task(arrays, last), last, last, 1e-2,
-                              model_config=MODEL, ttt_config=TTT)
+  slots, data = ttt.place_job(
+      slots,
+      data,
+      0,
+      tl.one_task(arrays, last),
+      last,
+      last,
+      1e-2,
+      model_config=MODEL,
+      ttt_config=TTT,
+  )
   for _ in range(expected_steps[last]):
     slots, _ = ttt.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
   for x, y in zip(jax.tree.leaves(slots.lora), jax.tree.leaves(adapters[last])):
@@ -77,21 +97,22 @@ def test_killed_run_resumes_to_the_same_adapters(params, arrays, tmp_path):
   jobs = [ttt.Job(task=t, lr=lr) for t in range(4) for lr in (1e-2, 3e-3)]
   straight, want = stream(params, arrays, jobs)
   ckpt = str(tmp_path / 'ckpt')
-  _, first = stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 3),
-                    stop_after_steps=7)  # dies after step 7; the last save was at 6
+  _, first = stream(
+      params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 3), stop_after_steps=7
+  )  # dies after step 7; the last save was at 6
   assert len(first) < len(jobs)
   results, second = stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 3))
   assert sorted(first | second) == list(range(len(jobs)))
   for job in range(len(jobs)):
     assert_trees_equal((first | second)[job], want[job])
   assert sorted((r.job, r.steps, r.losses) for r in results) == sorted(
-      (r.job, r.steps, r.losses) for r in straight)
+      (r.job, r.steps, r.losses) for r in straight
+  )
 
 
 def test_resume_refuses_a_different_run(params, arrays, tmp_path):
   ckpt = str(tmp_path / 'ckpt')
   jobs = [ttt.Job(task=t, lr=1e-2) for t in range(4)]
-  stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 2),
-         stop_after_steps=3)
+  stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 2), stop_after_steps=3)
   with pytest.raises(ValueError, match='different run'):
     stream(params, arrays, jobs[:3], checkpointer=checkpoint.RunCheckpointer(ckpt, 2))

@@ -16,8 +16,9 @@ def fill(arrays, tasks, config=TTT, lrs=None):
   slots, data = ttt.empty_slots(len(tasks), tl.N, tl.S, MODEL, config)
   for slot, t in enumerate(tasks):
     lr = config.lr if lrs is None else lrs[slot]
-    slots, data = ttt.place_job(slots, data, slot, tl.one_task(arrays, t), t, t, lr,
-                                model_config=MODEL, ttt_config=config)
+    slots, data = ttt.place_job(
+        slots, data, slot, tl.one_task(arrays, t), t, t, lr, model_config=MODEL, ttt_config=config
+    )
   return slots, data
 
 
@@ -65,8 +66,10 @@ def test_each_epoch_visits_every_example_once(arrays):
       weighted = np.asarray(batch['loss_mask']).sum(axis=1) > 0
       seen += list(np.asarray(batch['tokens'])[weighted, 0])
     assert sorted(seen) == [0, 1, 2, 3, 4]
-  orders = [np.asarray(ttt.draw_batch(jax.tree.map(jnp.asarray, data), 0, s, config)['tokens'])[:, 0]
-            for s in (0, 3)]
+  orders = [
+      np.asarray(ttt.draw_batch(jax.tree.map(jnp.asarray, data), 0, s, config)['tokens'])[:, 0]
+      for s in (0, 3)
+  ]
   assert not np.array_equal(orders[0], orders[1])  # reshuffled per epoch (for this seed)
 
 
@@ -91,9 +94,11 @@ def test_per_task_learning_rates(params, arrays):
   start = jax.tree.map(np.asarray, slots.lora)
   slots, losses, metrics = run(params, slots, data, steps=2)
   np.testing.assert_array_equal(losses[:, 0], losses[0, 0])  # same first batch, same adapter
-  delta = [max(np.abs(g[i] - s[i]).max() for g, s in zip(leaves(slots.lora), jax.tree.leaves(start)))
-           for i in range(3)]
-  assert delta[0] == 0.0          # lr 0: no change at all
+  delta = [
+      max(np.abs(g[i] - s[i]).max() for g, s in zip(leaves(slots.lora), jax.tree.leaves(start)))
+      for i in range(3)
+  ]
+  assert delta[0] == 0.0  # lr 0: no change at all
   assert 0 < delta[1] < delta[2]  # larger lr, larger step
   lr = np.asarray(metrics['lr'])  # the same point of the same schedule, scaled
   assert lr[0] == 0.0 and lr[1] > 0
@@ -138,8 +143,9 @@ def test_base_weights_are_not_differentiated(params, arrays):
   batch = ttt.draw_batch(data, 0, 0, TTT)
   lora = ttt.init_adapter(0, MODEL, TTT)
   grad_fn = jax.value_and_grad(ttt.loss_one, argnums=1)
-  jaxpr = jax.make_jaxpr(grad_fn, static_argnums=(3, 4))(params, lora, batch, MODEL,
-                                                          TTT.lora_config)
+  jaxpr = jax.make_jaxpr(grad_fn, static_argnums=(3, 4))(
+      params, lora, batch, MODEL, TTT.lora_config
+  )
   shapes = _dot_shapes(jaxpr.jaxpr, set())
   base = {tuple(x.shape[-2:]) for x in jax.tree.leaves(params['layers']) if x.ndim == 3}
   base.add(tuple(params['embed'].shape))
@@ -148,7 +154,8 @@ def test_base_weights_are_not_differentiated(params, arrays):
   assert len(base) >= 5 and not dots & base, sorted(dots & base)
   # The check can see them: differentiating the base too brings them in.
   full = jax.make_jaxpr(jax.grad(ttt.loss_one, argnums=(0, 1)), static_argnums=(3, 4))(
-      params, lora, batch, MODEL, TTT.lora_config)
+      params, lora, batch, MODEL, TTT.lora_config
+  )
   assert {s[-2:] for s in _dot_shapes(full.jaxpr, set()) if len(s) >= 2} & base
   # ...while the adapter gradients are there, [in, r] and [r, out].
   lora_shapes = {tuple(x.shape[-2:]) for x in jax.tree.leaves(lora)}

@@ -41,11 +41,18 @@ def _hf_generate_seconds(directory: str, tokens: np.ndarray, new_tokens: int) ->
   import torch  # test-only dependencies, imported here only
   import transformers
 
-  model = transformers.LlamaForCausalLM.from_pretrained(directory, torch_dtype=torch.float32,
-                                                        attn_implementation='sdpa').eval()
+  model = transformers.LlamaForCausalLM.from_pretrained(
+      directory, torch_dtype=torch.float32, attn_implementation='sdpa'
+  ).eval()
   ids = torch.as_tensor(tokens, dtype=torch.long)
-  kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens, do_sample=False, pad_token_id=15, eos_token_id=None)
+  kwargs = dict(
+      attention_mask=torch.ones_like(ids),
+      max_new_tokens=new_tokens,
+      min_new_tokens=new_tokens,
+      do_sample=False,
+      pad_token_id=15,
+      eos_token_id=None,
+  )
   with torch.no_grad():
     model.generate(ids[:, :16], **{**kwargs, 'max_new_tokens': 2, 'min_new_tokens': 2})
     start = time.perf_counter()
@@ -55,8 +62,14 @@ def _hf_generate_seconds(directory: str, tokens: np.ndarray, new_tokens: int) ->
   return seconds
 
 
-def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 800,
-                     new_tokens: int = 200, num_tasks: int = 4, out: str | None = None) -> dict:
+def benchmark_decode(
+    preset: str = 'tiny',
+    batch: int = 16,
+    prompt_len: int = 800,
+    new_tokens: int = 200,
+    num_tasks: int = 4,
+    out: str | None = None,
+) -> dict:
   """Decode tokens/s of each way; returns (and optionally writes) the results."""
   config = ModelConfig.preset(preset, param_dtype='float32', compute_dtype='float32')
   params = llama.init_params(config, jax.random.key(0))
@@ -68,14 +81,15 @@ def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 80
   shared = jax.tree.map(lambda x: x[0], stack)
 
   ours = {
-      'jax base': lambda: decode.generate(params, config, tokens, lengths,
-                                          max_new_tokens=new_tokens, eos_id=NEVER),
+      'jax base': lambda: decode.generate(
+          params, config, tokens, lengths, max_new_tokens=new_tokens, eos_id=NEVER
+      ),
       f'jax per-row adapters ({num_tasks} tasks, gather)': lambda: decode.generate(
-          params, config, tokens, lengths, adapters=per_row, max_new_tokens=new_tokens,
-          eos_id=NEVER),
+          params, config, tokens, lengths, adapters=per_row, max_new_tokens=new_tokens, eos_id=NEVER
+      ),
       'jax one shared adapter (grouped by task)': lambda: kv_cache.generate_greedy(
-          params, config, tokens, lengths, new_tokens, NEVER, lora=shared,
-          lora_config=lora_config),
+          params, config, tokens, lengths, new_tokens, NEVER, lora=shared, lora_config=lora_config
+      ),
   }
   seconds = {name: _timed(fn) for name, fn in ours.items()}
   with tempfile.TemporaryDirectory() as directory:
@@ -84,10 +98,18 @@ def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 80
 
   generated = batch * new_tokens
   rows = {name: {'seconds': s, 'new_tokens_per_s': generated / s} for name, s in seconds.items()}
-  result = {'preset': preset, 'batch': batch, 'prompt_len': prompt_len, 'new_tokens': new_tokens,
-            'device': str(jax.devices()[0]), 'results': rows}
-  print(f'decode, {preset}, batch {batch}, prompt {prompt_len}, {new_tokens} new tokens '
-        f'({result["device"]}); seconds include the prefill')
+  result = {
+      'preset': preset,
+      'batch': batch,
+      'prompt_len': prompt_len,
+      'new_tokens': new_tokens,
+      'device': str(jax.devices()[0]),
+      'results': rows,
+  }
+  print(
+      f'decode, {preset}, batch {batch}, prompt {prompt_len}, {new_tokens} new tokens '
+      f'({result["device"]}); seconds include the prefill'
+  )
   print(f'| {"method":46s} | seconds | new tokens/s |')
   print(f'|{"-" * 48}|---------|--------------|')
   for name, r in rows.items():
@@ -98,11 +120,16 @@ def benchmark_decode(preset: str = 'tiny', batch: int = 16, prompt_len: int = 80
   return result
 
 
-
 def main(argv):
   del argv
-  benchmark_decode(_PRESET.value, _BATCH.value, _PROMPT_LEN.value, _NEW_TOKENS.value,
-                   _NUM_TASKS.value, _OUT.value)
+  benchmark_decode(
+      _PRESET.value,
+      _BATCH.value,
+      _PROMPT_LEN.value,
+      _NEW_TOKENS.value,
+      _NUM_TASKS.value,
+      _OUT.value,
+  )
 
 
 if __name__ == '__main__':

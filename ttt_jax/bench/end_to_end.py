@@ -17,10 +17,16 @@ from ttt_jax.infer import predict
 from ttt_jax.train import ttt
 
 
-def bench_end_to_end(ttt_config, predict_config, selector: str = 'arc1/eval@slice=0:2',
-                     preset: str = 'tiny', ttt_overrides: dict | None = None,
-                     predict_overrides: dict | None = None, workdir: str | None = None,
-                     out: str | None = None) -> dict:
+def bench_end_to_end(
+    ttt_config,
+    predict_config,
+    selector: str = 'arc1/eval@slice=0:2',
+    preset: str = 'tiny',
+    ttt_overrides: dict | None = None,
+    predict_overrides: dict | None = None,
+    workdir: str | None = None,
+    out: str | None = None,
+) -> dict:
   """TTT + predict on `selector`; returns seconds per task of each stage.
 
   ttt_config / predict_config: ConfigDicts of configs/ttt.py and configs/predict.py
@@ -49,17 +55,32 @@ def bench_end_to_end(ttt_config, predict_config, selector: str = 'arc1/eval@slic
     results = ttt.run_ttt(ttt_config, os.path.join(workdir, 'ttt'))
     ttt_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    score = predict.run_from_config(predict_config, os.path.join(workdir, 'predict'),
-                                    adapters_dir=os.path.join(workdir, 'ttt', 'adapters'))
+    score = predict.run_from_config(
+        predict_config,
+        os.path.join(workdir, 'predict'),
+        adapters_dir=os.path.join(workdir, 'ttt', 'adapters'),
+    )
     predict_seconds = time.perf_counter() - start
 
   num_tasks = len({r.task for r in results})
-  rows = [{'stage': name, 'seconds': s, 's/task': s / num_tasks}
-          for name, s in (('ttt', ttt_seconds), ('predict', predict_seconds),
-                          ('total', ttt_seconds + predict_seconds))]
-  title = (f'End to end (TTT + inference, compiles included), {selector} ({num_tasks} tasks), '
-           f'{preset}')
-  return report.report(title, rows, out=out, num_tasks=num_tasks,
-                       ttt_steps=[r.steps for r in results],
-                       score=None if score is None else score.total,
-                       overrides={'ttt': ttt_overrides, 'predict': predict_overrides})
+  rows = [
+      {'stage': name, 'seconds': s, 's/task': s / num_tasks}
+      for name, s in (
+          ('ttt', ttt_seconds),
+          ('predict', predict_seconds),
+          ('total', ttt_seconds + predict_seconds),
+      )
+  ]
+  title = (
+      f'End to end (TTT + inference, compiles included), {selector} ({num_tasks} tasks), '
+      f'{preset}'
+  )
+  return report.report(
+      title,
+      rows,
+      out=out,
+      num_tasks=num_tasks,
+      ttt_steps=[r.steps for r in results],
+      score=None if score is None else score.total,
+      overrides={'ttt': ttt_overrides, 'predict': predict_overrides},
+  )

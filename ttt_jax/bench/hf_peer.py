@@ -44,14 +44,17 @@ def _task(arrays: TTTArrays, t: int) -> TTTArrays:
 
 def _batches(arrays: TTTArrays, t: int, steps: int, ttt_config: ttt.TTTConfig) -> list[dict]:
   """Task t's batches for steps 0..steps-1, exactly as train_step draws them."""
-  return [jax.tree.map(np.array, ttt.draw_batch(_task(arrays, t), t, step, ttt_config))
-          for step in range(steps)]
+  return [
+      jax.tree.map(np.array, ttt.draw_batch(_task(arrays, t), t, step, ttt_config))
+      for step in range(steps)
+  ]
 
 
 def _lrs(arrays: TTTArrays, t: int, steps: int, ttt_config: ttt.TTTConfig) -> np.ndarray:
   total = ttt.total_steps(arrays.num_examples[t], ttt_config)
-  return np.asarray(ttt_config.lr * optim.warmup_cosine(np.arange(steps), total,
-                                                        ttt_config.warmup_frac))
+  return np.asarray(
+      ttt_config.lr * optim.warmup_cosine(np.arange(steps), total, ttt_config.warmup_frac)
+  )
 
 
 class _PeftTrainer:
@@ -61,9 +64,11 @@ class _PeftTrainer:
     import peft  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
+
     self.torch, self.peft, self.ttt_config = torch, peft, ttt_config
-    base = transformers.LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                         attn_implementation='sdpa')
+    base = transformers.LlamaForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation='sdpa'
+    )
     self.model = peft.PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
     self.model.train()
     self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -71,21 +76,25 @@ class _PeftTrainer:
   def load(self, adapter_dir: str):
     """Sets the adapter from a PEFT dir; returns a fresh optimizer for it."""
     from safetensors.torch import load_file  # pylint: disable=import-outside-toplevel
+
     weights = load_file(os.path.join(adapter_dir, checkpoint.ADAPTER_WEIGHTS))
     result = self.peft.set_peft_model_state_dict(self.model, weights)
     if getattr(result, 'unexpected_keys', None):
       raise ValueError(f'{adapter_dir}: keys peft does not know: {result.unexpected_keys[:3]}')
     c = self.ttt_config
-    return self.torch.optim.AdamW(self.params, lr=c.lr, betas=(c.b1, c.b2), eps=c.eps,
-                                  weight_decay=c.weight_decay)
+    return self.torch.optim.AdamW(
+        self.params, lr=c.lr, betas=(c.b1, c.b2), eps=c.eps, weight_decay=c.weight_decay
+    )
 
   def loss(self, batch: dict):
     torch = self.torch
     tokens = torch.as_tensor(batch['tokens'], dtype=torch.long)
-    logits = self.model(input_ids=tokens,
-                        attention_mask=torch.as_tensor(batch['mask'], dtype=torch.long)).logits
-    ce = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:],
-                                           reduction='none')
+    logits = self.model(
+        input_ids=tokens, attention_mask=torch.as_tensor(batch['mask'], dtype=torch.long)
+    ).logits
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction='none'
+    )
     weights = torch.as_tensor(batch['loss_mask'][:, 1:], dtype=torch.float32)
     return (ce * weights).sum() / weights.sum().clamp(min=1.0)
 
@@ -117,19 +126,25 @@ class _PeftTrainer:
     return checkpoint.load_peft_adapter(directory, model_config)[0]
 
 
-def _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config,
-                     check_steps: int) -> dict:
+def _check_same_work(
+    params, arrays, trainer, tmp, model_config, ttt_config, check_steps: int
+) -> dict:
   """Max |ours - peft| of the adapters after `check_steps` steps, of the first loss and
   of the first step's B-gradients (relative), over all tasks."""
   num_tasks = arrays.tokens.shape[0]
   slots, data = ttt_step._fill(arrays, range(num_tasks), model_config, ttt_config)  # pylint: disable=protected-access
   b_grad_ours = jax.vmap(jax.grad(ttt.loss_one, argnums=1), in_axes=(None, 0, 0, None, None))(
-      params, slots.lora, jax.vmap(ttt.draw_batch, in_axes=(0, 0, 0, None))(
-          data, slots.key, slots.step, ttt_config), model_config, ttt_config.lora_config)
+      params,
+      slots.lora,
+      jax.vmap(ttt.draw_batch, in_axes=(0, 0, 0, None))(data, slots.key, slots.step, ttt_config),
+      model_config,
+      ttt_config.lora_config,
+  )
   first_loss_T = None
   for _ in range(check_steps):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=model_config,
-                                    ttt_config=ttt_config)
+    slots, metrics = ttt.train_step(
+        params, slots, data, model_config=model_config, ttt_config=ttt_config
+    )
     first_loss_T = np.asarray(metrics['loss']) if first_loss_T is None else first_loss_T
   ours = jax.device_get(slots.lora)
   adapter_diff = loss_diff = grad_rel = 0.0
@@ -149,8 +164,12 @@ def _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config,
     for name in theirs:
       for ab in ('a', 'b'):
         adapter_diff = max(adapter_diff, float(np.abs(theirs[name][ab] - ours[name][ab][t]).max()))
-  return {'check_steps': check_steps, 'adapter_max_abs_diff': adapter_diff,
-          'first_loss_max_abs_diff': loss_diff, 'b_grad_max_rel_diff': float(grad_rel)}
+  return {
+      'check_steps': check_steps,
+      'adapter_max_abs_diff': adapter_diff,
+      'first_loss_max_abs_diff': loss_diff,
+      'b_grad_max_rel_diff': float(grad_rel),
+  }
 
 
 def _time_hf(trainer, arrays, tmp, steps: int, ttt_config) -> float:
@@ -170,45 +189,77 @@ def _time_hf(trainer, arrays, tmp, steps: int, ttt_config) -> float:
   return seconds
 
 
-def bench_vs_hf(preset: str = 'tiny', num_tasks: int = 4, batch_size: int = 4,
-                seq_len: int = 1024, steps: int = 3, rank: int = 8, alpha: float = 16.0,
-                targets: tuple[str, ...] = ALL_TARGETS, lr: float = 1e-4,
-                torch_threads: int = 2, check_steps: int = 1, check_tol: float = 1e-4,
-                out: str | None = None) -> dict:
+def bench_vs_hf(
+    preset: str = 'tiny',
+    num_tasks: int = 4,
+    batch_size: int = 4,
+    seq_len: int = 1024,
+    steps: int = 3,
+    rank: int = 8,
+    alpha: float = 16.0,
+    targets: tuple[str, ...] = ALL_TARGETS,
+    lr: float = 1e-4,
+    torch_threads: int = 2,
+    check_steps: int = 1,
+    check_tol: float = 1e-4,
+    out: str | None = None,
+) -> dict:
   """tokens/s of vmap / loop / hf on the same work; raises if the check fails."""
   import torch  # pylint: disable=import-outside-toplevel
+
   torch.set_num_threads(torch_threads)
   model_config = ModelConfig.preset(preset, param_dtype='float32', compute_dtype='float32')
-  ttt_config = ttt.TTTConfig(rank=rank, alpha=alpha, targets=tuple(targets), lr=lr,
-                             batch_size=batch_size, epochs=1000, warmup_frac=0.0)
+  ttt_config = ttt.TTTConfig(
+      rank=rank,
+      alpha=alpha,
+      targets=tuple(targets),
+      lr=lr,
+      batch_size=batch_size,
+      epochs=1000,
+      warmup_frac=0.0,
+  )
   params = llama.init_params(model_config, jax.random.key(0))
   arrays = ttt_step._random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)  # pylint: disable=protected-access
 
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_hf(os.path.join(tmp, 'model'), model_config, params)
     for t in range(num_tasks):
-      checkpoint.export_peft_adapter(os.path.join(tmp, f'init_{t}'),
-                                     jax.device_get(ttt.init_adapter(t, model_config, ttt_config)),
-                                     ttt_config.lora_config, model_config)
+      checkpoint.export_peft_adapter(
+          os.path.join(tmp, f'init_{t}'),
+          jax.device_get(ttt.init_adapter(t, model_config, ttt_config)),
+          ttt_config.lora_config,
+          model_config,
+      )
     trainer = _PeftTrainer(os.path.join(tmp, 'model'), os.path.join(tmp, 'init_0'), ttt_config)
-    check = _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config,
-                             check_steps)
+    check = _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config, check_steps)
     seconds = {'hf': _time_hf(trainer, arrays, tmp, steps, ttt_config)}
 
   vmapped = [ttt_step._fill(arrays, range(num_tasks), model_config, ttt_config)]  # pylint: disable=protected-access
-  looped = [ttt_step._fill(arrays, range(t, t + 1), model_config, ttt_config)  # pylint: disable=protected-access
-            for t in range(num_tasks)]
+  looped = [
+      ttt_step._fill(arrays, range(t, t + 1), model_config, ttt_config)  # pylint: disable=protected-access
+      for t in range(num_tasks)
+  ]
   seconds['vmap'] = ttt_step._time_steps(params, vmapped, steps, model_config, ttt_config)  # pylint: disable=protected-access
   seconds['loop'] = ttt_step._time_steps(params, looped, steps, model_config, ttt_config)  # pylint: disable=protected-access
 
   tokens = num_tasks * batch_size * seq_len * steps
-  rows = [{'method': name, 's/step (T tasks)': s / steps, 'tokens/s': tokens / s,
-           'vs hf': seconds['hf'] / s} for name, s in seconds.items()]
-  title = (f'TTT step: ours vs transformers+peft, {preset} ({model_config.num_params / 1e6:.2f}M '
-           f'params), T={num_tasks}, batch {batch_size} x {seq_len}, LoRA r{rank} on '
-           f'{",".join(targets)}, float32, torch threads {torch_threads}')
-  result = report.report(title, rows, out=out, check=check, steps=steps,
-                         torch_threads=torch_threads)
+  rows = [
+      {
+          'method': name,
+          's/step (T tasks)': s / steps,
+          'tokens/s': tokens / s,
+          'vs hf': seconds['hf'] / s,
+      }
+      for name, s in seconds.items()
+  ]
+  title = (
+      f'TTT step: ours vs transformers+peft, {preset} ({model_config.num_params / 1e6:.2f}M '
+      f'params), T={num_tasks}, batch {batch_size} x {seq_len}, LoRA r{rank} on '
+      f'{",".join(targets)}, float32, torch threads {torch_threads}'
+  )
+  result = report.report(
+      title, rows, out=out, check=check, steps=steps, torch_threads=torch_threads
+  )
   if check['adapter_max_abs_diff'] > check_tol or check['b_grad_max_rel_diff'] > 1e-3:
     raise AssertionError(f'ours and peft disagree: {check}')
   return result

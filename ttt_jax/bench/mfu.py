@@ -30,35 +30,47 @@ from ttt_jax.train import ttt
 
 # Dense bf16 peak FLOP/s per chip, by a substring of jax's device_kind.
 PEAK_BF16_FLOPS: dict[str, float] = {
-    'H200': 989e12, 'H100': 989e12, 'A100': 312e12, 'L40S': 362e12, 'A10G': 70e12,
-    'TPU v6': 918e12, 'TPU v5p': 459e12, 'TPU v5': 197e12, 'TPU v4': 275e12,
+    'H200': 989e12,
+    'H100': 989e12,
+    'A100': 312e12,
+    'L40S': 362e12,
+    'A10G': 70e12,
+    'TPU v6': 918e12,
+    'TPU v5p': 459e12,
+    'TPU v5': 197e12,
+    'TPU v4': 275e12,
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class StepFlops:
-  base: float       # frozen-weight matmuls, forward + dX
+  base: float  # frozen-weight matmuls, forward + dX
   attention: float  # scores and weighted values, forward + backward
-  lora: float       # adapter matmuls, forward + backward
+  lora: float  # adapter matmuls, forward + backward
 
   @property
   def total(self) -> float:
     return self.base + self.attention + self.lora
 
 
-def ttt_step_flops(config: ModelConfig, lora_config: LoraConfig, num_tasks: int,
-                   batch_size: int, seq_len: int) -> StepFlops:
+def ttt_step_flops(
+    config: ModelConfig, lora_config: LoraConfig, num_tasks: int, batch_size: int, seq_len: int
+) -> StepFlops:
   """Model FLOPs of one TTT step of T tasks (see the module docstring)."""
   tokens = num_tasks * batch_size * seq_len
   shapes = projection_shapes(config)
   layer_weights = sum(i * o for i, o in shapes.values())
   matmul_params = config.num_layers * layer_weights + config.hidden_size * config.vocab_size
-  attention_fwd = (2 * 2 * seq_len * config.head_dim * config.num_heads * config.num_layers
-                   * tokens / 2)
-  lora_fwd = sum(2 * tokens * lora_config.rank * sum(shapes[t]) * config.num_layers
-                 for t in lora_config.targets)
-  return StepFlops(base=2 * 2 * matmul_params * tokens, attention=3 * attention_fwd,
-                   lora=3 * lora_fwd)
+  attention_fwd = (
+      2 * 2 * seq_len * config.head_dim * config.num_heads * config.num_layers * tokens / 2
+  )
+  lora_fwd = sum(
+      2 * tokens * lora_config.rank * sum(shapes[t]) * config.num_layers
+      for t in lora_config.targets
+  )
+  return StepFlops(
+      base=2 * 2 * matmul_params * tokens, attention=3 * attention_fwd, lora=3 * lora_fwd
+  )
 
 
 def peak_flops(device_kind: str, override: float | None = None) -> float | None:
@@ -71,12 +83,22 @@ def peak_flops(device_kind: str, override: float | None = None) -> float | None:
   return None
 
 
-def bench_mfu(preset: str = 'llama3.2-1b', num_tasks: tuple[int, ...] = (1, 8, 16),
-              batch_size: int = 2, seq_len: int = 2048, rank: int = 128,
-              vocab_size: int | None = 16, compute_dtype: str = 'bfloat16',
-              param_dtype: str = 'bfloat16', remat: str = 'full', steps: int = 3,
-              modes: tuple[str, ...] = ('vmap', 'loop'), peak: float | None = None,
-              config_overrides: dict | None = None, out: str | None = None) -> dict:
+def bench_mfu(
+    preset: str = 'llama3.2-1b',
+    num_tasks: tuple[int, ...] = (1, 8, 16),
+    batch_size: int = 2,
+    seq_len: int = 2048,
+    rank: int = 128,
+    vocab_size: int | None = 16,
+    compute_dtype: str = 'bfloat16',
+    param_dtype: str = 'bfloat16',
+    remat: str = 'full',
+    steps: int = 3,
+    modes: tuple[str, ...] = ('vmap', 'loop'),
+    peak: float | None = None,
+    config_overrides: dict | None = None,
+    out: str | None = None,
+) -> dict:
   """MFU of the TTT step for each T and mode on random weights; prints a table.
 
   vocab_size defaults to 16: TTT runs on the vocab-shrunk model (16 ARC tokens).
@@ -84,11 +106,13 @@ def bench_mfu(preset: str = 'llama3.2-1b', num_tasks: tuple[int, ...] = (1, 8, 1
   overrides = dict(config_overrides or {})
   if vocab_size:
     overrides['vocab_size'] = vocab_size
-  config = ModelConfig.preset(preset, param_dtype=param_dtype, compute_dtype=compute_dtype,
-                              remat=remat, **overrides)
+  config = ModelConfig.preset(
+      preset, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat, **overrides
+  )
   params = llama.init_params(config, jax.random.key(0))
-  ttt_config = ttt.TTTConfig(rank=rank, batch_size=batch_size, lr=1e-4, epochs=1000,
-                             warmup_frac=0.0)
+  ttt_config = ttt.TTTConfig(
+      rank=rank, batch_size=batch_size, lr=1e-4, epochs=1000, warmup_frac=0.0
+  )
   device_peak = peak_flops(jax.devices()[0].device_kind, peak)
   rows = []
   for t in num_tasks:
@@ -99,12 +123,21 @@ def bench_mfu(preset: str = 'llama3.2-1b', num_tasks: tuple[int, ...] = (1, 8, 1
       states = [ttt_step._fill(arrays, g, config, ttt_config) for g in groups]  # pylint: disable=protected-access
       seconds = ttt_step._time_steps(params, states, steps, config, ttt_config) / steps  # pylint: disable=protected-access
       achieved = flops.total / seconds
-      rows.append({'T': t, 'mode': mode, 's/step': seconds,
-                   'tokens/s': t * batch_size * seq_len / seconds,
-                   'TFLOP/step': flops.total / 1e12, 'TFLOP/s': achieved / 1e12,
-                   'MFU': achieved / device_peak if device_peak else None})
+      rows.append(
+          {
+              'T': t,
+              'mode': mode,
+              's/step': seconds,
+              'tokens/s': t * batch_size * seq_len / seconds,
+              'TFLOP/step': flops.total / 1e12,
+              'TFLOP/s': achieved / 1e12,
+              'MFU': achieved / device_peak if device_peak else None,
+          }
+      )
       del states
-  title = (f'TTT step MFU, {preset} shape (vocab {config.vocab_size}, {config.num_params / 1e9:.2f}B'
-           f' params), batch {batch_size} x {seq_len}, LoRA r{rank}, {compute_dtype}, '
-           f'remat {remat}, {jax.devices()[0].device_kind}, peak {device_peak}')
+  title = (
+      f'TTT step MFU, {preset} shape (vocab {config.vocab_size}, {config.num_params / 1e9:.2f}B'
+      f' params), batch {batch_size} x {seq_len}, LoRA r{rank}, {compute_dtype}, '
+      f'remat {remat}, {jax.devices()[0].device_kind}, peak {device_peak}'
+  )
   return report.report(title, rows, out=out, peak_flops=device_peak)

@@ -14,11 +14,16 @@ from typing import Any
 def machine() -> dict:
   """Where the numbers come from: JAX devices, CPU count, versions."""
   import jax  # pylint: disable=import-outside-toplevel
+
   return {
-      'device_kind': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
-      'num_devices': jax.device_count(), 'num_processes': jax.process_count(),
-      'cpu_count': os.cpu_count(), 'python': platform.python_version(),
-      'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'device_kind': jax.devices()[0].device_kind,
+      'platform': jax.devices()[0].platform,
+      'num_devices': jax.device_count(),
+      'num_processes': jax.process_count(),
+      'cpu_count': os.cpu_count(),
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
 
 
@@ -38,8 +43,14 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
   return '\n'.join(lines)
 
 
-def report(title: str, rows: Sequence[dict], *, columns: Sequence[str] | None = None,
-           out: str | None = None, **extra) -> dict:
+def report(
+    title: str,
+    rows: Sequence[dict],
+    *,
+    columns: Sequence[str] | None = None,
+    out: str | None = None,
+    **extra,
+) -> dict:
   """Prints `title` and the table; writes {title, machine, rows, **extra} to `out`."""
   result = {'title': title, 'machine': machine(), 'rows': list(rows), **extra}
   print(f'\n{title}\n')

@@ -22,7 +22,13 @@ NUM_COLORS = 10
 NEWLINE, INPUT, OUTPUT, BOS, EOS, PAD = 10, 11, 12, 13, 14, 15
 VOCAB_SIZE = 16
 TOKEN_NAMES = tuple(str(c) for c in range(NUM_COLORS)) + (
-    'NEWLINE', 'INPUT', 'OUTPUT', 'BOS', 'EOS', 'PAD')
+    'NEWLINE',
+    'INPUT',
+    'OUTPUT',
+    'BOS',
+    'EOS',
+    'PAD',
+)
 
 # Which demonstration outputs are targets; the test output always is.
 LOSS_MODES = ('test_only', 'all_outputs', 'all_but_first')
@@ -30,140 +36,165 @@ LOSS_MODES = ('test_only', 'all_outputs', 'all_but_first')
 # The pretrained-vocabulary strings our tokens map to (Llama-3 defaults):
 # digits and '\n' are themselves; the markers are single tokens of that vocab.
 LLAMA3_TOKEN_STRINGS = tuple(str(c) for c in range(NUM_COLORS)) + (
-    '\n', 'I', 'O', '<|begin_of_text|>', '<|eot_id|>', '<|end_of_text|>')
+    '\n',
+    'I',
+    'O',
+    '<|begin_of_text|>',
+    '<|eot_id|>',
+    '<|end_of_text|>',
+)
 
 
 def grid_to_tokens(grid: np.ndarray) -> np.ndarray:
-    """rows(grid): int32 [h * (w + 1)], each row's cells then NEWLINE."""
-    grid = np.asarray(grid, np.int32)
-    newline_col = np.full((grid.shape[0], 1), NEWLINE, np.int32)
-    return np.concatenate([grid, newline_col], axis=1).reshape(-1)
+  """rows(grid): int32 [h * (w + 1)], each row's cells then NEWLINE."""
+  grid = np.asarray(grid, np.int32)
+  newline_col = np.full((grid.shape[0], 1), NEWLINE, np.int32)
+  return np.concatenate([grid, newline_col], axis=1).reshape(-1)
 
 
-def encode_task(train_pairs: Iterable[tuple[np.ndarray, np.ndarray]],
-                test_input: np.ndarray, test_output: np.ndarray | None = None,
-                loss: str = 'all_but_first') -> tuple[np.ndarray, np.ndarray]:
-    """A task -> (tokens int32 [S], loss_mask int32 [S]).
+def encode_task(
+    train_pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    test_input: np.ndarray,
+    test_output: np.ndarray | None = None,
+    loss: str = 'all_but_first',
+) -> tuple[np.ndarray, np.ndarray]:
+  """A task -> (tokens int32 [S], loss_mask int32 [S]).
 
-    Without test_output the result is a prediction prompt ending in OUTPUT.
-    `train_pairs` holds (input, output) pairs (an `arc.Pair` unpacks as one).
-    """
-    if loss not in LOSS_MODES:
-        raise ValueError(f'loss={loss!r}; expected one of {LOSS_MODES}')
-    pieces, masks = [np.array([BOS], np.int32)], [np.zeros(1, np.int32)]
+  Without test_output the result is a prediction prompt ending in OUTPUT.
+  `train_pairs` holds (input, output) pairs (an `arc.Pair` unpacks as one).
+  """
+  if loss not in LOSS_MODES:
+    raise ValueError(f'loss={loss!r}; expected one of {LOSS_MODES}')
+  pieces, masks = [np.array([BOS], np.int32)], [np.zeros(1, np.int32)]
 
-    def add(tokens: np.ndarray, target: bool) -> None:
-        pieces.append(tokens)
-        masks.append(np.full(len(tokens), int(target), np.int32))
+  def add(tokens: np.ndarray, target: bool) -> None:
+    pieces.append(tokens)
+    masks.append(np.full(len(tokens), int(target), np.int32))
 
-    for i, (x, y) in enumerate(train_pairs):
-        add(np.concatenate([[INPUT], grid_to_tokens(x), [OUTPUT]]).astype(np.int32), False)
-        target = loss == 'all_outputs' or (loss == 'all_but_first' and i > 0)
-        add(np.append(grid_to_tokens(y), EOS).astype(np.int32), target)
-    add(np.concatenate([[INPUT], grid_to_tokens(test_input), [OUTPUT]]).astype(np.int32),
-        False)
-    if test_output is not None:
-        add(np.append(grid_to_tokens(test_output), EOS).astype(np.int32), True)
-    return np.concatenate(pieces), np.concatenate(masks)
+  for i, (x, y) in enumerate(train_pairs):
+    add(np.concatenate([[INPUT], grid_to_tokens(x), [OUTPUT]]).astype(np.int32), False)
+    target = loss == 'all_outputs' or (loss == 'all_but_first' and i > 0)
+    add(np.append(grid_to_tokens(y), EOS).astype(np.int32), target)
+  add(np.concatenate([[INPUT], grid_to_tokens(test_input), [OUTPUT]]).astype(np.int32), False)
+  if test_output is not None:
+    add(np.append(grid_to_tokens(test_output), EOS).astype(np.int32), True)
+  return np.concatenate(pieces), np.concatenate(masks)
 
 
 def decode_grid(tokens: Sequence[int] | np.ndarray) -> np.ndarray | None:
-    """rows(g) [EOS ...] -> g, or None when the tokens are not one valid grid.
+  """rows(g) [EOS ...] -> g, or None when the tokens are not one valid grid.
 
-    Anything after the first EOS (padding, a runaway generation) is ignored.
-    Ragged rows, a missing final NEWLINE, non-colour tokens, an empty grid or
-    a side over 30 give None; this never raises on token content.
-    """
-    tokens = np.asarray(tokens).reshape(-1)
-    eos = np.flatnonzero(tokens == EOS)
-    if eos.size:
-        tokens = tokens[:eos[0]]
-    if tokens.size == 0 or tokens[-1] != NEWLINE:
-        return None
-    ends = np.flatnonzero(tokens == NEWLINE)
-    width = ends[0]
-    height = len(ends)
-    if not (1 <= width <= MAX_SIDE and height <= MAX_SIDE):
-        return None
-    # Valid iff the NEWLINEs fall exactly every width + 1 tokens.
-    if not np.array_equal(ends, np.arange(1, height + 1) * (width + 1) - 1):
-        return None
-    grid = tokens.reshape(height, width + 1)[:, :width]
-    if ((grid < 0) | (grid >= NUM_COLORS)).any():
-        return None
-    return grid.astype(np.int8)
+  Anything after the first EOS (padding, a runaway generation) is ignored.
+  Ragged rows, a missing final NEWLINE, non-colour tokens, an empty grid or
+  a side over 30 give None; this never raises on token content.
+  """
+  tokens = np.asarray(tokens).reshape(-1)
+  eos = np.flatnonzero(tokens == EOS)
+  if eos.size:
+    tokens = tokens[: eos[0]]
+  if tokens.size == 0 or tokens[-1] != NEWLINE:
+    return None
+  ends = np.flatnonzero(tokens == NEWLINE)
+  width = ends[0]
+  height = len(ends)
+  if not (1 <= width <= MAX_SIDE and height <= MAX_SIDE):
+    return None
+  # Valid iff the NEWLINEs fall exactly every width + 1 tokens.
+  if not np.array_equal(ends, np.arange(1, height + 1) * (width + 1) - 1):
+    return None
+  grid = tokens.reshape(height, width + 1)[:, :width]
+  if ((grid < 0) | (grid >= NUM_COLORS)).any():
+    return None
+  return grid.astype(np.int8)
 
 
-def task_sequences(task: Task, loss: str = 'all_but_first'
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One full sequence (demos + test pair) per solved test pair of a task."""
-    return [encode_task(task.train, p.input, p.output, loss)
-            for p in task.test if p.output is not None]
+def task_sequences(task: Task, loss: str = 'all_but_first') -> list[tuple[np.ndarray, np.ndarray]]:
+  """One full sequence (demos + test pair) per solved test pair of a task."""
+  return [
+      encode_task(task.train, p.input, p.output, loss) for p in task.test if p.output is not None
+  ]
 
 
 def pair_length(x: np.ndarray, y: np.ndarray) -> int:
-    """Tokens of one `INPUT rows(x) OUTPUT rows(y) EOS` block."""
-    return x.shape[0] * (x.shape[1] + 1) + y.shape[0] * (y.shape[1] + 1) + 3
+  """Tokens of one `INPUT rows(x) OUTPUT rows(y) EOS` block."""
+  return x.shape[0] * (x.shape[1] + 1) + y.shape[0] * (y.shape[1] + 1) + 3
 
 
 def task_length(task: Task) -> int:
-    """Tokens of the task's longest full sequence: all demonstrations plus one test pair."""
-    return max(1 + sum(pair_length(x, y) for x, y in task.train) + pair_length(p.input, p.output)
-               for p in task.test if p.output is not None)
+  """Tokens of the task's longest full sequence: all demonstrations plus one test pair."""
+  return max(
+      1 + sum(pair_length(x, y) for x, y in task.train) + pair_length(p.input, p.output)
+      for p in task.test
+      if p.output is not None
+  )
 
 
 def shortest_tasks(tasks: Sequence[Task], n: int) -> list[str]:
-    """Ids of the n solved tasks with the fewest tokens (task_length), ties broken by id."""
-    solved = [t for t in tasks if any(p.output is not None for p in t.test)]
-    return [t.id for t in sorted(solved, key=lambda t: (task_length(t), t.id))[:n]]
+  """Ids of the n solved tasks with the fewest tokens (task_length), ties broken by id."""
+  solved = [t for t in tasks if any(p.output is not None for p in t.test)]
+  return [t.id for t in sorted(solved, key=lambda t: (task_length(t), t.id))[:n]]
 
 
-def token_length_stats(tasks: Sequence[Task],
-                       budgets: Sequence[int] = (1024, 2048, 4096, 8192)) -> dict:
-    """How long tasks and single pairs are, in tokens; how many fit each budget.
+def token_length_stats(
+    tasks: Sequence[Task], budgets: Sequence[int] = (1024, 2048, 4096, 8192)
+) -> dict:
+  """How long tasks and single pairs are, in tokens; how many fit each budget.
 
-    A task's length is its longest full sequence (all demonstrations plus one
-    test pair with its output), so "fits" means every test input fits.
-    """
-    task_lengths = np.array([task_length(t) for t in tasks
-                             if any(p.output is not None for p in t.test)])
-    pair_lengths = np.array([pair_length(p.input, p.output) for t in tasks
-                             for p in (*t.train, *t.test) if p.output is not None])
+  A task's length is its longest full sequence (all demonstrations plus one
+  test pair with its output), so "fits" means every test input fits.
+  """
+  task_lengths = np.array(
+      [task_length(t) for t in tasks if any(p.output is not None for p in t.test)]
+  )
+  pair_lengths = np.array(
+      [
+          pair_length(p.input, p.output)
+          for t in tasks
+          for p in (*t.train, *t.test)
+          if p.output is not None
+      ]
+  )
 
-    def summary(lengths: np.ndarray) -> dict:
-        if lengths.size == 0:
-            return {'count': 0}
-        return {'count': int(lengths.size), 'median': float(np.median(lengths)),
-                'max': int(lengths.max()),
-                'fits': {b: int((lengths <= b).sum()) for b in budgets}}
+  def summary(lengths: np.ndarray) -> dict:
+    if lengths.size == 0:
+      return {'count': 0}
+    return {
+        'count': int(lengths.size),
+        'median': float(np.median(lengths)),
+        'max': int(lengths.max()),
+        'fits': {b: int((lengths <= b).sum()) for b in budgets},
+    }
 
-    return {'tasks': summary(task_lengths), 'pairs': summary(pair_lengths)}
+  return {'tasks': summary(task_lengths), 'pairs': summary(pair_lengths)}
 
 
-def pretrained_token_ids(tokenizer_json_path: str,
-                         strings: Sequence[str] = LLAMA3_TOKEN_STRINGS) -> list[int]:
-    """The pretrained vocabulary id of each of our 16 tokens, in our id order.
+def pretrained_token_ids(
+    tokenizer_json_path: str, strings: Sequence[str] = LLAMA3_TOKEN_STRINGS
+) -> list[int]:
+  """The pretrained vocabulary id of each of our 16 tokens, in our id order.
 
-    `strings[i]` is the text of our token i; each must be exactly one token of
-    the pretrained tokenizer (a special/added token or a plain vocab entry),
-    and all must differ, so the shrunk embedding keeps one row per token:
-    `shrink_vocab(config, params, pretrained_token_ids(path))`.
-    """
-    from tokenizers import Tokenizer
+  `strings[i]` is the text of our token i; each must be exactly one token of
+  the pretrained tokenizer (a special/added token or a plain vocab entry),
+  and all must differ, so the shrunk embedding keeps one row per token:
+  `shrink_vocab(config, params, pretrained_token_ids(path))`.
+  """
+  from tokenizers import Tokenizer
 
-    if len(strings) != VOCAB_SIZE:
-        raise ValueError(f'need {VOCAB_SIZE} token strings, got {len(strings)}')
-    tokenizer = Tokenizer.from_file(tokenizer_json_path)
-    ids = []
-    for name, text in zip(TOKEN_NAMES, strings):
-        token_id = tokenizer.token_to_id(text)
-        if token_id is None:
-            encoded = tokenizer.encode(text, add_special_tokens=False).ids
-            if len(encoded) != 1:
-                raise ValueError(f'{tokenizer_json_path}: token {name} = {text!r} '
-                                 f'is {len(encoded)} tokens {encoded}, expected 1')
-            token_id = encoded[0]
-        ids.append(token_id)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f'{tokenizer_json_path}: token strings map to repeated ids {ids}')
-    return ids
+  if len(strings) != VOCAB_SIZE:
+    raise ValueError(f'need {VOCAB_SIZE} token strings, got {len(strings)}')
+  tokenizer = Tokenizer.from_file(tokenizer_json_path)
+  ids = []
+  for name, text in zip(TOKEN_NAMES, strings):
+    token_id = tokenizer.token_to_id(text)
+    if token_id is None:
+      encoded = tokenizer.encode(text, add_special_tokens=False).ids
+      if len(encoded) != 1:
+        raise ValueError(
+            f'{tokenizer_json_path}: token {name} = {text!r} '
+            f'is {len(encoded)} tokens {encoded}, expected 1'
+        )
+      token_id = encoded[0]
+    ids.append(token_id)
+  if len(set(ids)) != len(ids):
+    raise ValueError(f'{tokenizer_json_path}: token strings map to repeated ids {ids}')
+  return ids

@@ -34,81 +34,92 @@ from ttt_jax.data.arc import Pair, Task
 from ttt_jax.data.format import LOSS_MODES, PAD, encode_task
 
 Example = tuple[np.ndarray, np.ndarray]  # (tokens int32 [S], loss_mask int32 [S])
-_Base = tuple[tuple[int, ...], int]      # (prompt demo indices, target index)
+_Base = tuple[tuple[int, ...], int]  # (prompt demo indices, target index)
 
 
 @dataclasses.dataclass(frozen=True)
 class TTTDataConfig:
-    max_examples: int = 250
-    max_tokens: int = 8192
-    augmentations_per_task: int = 64
-    loss: str = 'all_but_first'
-    d8: bool = True
-    colors: bool = True
-    keep_zero: bool = True  # colour 0 is the background: never permuted.
-    shuffle_order: bool = True
-    leave_two_out: bool = True
-    train_only_prob: float = 0.0
+  max_examples: int = 250
+  max_tokens: int = 8192
+  augmentations_per_task: int = 64
+  loss: str = 'all_but_first'
+  d8: bool = True
+  colors: bool = True
+  keep_zero: bool = True  # colour 0 is the background: never permuted.
+  shuffle_order: bool = True
+  leave_two_out: bool = True
+  train_only_prob: float = 0.0
 
-    def __post_init__(self):
-        if self.loss not in LOSS_MODES:
-            raise ValueError(f'loss={self.loss!r}; expected one of {LOSS_MODES}')
-        if self.augmentations_per_task < 1 or self.max_examples < 1:
-            raise ValueError('augmentations_per_task and max_examples must be >= 1')
-        if not 0.0 <= self.train_only_prob <= 1.0:
-            raise ValueError(f'train_only_prob={self.train_only_prob} not in [0, 1]')
+  def __post_init__(self):
+    if self.loss not in LOSS_MODES:
+      raise ValueError(f'loss={self.loss!r}; expected one of {LOSS_MODES}')
+    if self.augmentations_per_task < 1 or self.max_examples < 1:
+      raise ValueError('augmentations_per_task and max_examples must be >= 1')
+    if not 0.0 <= self.train_only_prob <= 1.0:
+      raise ValueError(f'train_only_prob={self.train_only_prob} not in [0, 1]')
 
 
 @dataclasses.dataclass(frozen=True)
 class TTTDataStats:
-    task_id: str
-    num_demos: int
-    num_candidates: int    # examples formed, before any filter
-    num_duplicates: int
-    num_too_long: int      # over max_tokens
-    num_too_large: int     # a grid over 30x30 after a training-only op
-    used_leave_two_out: bool
-    num_examples: int      # kept, after the cap
+  task_id: str
+  num_demos: int
+  num_candidates: int  # examples formed, before any filter
+  num_duplicates: int
+  num_too_long: int  # over max_tokens
+  num_too_large: int  # a grid over 30x30 after a training-only op
+  used_leave_two_out: bool
+  num_examples: int  # kept, after the cap
 
 
 class TTTArrays(NamedTuple):
-    """Packed TTT data for T tasks (docs/ARCHITECTURE.md); a pytree."""
+  """Packed TTT data for T tasks (docs/ARCHITECTURE.md); a pytree."""
 
-    tokens: np.ndarray        # int32 [T, N, S], PAD-filled
-    loss_mask: np.ndarray     # int32 [T, N, S]
-    lengths: np.ndarray       # int32 [T, N], 0 for empty rows
-    num_examples: np.ndarray  # int32 [T]
+  tokens: np.ndarray  # int32 [T, N, S], PAD-filled
+  loss_mask: np.ndarray  # int32 [T, N, S]
+  lengths: np.ndarray  # int32 [T, N], 0 for empty rows
+  num_examples: np.ndarray  # int32 [T]
 
 
 # ------------------------------------------------------- leave-n-out tasks
 
 
 def _leave_one_out_bases(n: int) -> list[_Base]:
-    return [(tuple(j for j in range(n) if j != i), i) for i in range(n)]
+  return [(tuple(j for j in range(n) if j != i), i) for i in range(n)]
 
 
 def _leave_two_out_bases(n: int) -> list[_Base]:
-    return [(tuple(k for k in range(n) if k not in (i, j)), i)
-            for i in range(n) for j in range(n) if j != i]
+  return [
+      (tuple(k for k in range(n) if k not in (i, j)), i)
+      for i in range(n)
+      for j in range(n)
+      if j != i
+  ]
 
 
 def _base_tasks(task: Task, bases: list[_Base]) -> list[Task]:
-    def name(prompt: tuple[int, ...], target: int) -> str:
-        left_out = sorted(set(range(len(task.train))) - set(prompt))
-        return f'{task.id}:without{left_out}:target{target}'
+  def name(prompt: tuple[int, ...], target: int) -> str:
+    left_out = sorted(set(range(len(task.train))) - set(prompt))
+    return f'{task.id}:without{left_out}:target{target}'
 
-    return [Task(name(prompt, target), tuple(task.train[j] for j in prompt),
-                 (task.train[target],), task.source) for prompt, target in bases]
+  return [
+      Task(
+          name(prompt, target),
+          tuple(task.train[j] for j in prompt),
+          (task.train[target],),
+          task.source,
+      )
+      for prompt, target in bases
+  ]
 
 
 def leave_one_out(task: Task) -> list[Task]:
-    """One task per demonstration i: the others as prompt, demo i as the test."""
-    return _base_tasks(task, _leave_one_out_bases(len(task.train)))
+  """One task per demonstration i: the others as prompt, demo i as the test."""
+  return _base_tasks(task, _leave_one_out_bases(len(task.train)))
 
 
 def leave_two_out(task: Task) -> list[Task]:
-    """One task per ordered (i, j), i != j: prompt without i and j, test = demo i."""
-    return _base_tasks(task, _leave_two_out_bases(len(task.train)))
+  """One task per ordered (i, j), i != j: prompt without i and j, test = demo i."""
+  return _base_tasks(task, _leave_two_out_bases(len(task.train)))
 
 
 # ----------------------------------------------------- augmented grid sets
@@ -116,120 +127,139 @@ def leave_two_out(task: Task) -> list[Task]:
 
 @functools.partial(jax.jit, static_argnames=('num', 'd8', 'colors', 'keep_zero'))
 def _augment_grids(grids, shapes, rng, *, num, d8, colors, keep_zero):
-    """[G, 30, 30] grids under `num` random transforms (the first: identity)."""
-    transforms = augment.random_transforms(rng, num, d8=d8, colors=colors,
-                                           keep_zero=keep_zero)
-    identity = augment.identity_transform()
-    transforms = augment.Transform(transforms.d8.at[0].set(identity.d8),
-                                   transforms.colors.at[0].set(identity.colors))
-    per_grid = jax.vmap(augment.apply_transform, in_axes=(0, 0, None))
-    return jax.vmap(per_grid, in_axes=(None, None, 0))(grids, shapes, transforms)
+  """[G, 30, 30] grids under `num` random transforms (the first: identity)."""
+  transforms = augment.random_transforms(rng, num, d8=d8, colors=colors, keep_zero=keep_zero)
+  identity = augment.identity_transform()
+  transforms = augment.Transform(
+      transforms.d8.at[0].set(identity.d8), transforms.colors.at[0].set(identity.colors)
+  )
+  per_grid = jax.vmap(augment.apply_transform, in_axes=(0, 0, None))
+  return jax.vmap(per_grid, in_axes=(None, None, 0))(grids, shapes, transforms)
 
 
 @jax.jit
 def _train_only_grids(grids_KG, shapes_KG, kinds_K, shifts_K2):
-    per_grid = jax.vmap(augment.apply_train_only, in_axes=(0, 0, None, None))
-    return jax.vmap(per_grid)(grids_KG, shapes_KG, kinds_K, shifts_K2)
+  per_grid = jax.vmap(augment.apply_train_only, in_axes=(0, 0, None, None))
+  return jax.vmap(per_grid)(grids_KG, shapes_KG, kinds_K, shifts_K2)
 
 
-def _augmented_demos(task: Task, cfg: TTTDataConfig, seed: int,
-                     rng: np.random.Generator) -> tuple[list[list[Pair]], int]:
-    """`augmentations_per_task` transformed copies of the demonstrations.
+def _augmented_demos(
+    task: Task, cfg: TTTDataConfig, seed: int, rng: np.random.Generator
+) -> tuple[list[list[Pair]], int]:
+  """`augmentations_per_task` transformed copies of the demonstrations.
 
-    Returns the copies whose grids all fit, and how many copies were dropped.
-    """
-    n = len(task.train)
-    padded = [augment.pad_grid(g) for p in task.train for g in (p.input, p.output)]
-    grids = np.stack([g for g, _ in padded])
-    shapes = np.stack([s for _, s in padded])
-    k = cfg.augmentations_per_task
-    grids_KG, shapes_KG = _augment_grids(
-        grids, shapes, jax.random.key(seed), num=k, d8=cfg.d8,
-        colors=cfg.colors, keep_zero=cfg.keep_zero)
-    fits_K = np.ones(k, bool)
-    if cfg.train_only_prob > 0:
-        use_K = rng.random(k) < cfg.train_only_prob
-        use_K[0] = False  # The original stays as it is.
-        kinds_K = rng.integers(0, len(augment.TRAIN_ONLY_NAMES), k)
-        shifts_K2 = rng.integers(0, 4, (k, 2))
-        new_grids, new_shapes, fits_KG = _train_only_grids(
-            grids_KG, shapes_KG, jnp.asarray(kinds_K), jnp.asarray(shifts_K2))
-        grids_KG = jnp.where(use_K[:, None, None, None], new_grids, grids_KG)
-        shapes_KG = jnp.where(use_K[:, None, None], new_shapes, shapes_KG)
-        fits_K = ~use_K | np.asarray(fits_KG).all(axis=1)
-    grids_KG, shapes_KG = np.asarray(grids_KG), np.asarray(shapes_KG)
-    copies = []
-    for c in np.flatnonzero(fits_K):
-        g = [augment.unpad_grid(grids_KG[c, i], shapes_KG[c, i]) for i in range(2 * n)]
-        copies.append([Pair(g[2 * i], g[2 * i + 1]) for i in range(n)])
-    return copies, int(k - fits_K.sum())
+  Returns the copies whose grids all fit, and how many copies were dropped.
+  """
+  n = len(task.train)
+  padded = [augment.pad_grid(g) for p in task.train for g in (p.input, p.output)]
+  grids = np.stack([g for g, _ in padded])
+  shapes = np.stack([s for _, s in padded])
+  k = cfg.augmentations_per_task
+  grids_KG, shapes_KG = _augment_grids(
+      grids,
+      shapes,
+      jax.random.key(seed),
+      num=k,
+      d8=cfg.d8,
+      colors=cfg.colors,
+      keep_zero=cfg.keep_zero,
+  )
+  fits_K = np.ones(k, bool)
+  if cfg.train_only_prob > 0:
+    use_K = rng.random(k) < cfg.train_only_prob
+    use_K[0] = False  # The original stays as it is.
+    kinds_K = rng.integers(0, len(augment.TRAIN_ONLY_NAMES), k)
+    shifts_K2 = rng.integers(0, 4, (k, 2))
+    new_grids, new_shapes, fits_KG = _train_only_grids(
+        grids_KG, shapes_KG, jnp.asarray(kinds_K), jnp.asarray(shifts_K2)
+    )
+    grids_KG = jnp.where(use_K[:, None, None, None], new_grids, grids_KG)
+    shapes_KG = jnp.where(use_K[:, None, None], new_shapes, shapes_KG)
+    fits_K = ~use_K | np.asarray(fits_KG).all(axis=1)
+  grids_KG, shapes_KG = np.asarray(grids_KG), np.asarray(shapes_KG)
+  copies = []
+  for c in np.flatnonzero(fits_K):
+    g = [augment.unpad_grid(grids_KG[c, i], shapes_KG[c, i]) for i in range(2 * n)]
+    copies.append([Pair(g[2 * i], g[2 * i + 1]) for i in range(n)])
+  return copies, int(k - fits_K.sum())
 
 
 # ----------------------------------------------------------------- builder
 
 
-def build_ttt_examples(task: Task, cfg: TTTDataConfig, seed: int
-                       ) -> tuple[list[Example], TTTDataStats]:
-    """The TTT examples of one task (see the module docstring) and their stats."""
-    if not task.train:
-        raise ValueError(f'{task.source}: task {task.id!r}: no demonstrations')
-    rng = np.random.default_rng(seed)
-    n = len(task.train)
-    copies, dropped_copies = _augmented_demos(task, cfg, seed, rng)
-    examples: dict[bytes, Example] = {}
-    counts = dict(candidates=0, duplicates=0, too_long=0)
+def build_ttt_examples(
+    task: Task, cfg: TTTDataConfig, seed: int
+) -> tuple[list[Example], TTTDataStats]:
+  """The TTT examples of one task (see the module docstring) and their stats."""
+  if not task.train:
+    raise ValueError(f'{task.source}: task {task.id!r}: no demonstrations')
+  rng = np.random.default_rng(seed)
+  n = len(task.train)
+  copies, dropped_copies = _augmented_demos(task, cfg, seed, rng)
+  examples: dict[bytes, Example] = {}
+  counts = dict(candidates=0, duplicates=0, too_long=0)
 
-    def add(bases: list[_Base]) -> None:
-        for demos in copies:
-            for prompt, target in bases:
-                order = rng.permutation(prompt) if cfg.shuffle_order else prompt
-                tokens, mask = encode_task([demos[j] for j in order], demos[target].input,
-                                           demos[target].output, cfg.loss)
-                counts['candidates'] += 1
-                key = tokens.tobytes()
-                if len(tokens) > cfg.max_tokens:
-                    counts['too_long'] += 1
-                elif key in examples:
-                    counts['duplicates'] += 1
-                else:
-                    examples[key] = (tokens, mask)
+  def add(bases: list[_Base]) -> None:
+    for demos in copies:
+      for prompt, target in bases:
+        order = rng.permutation(prompt) if cfg.shuffle_order else prompt
+        tokens, mask = encode_task(
+            [demos[j] for j in order], demos[target].input, demos[target].output, cfg.loss
+        )
+        counts['candidates'] += 1
+        key = tokens.tobytes()
+        if len(tokens) > cfg.max_tokens:
+          counts['too_long'] += 1
+        elif key in examples:
+          counts['duplicates'] += 1
+        else:
+          examples[key] = (tokens, mask)
 
-    add(_leave_one_out_bases(n))
-    used_l2o = cfg.leave_two_out and n >= 3 and len(examples) < cfg.max_examples
-    if used_l2o:
-        add(_leave_two_out_bases(n))
-    kept = list(examples.values())
-    kept = [kept[i] for i in rng.permutation(len(kept))[:cfg.max_examples]]
-    bases_per_copy = n + (n * (n - 1) if used_l2o else 0)
-    stats = TTTDataStats(
-        task_id=task.id, num_demos=n, num_candidates=counts['candidates'],
-        num_duplicates=counts['duplicates'], num_too_long=counts['too_long'],
-        num_too_large=dropped_copies * bases_per_copy, used_leave_two_out=used_l2o,
-        num_examples=len(kept))
-    return kept, stats
+  add(_leave_one_out_bases(n))
+  used_l2o = cfg.leave_two_out and n >= 3 and len(examples) < cfg.max_examples
+  if used_l2o:
+    add(_leave_two_out_bases(n))
+  kept = list(examples.values())
+  kept = [kept[i] for i in rng.permutation(len(kept))[: cfg.max_examples]]
+  bases_per_copy = n + (n * (n - 1) if used_l2o else 0)
+  stats = TTTDataStats(
+      task_id=task.id,
+      num_demos=n,
+      num_candidates=counts['candidates'],
+      num_duplicates=counts['duplicates'],
+      num_too_long=counts['too_long'],
+      num_too_large=dropped_copies * bases_per_copy,
+      used_leave_two_out=used_l2o,
+      num_examples=len(kept),
+  )
+  return kept, stats
 
 
 # ----------------------------------------------------------------- packing
 
 
-def pack_tasks(per_task_examples: Sequence[Sequence[Example]], max_examples: int,
-               seq_len: int) -> TTTArrays:
-    """Pads T tasks' examples into fixed [T, N=max_examples, S=seq_len] arrays."""
-    t = len(per_task_examples)
-    tokens = np.full((t, max_examples, seq_len), PAD, np.int32)
-    loss_mask = np.zeros((t, max_examples, seq_len), np.int32)
-    lengths = np.zeros((t, max_examples), np.int32)
-    num_examples = np.zeros(t, np.int32)
-    for ti, examples in enumerate(per_task_examples):
-        if len(examples) > max_examples:
-            raise ValueError(f'task {ti} has {len(examples)} examples, '
-                             f'more than max_examples={max_examples}')
-        num_examples[ti] = len(examples)
-        for ni, (toks, mask) in enumerate(examples):
-            if len(toks) > seq_len or len(mask) != len(toks):
-                raise ValueError(f'task {ti} example {ni}: {len(toks)} tokens '
-                                 f'(mask {len(mask)}) do not fit seq_len={seq_len}')
-            tokens[ti, ni, :len(toks)] = toks
-            loss_mask[ti, ni, :len(toks)] = mask
-            lengths[ti, ni] = len(toks)
-    return TTTArrays(tokens, loss_mask, lengths, num_examples)
+def pack_tasks(
+    per_task_examples: Sequence[Sequence[Example]], max_examples: int, seq_len: int
+) -> TTTArrays:
+  """Pads T tasks' examples into fixed [T, N=max_examples, S=seq_len] arrays."""
+  t = len(per_task_examples)
+  tokens = np.full((t, max_examples, seq_len), PAD, np.int32)
+  loss_mask = np.zeros((t, max_examples, seq_len), np.int32)
+  lengths = np.zeros((t, max_examples), np.int32)
+  num_examples = np.zeros(t, np.int32)
+  for ti, examples in enumerate(per_task_examples):
+    if len(examples) > max_examples:
+      raise ValueError(
+          f'task {ti} has {len(examples)} examples, ' f'more than max_examples={max_examples}'
+      )
+    num_examples[ti] = len(examples)
+    for ni, (toks, mask) in enumerate(examples):
+      if len(toks) > seq_len or len(mask) != len(toks):
+        raise ValueError(
+            f'task {ti} example {ni}: {len(toks)} tokens '
+            f'(mask {len(mask)}) do not fit seq_len={seq_len}'
+        )
+      tokens[ti, ni, : len(toks)] = toks
+      loss_mask[ti, ni, : len(toks)] = mask
+      lengths[ti, ni] = len(toks)
+  return TTTArrays(tokens, loss_mask, lengths, num_examples)

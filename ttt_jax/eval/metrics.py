@@ -44,139 +44,137 @@ NUM_COLORS = 10
 
 
 class SubmissionError(ValueError):
-    """A submission or solutions file that does not follow the Kaggle format."""
+  """A submission or solutions file that does not follow the Kaggle format."""
 
 
 # ------------------------------------------------------------------- grids
 
 
 def grid_problem(grid: Any) -> str | None:
-    """Why `grid` is not an ARC grid (1..30 x 1..30 lists of 0..9), or None."""
-    if not isinstance(grid, list) or not grid:
-        return 'not a non-empty list of rows'
-    if len(grid) > MAX_SIDE:
-        return f'{len(grid)} rows, more than {MAX_SIDE}'
-    for r, row in enumerate(grid):
-        if not isinstance(row, list) or not row:
-            return f'row {r} is not a non-empty list'
-        if len(row) != len(grid[0]):
-            return f'ragged: row {r} has {len(row)} cells, row 0 has {len(grid[0])}'
-        for c, cell in enumerate(row):
-            # bool is an int in Python; a True in a grid is a bug, not colour 1.
-            if type(cell) is not int or not 0 <= cell < NUM_COLORS:
-                return f'cell ({r}, {c}) = {cell!r} is not a colour 0..9'
-    if len(grid[0]) > MAX_SIDE:
-        return f'{len(grid[0])} columns, more than {MAX_SIDE}'
-    return None
+  """Why `grid` is not an ARC grid (1..30 x 1..30 lists of 0..9), or None."""
+  if not isinstance(grid, list) or not grid:
+    return 'not a non-empty list of rows'
+  if len(grid) > MAX_SIDE:
+    return f'{len(grid)} rows, more than {MAX_SIDE}'
+  for r, row in enumerate(grid):
+    if not isinstance(row, list) or not row:
+      return f'row {r} is not a non-empty list'
+    if len(row) != len(grid[0]):
+      return f'ragged: row {r} has {len(row)} cells, row 0 has {len(grid[0])}'
+    for c, cell in enumerate(row):
+      # bool is an int in Python; a True in a grid is a bug, not colour 1.
+      if type(cell) is not int or not 0 <= cell < NUM_COLORS:
+        return f'cell ({r}, {c}) = {cell!r} is not a colour 0..9'
+  if len(grid[0]) > MAX_SIDE:
+    return f'{len(grid[0])} columns, more than {MAX_SIDE}'
+  return None
 
 
 def _check_grid(grid: Any, where: str) -> Grid:
-    problem = grid_problem(grid)
-    if problem:
-        raise SubmissionError(f'{where}: {problem}')
-    return grid
+  problem = grid_problem(grid)
+  if problem:
+    raise SubmissionError(f'{where}: {problem}')
+  return grid
 
 
 def _check_dict(obj: Any, what: str) -> None:
-    if not isinstance(obj, Mapping):
-        raise SubmissionError(
-            f'{what}: expected a dict keyed by task id, got {type(obj).__name__}')
+  if not isinstance(obj, Mapping):
+    raise SubmissionError(f'{what}: expected a dict keyed by task id, got {type(obj).__name__}')
 
 
 # ----------------------------------------------------------------- files
 
 
 def validate_submission(submission: Any) -> Submission:
-    """Returns `submission` unchanged, or raises naming task, test and field."""
-    _check_dict(submission, 'submission')
-    for task_id, entries in submission.items():
-        if not isinstance(entries, list) or not entries:
-            raise SubmissionError(f'task {task_id}: expected a non-empty list of test inputs')
-        for i, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                raise SubmissionError(f'task {task_id} test {i}: expected a dict of attempts')
-            for key in ATTEMPT_KEYS:
-                if key not in entry:
-                    raise SubmissionError(f'task {task_id} test {i}: missing {key}')
-                _check_grid(entry[key], f'task {task_id} test {i} {key}')
-            extra = sorted(set(entry) - set(ATTEMPT_KEYS))
-            if extra:
-                raise SubmissionError(f'task {task_id} test {i}: unexpected fields {extra}')
-    return submission
+  """Returns `submission` unchanged, or raises naming task, test and field."""
+  _check_dict(submission, 'submission')
+  for task_id, entries in submission.items():
+    if not isinstance(entries, list) or not entries:
+      raise SubmissionError(f'task {task_id}: expected a non-empty list of test inputs')
+    for i, entry in enumerate(entries):
+      if not isinstance(entry, dict):
+        raise SubmissionError(f'task {task_id} test {i}: expected a dict of attempts')
+      for key in ATTEMPT_KEYS:
+        if key not in entry:
+          raise SubmissionError(f'task {task_id} test {i}: missing {key}')
+        _check_grid(entry[key], f'task {task_id} test {i} {key}')
+      extra = sorted(set(entry) - set(ATTEMPT_KEYS))
+      if extra:
+        raise SubmissionError(f'task {task_id} test {i}: unexpected fields {extra}')
+  return submission
 
 
 def validate_solutions(solutions: Any) -> Solutions:
-    """Solutions as Kaggle ships them: {task_id: [output grid per test input]}."""
-    _check_dict(solutions, 'solutions')
-    for task_id, grids in solutions.items():
-        if not isinstance(grids, list) or not grids:
-            raise SubmissionError(f'solutions task {task_id}: expected a non-empty list of grids')
-        for i, grid in enumerate(grids):
-            _check_grid(grid, f'solutions task {task_id} test {i}')
-    return solutions
+  """Solutions as Kaggle ships them: {task_id: [output grid per test input]}."""
+  _check_dict(solutions, 'solutions')
+  for task_id, grids in solutions.items():
+    if not isinstance(grids, list) or not grids:
+      raise SubmissionError(f'solutions task {task_id}: expected a non-empty list of grids')
+    for i, grid in enumerate(grids):
+      _check_grid(grid, f'solutions task {task_id} test {i}')
+  return solutions
 
 
 def _read_json(path: str | os.PathLike) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise SubmissionError(f'{path}: not valid JSON ({e})') from None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise SubmissionError(f'{path}: not valid JSON ({e})') from None
 
 
 def read_submission(path: str | os.PathLike) -> Submission:
-    data = _read_json(path)
-    try:
-        return validate_submission(data)
-    except SubmissionError as e:
-        raise SubmissionError(f'{path}: {e}') from None
+  data = _read_json(path)
+  try:
+    return validate_submission(data)
+  except SubmissionError as e:
+    raise SubmissionError(f'{path}: {e}') from None
 
 
 def write_submission(path: str | os.PathLike, submission: Submission) -> None:
-    validate_submission(submission)
-    with open(path, 'w') as f:
-        json.dump(submission, f)
+  validate_submission(submission)
+  with open(path, 'w') as f:
+    json.dump(submission, f)
 
 
 def read_solutions(path: str | os.PathLike) -> Solutions:
-    data = _read_json(path)
-    try:
-        return validate_solutions(data)
-    except SubmissionError as e:
-        raise SubmissionError(f'{path}: {e}') from None
+  data = _read_json(path)
+  try:
+    return validate_solutions(data)
+  except SubmissionError as e:
+    raise SubmissionError(f'{path}: {e}') from None
 
 
 def load_solutions(selector_or_path: str) -> Solutions:
-    """A Kaggle solutions.json path, or a `ttt_jax.data.arc.load_tasks` selector."""
-    if selector_or_path.endswith('.json') and os.path.isfile(selector_or_path):
-        return read_solutions(selector_or_path)
-    from ttt_jax.data import arc  # Only when scoring against loaded tasks.
+  """A Kaggle solutions.json path, or a `ttt_jax.data.arc.load_tasks` selector."""
+  if selector_or_path.endswith('.json') and os.path.isfile(selector_or_path):
+    return read_solutions(selector_or_path)
+  from ttt_jax.data import arc  # Only when scoring against loaded tasks.
 
-    tasks, _ = arc.load_tasks(selector_or_path)
-    if not tasks:
-        raise ValueError(f'{selector_or_path}: no tasks loaded')
-    unsolved = [t.id for t in tasks if any(p.output is None for p in t.test)]
-    if unsolved:
-        raise ValueError(f'{selector_or_path}: tasks without test outputs: {unsolved[:10]}')
-    return {t.id: [p.output.tolist() for p in t.test] for t in tasks}
+  tasks, _ = arc.load_tasks(selector_or_path)
+  if not tasks:
+    raise ValueError(f'{selector_or_path}: no tasks loaded')
+  unsolved = [t.id for t in tasks if any(p.output is None for p in t.test)]
+  if unsolved:
+    raise ValueError(f'{selector_or_path}: tasks without test outputs: {unsolved[:10]}')
+  return {t.id: [p.output.tolist() for p in t.test] for t in tasks}
 
 
 def read_levels(path: str | os.PathLike) -> dict[str, str]:
-    """A `task_id,level` CSV (header required) -> {task_id: level}."""
-    levels = {}
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
-        if not {'task_id', 'level'} <= set(reader.fieldnames or ()):
-            raise ValueError(f'{path}: expected a header with task_id,level, '
-                             f'got {reader.fieldnames}')
-        for line, row in enumerate(reader, start=2):
-            task_id, level = (row['task_id'] or '').strip(), (row['level'] or '').strip()
-            if not task_id or not level:
-                raise ValueError(f'{path} line {line}: empty task_id or level')
-            if task_id in levels:
-                raise ValueError(f'{path} line {line}: task {task_id} listed twice')
-            levels[task_id] = level
-    return levels
+  """A `task_id,level` CSV (header required) -> {task_id: level}."""
+  levels = {}
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    if not {'task_id', 'level'} <= set(reader.fieldnames or ()):
+      raise ValueError(f'{path}: expected a header with task_id,level, ' f'got {reader.fieldnames}')
+    for line, row in enumerate(reader, start=2):
+      task_id, level = (row['task_id'] or '').strip(), (row['level'] or '').strip()
+      if not task_id or not level:
+        raise ValueError(f'{path} line {line}: empty task_id or level')
+      if task_id in levels:
+        raise ValueError(f'{path} line {line}: task {task_id} listed twice')
+      levels[task_id] = level
+  return levels
 
 
 # --------------------------------------------------------------- scoring
@@ -184,214 +182,241 @@ def read_levels(path: str | os.PathLike) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class TaskResult:
-    """One task's pass@2 outcome.
+  """One task's pass@2 outcome.
 
-    `solved_by[i]` is 1 or 2 (the first attempt equal to test output i), or None.
-    """
+  `solved_by[i]` is 1 or 2 (the first attempt equal to test output i), or None.
+  """
 
-    task_id: str
-    level: str | None
-    solved_by: tuple[int | None, ...]
-    problems: tuple[str, ...] = ()
+  task_id: str
+  level: str | None
+  solved_by: tuple[int | None, ...]
+  problems: tuple[str, ...] = ()
 
-    @property
-    def num_tests(self) -> int:
-        return len(self.solved_by)
+  @property
+  def num_tests(self) -> int:
+    return len(self.solved_by)
 
-    @property
-    def num_correct(self) -> int:
-        return sum(s is not None for s in self.solved_by)
+  @property
+  def num_correct(self) -> int:
+    return sum(s is not None for s in self.solved_by)
 
-    @property
-    def score(self) -> float:
-        return self.num_correct / self.num_tests
+  @property
+  def score(self) -> float:
+    return self.num_correct / self.num_tests
 
-    @property
-    def solved(self) -> bool:
-        return self.num_correct == self.num_tests
+  @property
+  def solved(self) -> bool:
+    return self.num_correct == self.num_tests
 
 
 @dataclasses.dataclass(frozen=True)
 class Score:
-    tasks: tuple[TaskResult, ...]
-    # Submitted task ids that the solutions do not have: not scored.
-    unknown_tasks: tuple[str, ...] = ()
+  tasks: tuple[TaskResult, ...]
+  # Submitted task ids that the solutions do not have: not scored.
+  unknown_tasks: tuple[str, ...] = ()
 
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
+  @property
+  def num_tasks(self) -> int:
+    return len(self.tasks)
 
-    @property
-    def total(self) -> float:
-        return math.fsum(t.score for t in self.tasks)  # fsum: halves add up exactly
+  @property
+  def total(self) -> float:
+    return math.fsum(t.score for t in self.tasks)  # fsum: halves add up exactly
 
-    @property
-    def mean(self) -> float:
-        return self.total / self.num_tasks if self.num_tasks else 0.0
+  @property
+  def mean(self) -> float:
+    return self.total / self.num_tasks if self.num_tasks else 0.0
 
-    @property
-    def num_solved(self) -> int:
-        """Tasks with every test input right."""
-        return sum(t.solved for t in self.tasks)
+  @property
+  def num_solved(self) -> int:
+    """Tasks with every test input right."""
+    return sum(t.solved for t in self.tasks)
 
-    @property
-    def by_level(self) -> dict[str, Score]:
-        """The same totals per level, for tasks that have one."""
-        grouped = collections.defaultdict(list)
-        for t in self.tasks:
-            if t.level is not None:
-                grouped[t.level].append(t)
-        return {level: Score(tuple(ts)) for level, ts in sorted(grouped.items())}
-
-
-def score_task(task_id: str, entries: Any, truths: Sequence[Grid],
-               level: str | None = None) -> TaskResult:
-    """Scores one task's submitted entries against its true test outputs."""
-    if entries is None:
-        return TaskResult(task_id, level, (None,) * len(truths), ('missing from submission',))
-    if not isinstance(entries, list):
-        problem = f'expected a list of test inputs, got {type(entries).__name__}'
-        return TaskResult(task_id, level, (None,) * len(truths), (problem,))
-    problems = []
-    if len(entries) != len(truths):
-        problems.append(f'{len(entries)} test entries for {len(truths)} test inputs')
-    solved_by = []
-    for i, truth in enumerate(truths):
-        entry = entries[i] if i < len(entries) else None
-        if not isinstance(entry, dict):
-            problems.append(f'test {i}: no dict of attempts')
-            solved_by.append(None)
-            continue
-        winner = None
-        for k, key in enumerate(ATTEMPT_KEYS, start=1):
-            attempt = entry.get(key)
-            problem = 'missing' if attempt is None else grid_problem(attempt)
-            if problem:
-                problems.append(f'test {i} {key}: {problem}')
-            elif winner is None and attempt == truth:
-                winner = k
-        solved_by.append(winner)
-    return TaskResult(task_id, level, tuple(solved_by), tuple(problems))
+  @property
+  def by_level(self) -> dict[str, Score]:
+    """The same totals per level, for tasks that have one."""
+    grouped = collections.defaultdict(list)
+    for t in self.tasks:
+      if t.level is not None:
+        grouped[t.level].append(t)
+    return {level: Score(tuple(ts)) for level, ts in sorted(grouped.items())}
 
 
-def score_submission(submission: Mapping[str, Any], solutions: Mapping[str, Sequence[Grid]],
-                     levels: Mapping[str, str] | None = None) -> Score:
-    """pass@2 of `submission` over every task in `solutions` (sorted by id)."""
-    _check_dict(submission, 'submission')
-    levels = levels or {}
-    tasks = tuple(score_task(task_id, submission.get(task_id), solutions[task_id],
-                             levels.get(task_id))
-                  for task_id in sorted(solutions))
-    return Score(tasks, tuple(sorted(set(submission) - set(solutions))))
+def score_task(
+    task_id: str, entries: Any, truths: Sequence[Grid], level: str | None = None
+) -> TaskResult:
+  """Scores one task's submitted entries against its true test outputs."""
+  if entries is None:
+    return TaskResult(task_id, level, (None,) * len(truths), ('missing from submission',))
+  if not isinstance(entries, list):
+    problem = f'expected a list of test inputs, got {type(entries).__name__}'
+    return TaskResult(task_id, level, (None,) * len(truths), (problem,))
+  problems = []
+  if len(entries) != len(truths):
+    problems.append(f'{len(entries)} test entries for {len(truths)} test inputs')
+  solved_by = []
+  for i, truth in enumerate(truths):
+    entry = entries[i] if i < len(entries) else None
+    if not isinstance(entry, dict):
+      problems.append(f'test {i}: no dict of attempts')
+      solved_by.append(None)
+      continue
+    winner = None
+    for k, key in enumerate(ATTEMPT_KEYS, start=1):
+      attempt = entry.get(key)
+      problem = 'missing' if attempt is None else grid_problem(attempt)
+      if problem:
+        problems.append(f'test {i} {key}: {problem}')
+      elif winner is None and attempt == truth:
+        winner = k
+    solved_by.append(winner)
+  return TaskResult(task_id, level, tuple(solved_by), tuple(problems))
+
+
+def score_submission(
+    submission: Mapping[str, Any],
+    solutions: Mapping[str, Sequence[Grid]],
+    levels: Mapping[str, str] | None = None,
+) -> Score:
+  """pass@2 of `submission` over every task in `solutions` (sorted by id)."""
+  _check_dict(submission, 'submission')
+  levels = levels or {}
+  tasks = tuple(
+      score_task(task_id, submission.get(task_id), solutions[task_id], levels.get(task_id))
+      for task_id in sorted(solutions)
+  )
+  return Score(tasks, tuple(sorted(set(submission) - set(solutions))))
 
 
 # --------------------------------------------------------------- reports
 
 
 def _found_by(result: TaskResult, details: Details) -> list[str]:
-    """Groups (transforms) whose candidates equal a correct attempt, where known."""
-    info = details.get(result.task_id, ())
-    names = set()
-    for i, attempt in enumerate(result.solved_by):
-        if attempt is not None and i < len(info) and 'found_by' in info[i]:
-            names.update(info[i]['found_by'][attempt - 1])
-    return sorted(names)
+  """Groups (transforms) whose candidates equal a correct attempt, where known."""
+  info = details.get(result.task_id, ())
+  names = set()
+  for i, attempt in enumerate(result.solved_by):
+    if attempt is not None and i < len(info) and 'found_by' in info[i]:
+      names.update(info[i]['found_by'][attempt - 1])
+  return sorted(names)
 
 
 def _votes(result: TaskResult, details: Details) -> list[list[int]] | None:
-    info = details.get(result.task_id)
-    if not info or not all('votes' in d for d in info):
-        return None
-    return [list(d['votes']) for d in info]
+  info = details.get(result.task_id)
+  if not info or not all('votes' in d for d in info):
+    return None
+  return [list(d['votes']) for d in info]
 
 
 def truth_nll(task_id: str, details: Details) -> float | None:
-    """The task's mean `truth_nll` over its test inputs (see infer/predict.py), if recorded."""
-    values = [d['truth_nll'] for d in details.get(task_id, ()) if d.get('truth_nll') is not None]
-    return sum(values) / len(values) if values else None
+  """The task's mean `truth_nll` over its test inputs (see infer/predict.py), if recorded."""
+  values = [d['truth_nll'] for d in details.get(task_id, ()) if d.get('truth_nll') is not None]
+  return sum(values) / len(values) if values else None
 
 
 def valid_candidates(details: Details) -> tuple[int, int]:
-    """(well-formed grids, candidates) decoded over all tasks' test inputs, where recorded."""
-    entries = [d for info in details.values() for d in info if 'num_candidates' in d]
-    return sum(d['num_valid'] for d in entries), sum(d['num_candidates'] for d in entries)
+  """(well-formed grids, candidates) decoded over all tasks' test inputs, where recorded."""
+  entries = [d for info in details.values() for d in info if 'num_candidates' in d]
+  return sum(d['num_valid'] for d in entries), sum(d['num_candidates'] for d in entries)
 
 
 def _totals(score: Score) -> dict[str, Any]:
-    return {'num_tasks': score.num_tasks, 'total': score.total, 'mean': score.mean,
-            'num_solved': score.num_solved}
+  return {
+      'num_tasks': score.num_tasks,
+      'total': score.total,
+      'mean': score.mean,
+      'num_solved': score.num_solved,
+  }
 
 
 def report(score: Score, details: Details | None = None) -> dict[str, Any]:
-    """The whole evaluation as a JSON-serialisable dict."""
-    details = details or {}
-    return {
-        **_totals(score),
-        'by_level': {level: _totals(s) for level, s in score.by_level.items()},
-        'unknown_tasks': list(score.unknown_tasks),
-        'tasks': [{
-            'task_id': t.task_id,
-            'level': t.level,
-            'num_tests': t.num_tests,
-            'num_correct': t.num_correct,
-            'score': t.score,
-            'solved_by': list(t.solved_by),
-            'votes': _votes(t, details),
-            'found_by': _found_by(t, details),
-            'truth_nll': truth_nll(t.task_id, details),
-            'problems': list(t.problems),
-        } for t in score.tasks],
-    }
+  """The whole evaluation as a JSON-serialisable dict."""
+  details = details or {}
+  return {
+      **_totals(score),
+      'by_level': {level: _totals(s) for level, s in score.by_level.items()},
+      'unknown_tasks': list(score.unknown_tasks),
+      'tasks': [
+          {
+              'task_id': t.task_id,
+              'level': t.level,
+              'num_tests': t.num_tests,
+              'num_correct': t.num_correct,
+              'score': t.score,
+              'solved_by': list(t.solved_by),
+              'votes': _votes(t, details),
+              'found_by': _found_by(t, details),
+              'truth_nll': truth_nll(t.task_id, details),
+              'problems': list(t.problems),
+          }
+          for t in score.tasks
+      ],
+  }
 
 
 def report_markdown(score: Score, details: Details | None = None) -> str:
-    """A per-task table, the totals and a per-level table, in Markdown."""
-    data = report(score, details)
-    lines = ['| task | level | tests | correct | score | votes (attempt 1/2) | found by '
-             '| true-output NLL/token | problems |',
-             '|---|---|---|---|---|---|---|---|---|']
-    for t in data['tasks']:
-        votes = ', '.join(f'{a}/{b}' for a, b in t['votes']) if t['votes'] else ''
-        nll = '' if t['truth_nll'] is None else f"{t['truth_nll']:.3f}"
-        lines.append(f"| {t['task_id']} | {t['level'] or ''} | {t['num_tests']} "
-                     f"| {t['num_correct']} | {t['score']:.2f} | {votes} "
-                     f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(t['problems'])} |")
-    lines += ['', f"**Score: {data['total']:.2f} / {data['num_tasks']} tasks "
-                  f"({100 * data['mean']:.1f}%), {data['num_solved']} fully solved.**"]
-    if data['by_level']:
-        lines += ['', '| level | tasks | score | mean | fully solved |', '|---|---|---|---|---|']
-        for level, s in data['by_level'].items():
-            lines.append(f"| {level} | {s['num_tasks']} | {s['total']:.2f} "
-                         f"| {100 * s['mean']:.1f}% | {s['num_solved']} |")
-    if data['unknown_tasks']:
-        lines += ['', f"Not in the solutions, not scored: {', '.join(data['unknown_tasks'])}"]
-    return '\n'.join(lines) + '\n'
+  """A per-task table, the totals and a per-level table, in Markdown."""
+  data = report(score, details)
+  lines = [
+      '| task | level | tests | correct | score | votes (attempt 1/2) | found by '
+      '| true-output NLL/token | problems |',
+      '|---|---|---|---|---|---|---|---|---|',
+  ]
+  for t in data['tasks']:
+    votes = ', '.join(f'{a}/{b}' for a, b in t['votes']) if t['votes'] else ''
+    nll = '' if t['truth_nll'] is None else f"{t['truth_nll']:.3f}"
+    lines.append(
+        f"| {t['task_id']} | {t['level'] or ''} | {t['num_tests']} "
+        f"| {t['num_correct']} | {t['score']:.2f} | {votes} "
+        f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(t['problems'])} |"
+    )
+  lines += [
+      '',
+      f"**Score: {data['total']:.2f} / {data['num_tasks']} tasks "
+      f"({100 * data['mean']:.1f}%), {data['num_solved']} fully solved.**",
+  ]
+  if data['by_level']:
+    lines += ['', '| level | tasks | score | mean | fully solved |', '|---|---|---|---|---|']
+    for level, s in data['by_level'].items():
+      lines.append(
+          f"| {level} | {s['num_tasks']} | {s['total']:.2f} "
+          f"| {100 * s['mean']:.1f}% | {s['num_solved']} |"
+      )
+  if data['unknown_tasks']:
+    lines += ['', f"Not in the solutions, not scored: {', '.join(data['unknown_tasks'])}"]
+  return '\n'.join(lines) + '\n'
 
 
-def write_report(report_dir: str | os.PathLike, score: Score,
-                 details: Details | None = None) -> tuple[str, str]:
-    """Writes report.json and report.md under `report_dir`; returns both paths."""
-    os.makedirs(report_dir, exist_ok=True)
-    json_path = os.path.join(report_dir, 'report.json')
-    md_path = os.path.join(report_dir, 'report.md')
-    with open(json_path, 'w') as f:
-        json.dump(report(score, details), f, indent=1)
-    with open(md_path, 'w') as f:
-        f.write(report_markdown(score, details))
-    return json_path, md_path
+def write_report(
+    report_dir: str | os.PathLike, score: Score, details: Details | None = None
+) -> tuple[str, str]:
+  """Writes report.json and report.md under `report_dir`; returns both paths."""
+  os.makedirs(report_dir, exist_ok=True)
+  json_path = os.path.join(report_dir, 'report.json')
+  md_path = os.path.join(report_dir, 'report.md')
+  with open(json_path, 'w') as f:
+    json.dump(report(score, details), f, indent=1)
+  with open(md_path, 'w') as f:
+    f.write(report_markdown(score, details))
+  return json_path, md_path
 
 
-def evaluate(submission_path: str, solutions: str, report_dir: str,
-             levels_path: str | None = None, details_path: str | None = None) -> Score:
-    """Scores a submission file and writes the reports (what launch/evaluate runs).
+def evaluate(
+    submission_path: str,
+    solutions: str,
+    report_dir: str,
+    levels_path: str | None = None,
+    details_path: str | None = None,
+) -> Score:
+  """Scores a submission file and writes the reports (what launch/evaluate runs).
 
-    The submission is scored leniently (see the module docstring): a broken
-    entry costs its test input, it does not stop the evaluation.
-    """
-    submission = _read_json(submission_path)
-    _check_dict(submission, str(submission_path))
-    levels = read_levels(levels_path) if levels_path else None
-    details = _read_json(details_path) if details_path else None
-    score = score_submission(submission, load_solutions(solutions), levels)
-    write_report(report_dir, score, details)
-    return score
+  The submission is scored leniently (see the module docstring): a broken
+  entry costs its test input, it does not stop the evaluation.
+  """
+  submission = _read_json(submission_path)
+  _check_dict(submission, str(submission_path))
+  levels = read_levels(levels_path) if levels_path else None
+  details = _read_json(details_path) if details_path else None
+  score = score_submission(submission, load_solutions(solutions), levels)
+  write_report(report_dir, score, details)
+  return score

@@ -101,13 +101,20 @@ def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_a
 
   def one_row(k, v, end, lora_row, *args):
     row_cache = {'k': k[:, None], 'v': v[:, None], 'end': end[None]}
-    logits_1V, row_cache = step_fn(params, config, *(a[None] for a in args), row_cache,
-                                   lora=lora_row, lora_config=adapters.config)
+    logits_1V, row_cache = step_fn(
+        params,
+        config,
+        *(a[None] for a in args),
+        row_cache,
+        lora=lora_row,
+        lora_config=adapters.config,
+    )
     return logits_1V[0], row_cache['k'][:, 0], row_cache['v'][:, 0], row_cache['end'][0]
 
   in_axes = (1, 1, 0, 0) + (0,) * len(row_args)
   logits_BV, k, v, end = jax.vmap(one_row, in_axes=in_axes, out_axes=(0, 1, 1, 0))(
-      cache['k'], cache['v'], cache['end'], lora_B, *row_args)
+      cache['k'], cache['v'], cache['end'], lora_B, *row_args
+  )
   return logits_BV, {'k': k, 'v': v, 'end': end}
 
 
@@ -157,10 +164,19 @@ def row_keys(rng_B: jax.Array | None, batch: int) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'eos_id'))
-def generate(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
-             prompt_lengths_B: jax.Array, *, sampler=Greedy(), rng_B: jax.Array | None = None,
-             adapters: Adapters | None = None, max_new_B: jax.Array | None = None,
-             max_new_tokens: int = MAX_GRID_TOKENS, eos_id: int = fmt.EOS) -> Decoded:
+def generate(
+    params: dict,
+    config: ModelConfig,
+    prompt_tokens_BS: jax.Array,
+    prompt_lengths_B: jax.Array,
+    *,
+    sampler=Greedy(),
+    rng_B: jax.Array | None = None,
+    adapters: Adapters | None = None,
+    max_new_B: jax.Array | None = None,
+    max_new_tokens: int = MAX_GRID_TOKENS,
+    eos_id: int = fmt.EOS,
+) -> Decoded:
   """Continues right-padded prompts (row b real for its first lengths[b] tokens) until row b
   emits `eos_id` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early once every
   row is done. `rng_B` [B]: each row's key (sampling only)."""
@@ -186,14 +202,22 @@ def generate(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
     return _SamplingState(
         step=s.step + 1,
         tokens_BN=jax.lax.dynamic_update_index_in_dim(s.tokens_BN, token_B, s.step, axis=1),
-        done_B=s.done_B | (token_B == eos_id) | (lengths_B >= budget_B), lengths_B=lengths_B,
-        logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0), logits_BV=logits_BV,
-        cache=cache)
+        done_B=s.done_B | (token_B == eos_id) | (lengths_B >= budget_B),
+        lengths_B=lengths_B,
+        logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0),
+        logits_BV=logits_BV,
+        cache=cache,
+    )
 
   state = _SamplingState(
-      step=jnp.int32(0), tokens_BN=jnp.full((B, max_new_tokens), fmt.PAD, jnp.int32),
-      done_B=budget_B <= 0, lengths_B=jnp.zeros((B,), jnp.int32),
-      logprob_B=jnp.zeros((B,), jnp.float32), logits_BV=logits_BV, cache=cache)
+      step=jnp.int32(0),
+      tokens_BN=jnp.full((B, max_new_tokens), fmt.PAD, jnp.int32),
+      done_B=budget_B <= 0,
+      lengths_B=jnp.zeros((B,), jnp.int32),
+      logprob_B=jnp.zeros((B,), jnp.float32),
+      logits_BV=logits_BV,
+      cache=cache,
+  )
   state = jax.lax.while_loop(running, advance, state)
   return Decoded(state.tokens_BN, state.lengths_B, state.logprob_B)
 
@@ -223,17 +247,25 @@ class _SearchState:
   step: jax.Array
   tokens_BKN: jax.Array
   logprob_BK: jax.Array
-  live_BK: jax.Array      # a prefix still being expanded
+  live_BK: jax.Array  # a prefix still being expanded
   finished_BK: jax.Array  # a completion that ended in EOS
   logits_BKV: jax.Array
   cache: dict
 
 
 @functools.partial(jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'eos_id'))
-def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
-        prompt_lengths_B: jax.Array, *, threshold: float, adapters: Adapters | None = None,
-        max_new_B: jax.Array | None = None, max_new_tokens: int = MAX_GRID_TOKENS,
-        eos_id: int = fmt.EOS) -> Searched:
+def dfs(
+    params: dict,
+    config: ModelConfig,
+    prompt_tokens_BS: jax.Array,
+    prompt_lengths_B: jax.Array,
+    *,
+    threshold: float,
+    adapters: Adapters | None = None,
+    max_new_B: jax.Array | None = None,
+    max_new_tokens: int = MAX_GRID_TOKENS,
+    eos_id: int = fmt.EOS,
+) -> Searched:
   """Every completion whose probability is >= `threshold` and whose length is within its
   row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob.
 
@@ -251,8 +283,11 @@ def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
   cache = kv_cache.init_cache(config, B, S + max_new_tokens)
   logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
   # Every slot starts from the prompt: copy its cache row K times.
-  cache = {'k': jnp.repeat(cache['k'], K, axis=1), 'v': jnp.repeat(cache['v'], K, axis=1),
-           'end': jnp.repeat(cache['end'], K)}
+  cache = {
+      'k': jnp.repeat(cache['k'], K, axis=1),
+      'v': jnp.repeat(cache['v'], K, axis=1),
+      'end': jnp.repeat(cache['end'], K),
+  }
   slot_adapters = None if adapters is None else adapters.repeat_rows(K)
   first_K = jnp.arange(K) == 0
 
@@ -266,8 +301,9 @@ def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
   def advance(s: _SearchState) -> _SearchState:
     # Candidates per row: K "keep" entries (finished slots stay) + K*V expansions.
     expand_BKV = s.logprob_BK[..., None] + jax.nn.log_softmax(s.logits_BKV, axis=-1)
-    expand_BKV = jnp.where(expandable(s)[..., None] & (expand_BKV >= min_logp), expand_BKV,
-                           -jnp.inf)
+    expand_BKV = jnp.where(
+        expandable(s)[..., None] & (expand_BKV >= min_logp), expand_BKV, -jnp.inf
+    )
     keep_BK = jnp.where(s.finished_BK, s.logprob_BK, -jnp.inf)
     scores_BC = jnp.concatenate([keep_BK, expand_BKV.reshape(B, K * V)], axis=1)
     best_BK, pick_BK = jax.lax.top_k(scores_BC, K)
@@ -283,34 +319,51 @@ def dfs(params: dict, config: ModelConfig, prompt_tokens_BS: jax.Array,
     tokens_BKN = jax.lax.dynamic_update_index_in_dim(tokens_BKN, token_BK, s.step, axis=2)
     # Each slot continues its parent's cache row.
     rows = (jnp.arange(B)[:, None] * K + parent_BK).reshape(-1)
-    cache = {'k': jnp.take(s.cache['k'], rows, axis=1), 'v': jnp.take(s.cache['v'], rows, axis=1),
-             'end': jnp.take(s.cache['end'], rows)}
+    cache = {
+        'k': jnp.take(s.cache['k'], rows, axis=1),
+        'v': jnp.take(s.cache['v'], rows, axis=1),
+        'end': jnp.take(s.cache['end'], rows),
+    }
     fed_BK = jnp.where(new_live_BK, token_BK, eos_id)  # idle slots feed a harmless EOS
     logits, cache = _decode_step(params, config, slot_adapters, fed_BK.reshape(-1), cache)
-    return _SearchState(step=s.step + 1, tokens_BKN=tokens_BKN,
-                        logprob_BK=jnp.where(filled_BK, best_BK, -jnp.inf),
-                        live_BK=new_live_BK, finished_BK=new_finished_BK,
-                        logits_BKV=logits.reshape(B, K, V), cache=cache)
+    return _SearchState(
+        step=s.step + 1,
+        tokens_BKN=tokens_BKN,
+        logprob_BK=jnp.where(filled_BK, best_BK, -jnp.inf),
+        live_BK=new_live_BK,
+        finished_BK=new_finished_BK,
+        logits_BKV=logits.reshape(B, K, V),
+        cache=cache,
+    )
 
   state = _SearchState(
-      step=jnp.int32(0), tokens_BKN=jnp.full((B, K, max_new_tokens), fmt.PAD, jnp.int32),
+      step=jnp.int32(0),
+      tokens_BKN=jnp.full((B, K, max_new_tokens), fmt.PAD, jnp.int32),
       logprob_BK=jnp.where(first_K, 0.0, -jnp.inf)[None].repeat(B, 0),
-      live_BK=jnp.broadcast_to(first_K, (B, K)), finished_BK=jnp.zeros((B, K), bool),
-      logits_BKV=jnp.repeat(logits_BV[:, None], K, axis=1), cache=cache)
+      live_BK=jnp.broadcast_to(first_K, (B, K)),
+      finished_BK=jnp.zeros((B, K), bool),
+      logits_BKV=jnp.repeat(logits_BV[:, None], K, axis=1),
+      cache=cache,
+  )
   s = jax.lax.while_loop(running, advance, state)
   # Best first; slots that ran out of tokens or stayed empty go last.
   key_BK = jnp.where(s.finished_BK, s.logprob_BK, -jnp.inf)
   order_BK = jnp.argsort(-key_BK, axis=1, stable=True)
-  take = lambda x: jnp.take_along_axis(x, order_BK.reshape(order_BK.shape + (1,) * (x.ndim - 2)),
-                                       axis=1)
+  take = lambda x: jnp.take_along_axis(
+      x, order_BK.reshape(order_BK.shape + (1,) * (x.ndim - 2)), axis=1
+  )
   return Searched(take(s.tokens_BKN), take(key_BK), take(s.finished_BK))
 
 
 # ---------------------------------------------------------------- host helpers
 
 
-def pad_prompts(prompts: list[np.ndarray], batch: int | None = None, length_multiple: int = 64,
-                pad_id: int = fmt.PAD) -> tuple[np.ndarray, np.ndarray]:
+def pad_prompts(
+    prompts: list[np.ndarray],
+    batch: int | None = None,
+    length_multiple: int = 64,
+    pad_id: int = fmt.PAD,
+) -> tuple[np.ndarray, np.ndarray]:
   """Right-pads token lists to [batch, S] (S rounded up to `length_multiple`, so a few shapes
   cover all batches and jit compiles once per shape); missing rows repeat the last prompt."""
   if not prompts:
@@ -323,7 +376,7 @@ def pad_prompts(prompts: list[np.ndarray], batch: int | None = None, length_mult
   S = -(-longest // length_multiple) * length_multiple
   tokens = np.full((batch, S), pad_id, np.int32)
   for b, p in enumerate(rows):
-    tokens[b, :len(p)] = p
+    tokens[b, : len(p)] = p
   return tokens, np.array([len(p) for p in rows], np.int32)
 
 

@@ -35,11 +35,11 @@ IDENTITY_COLORS = tuple(range(augment.NUM_COLORS))
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
   d8: tuple[int, ...] = PAPER_D8  # D8 elements (augment.D8_NAMES indices)
-  color_perms: int = 0            # random colour permutations (colour 0 kept) besides identity
-  orders: int = 2                 # random demonstration orders besides the original
-  leave_out: int = 0              # 0: all demonstrations; n: every subset leaving n out
-  max_variants: int = 64          # per test input
-  max_len: int = 8192             # prompt + largest plausible answer must fit
+  color_perms: int = 0  # random colour permutations (colour 0 kept) besides identity
+  orders: int = 2  # random demonstration orders besides the original
+  leave_out: int = 0  # 0: all demonstrations; n: every subset leaving n out
+  max_variants: int = 64  # per test input
+  max_len: int = 8192  # prompt + largest plausible answer must fit
   seed: int = 0
 
   def __post_init__(self):
@@ -50,8 +50,10 @@ class PromptConfig:
       if getattr(self, name) < 0:
         raise ValueError(f'PromptConfig.{name} must be >= 0, got {getattr(self, name)}')
     if self.max_variants < 1 or self.max_len < 1:
-      raise ValueError(f'PromptConfig.max_variants ({self.max_variants}) and max_len '
-                       f'({self.max_len}) must be >= 1')
+      raise ValueError(
+          f'PromptConfig.max_variants ({self.max_variants}) and max_len '
+          f'({self.max_len}) must be >= 1'
+      )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,8 +66,8 @@ class Variant:
   d8: int
   colors: tuple[int, ...]
   demos: tuple[int, ...]
-  tokens: np.ndarray     # int32 [S], ends with OUTPUT
-  answer_budget: int     # tokens of the largest plausible answer, EOS included
+  tokens: np.ndarray  # int32 [S], ends with OUTPUT
+  answer_budget: int  # tokens of the largest plausible answer, EOS included
 
   @property
   def transform(self) -> augment.Transform:
@@ -120,13 +122,18 @@ def input_variants(task: Task, test_index: int, config: PromptConfig) -> list[Va
   rng = _rng(config, task.id, test_index)
   test_input = task.test[test_index].input
   colour_options = _color_options(rng, config.color_perms)
-  demo_orders = [order for subset in _subsets(len(task.train), config.leave_out)
-                 for order in _orders(rng, subset, config.orders)]
+  demo_orders = [
+      order
+      for subset in _subsets(len(task.train), config.leave_out)
+      for order in _orders(rng, subset, config.orders)
+  ]
   variants = []
   for d8 in config.d8:
     for colors in colour_options:
-      pairs = [(transform_grid(p.input, d8, colors), transform_grid(p.output, d8, colors))
-               for p in task.train]
+      pairs = [
+          (transform_grid(p.input, d8, colors), transform_grid(p.output, d8, colors))
+          for p in task.train
+      ]
       x = transform_grid(test_input, d8, colors)
       budget = max(_answer_tokens(g) for g in [x, *(y for _, y in pairs)])
       for demos in demo_orders:

@@ -28,21 +28,30 @@ from ttt_jax.model.lora import LoraConfig
 
 
 @functools.partial(jax.jit, static_argnames=('config', 'lora_config'))
-def target_logprobs(params: dict, config: ModelConfig, tokens_BS: jax.Array,
-                    lengths_B: jax.Array, target_mask_BS: jax.Array, *, lora: dict | None = None,
-                    lora_config: LoraConfig | None = None) -> jax.Array:
+def target_logprobs(
+    params: dict,
+    config: ModelConfig,
+    tokens_BS: jax.Array,
+    lengths_B: jax.Array,
+    target_mask_BS: jax.Array,
+    *,
+    lora: dict | None = None,
+    lora_config: LoraConfig | None = None,
+) -> jax.Array:
   """float32 [B]: sum over targets s (target_mask[s] = 1, s < length) of log p(tokens[s] | < s)."""
   mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]
-  logits_BSV, _ = llama.forward(params, tokens_BS, config, mask_BS=mask_BS, lora=lora,
-                                lora_config=lora_config)
+  logits_BSV, _ = llama.forward(
+      params, tokens_BS, config, mask_BS=mask_BS, lora=lora, lora_config=lora_config
+  )
   logp_BSV = jax.nn.log_softmax(logits_BSV[:, :-1], axis=-1)
   logp_BS = jnp.take_along_axis(logp_BSV, tokens_BS[:, 1:, None], axis=-1)[..., 0]
   weight_BS = (target_mask_BS[:, 1:] > 0) & mask_BS[:, 1:]
   return jnp.sum(jnp.where(weight_BS, logp_BS, 0.0), axis=1)
 
 
-def scoring_transforms(task_id: str, test_index: int, num: int, seed: int = 0
-                       ) -> list[tuple[int, tuple[int, ...]]]:
+def scoring_transforms(
+    task_id: str, test_index: int, num: int, seed: int = 0
+) -> list[tuple[int, tuple[int, ...]]]:
   """`num` (d8, colors) augmentations: the identity, then the D8 elements in turn, each
   with a random colour permutation keeping colour 0 (seeded per task and test input)."""
   if num < 1:
@@ -54,32 +63,46 @@ def scoring_transforms(task_id: str, test_index: int, num: int, seed: int = 0
   return out
 
 
-def scoring_sequences(task: Task, test_index: int, candidate: np.ndarray, d8: int,
-                      colors) -> tuple[np.ndarray, np.ndarray]:
+def scoring_sequences(
+    task: Task, test_index: int, candidate: np.ndarray, d8: int, colors
+) -> tuple[np.ndarray, np.ndarray]:
   """(tokens, target mask) of the whole task under (d8, colors) with `candidate` as the
   test output; the mask covers the candidate's rows and EOS only."""
   move = lambda g: prompts.transform_grid(g, d8, colors)
   pairs = [(move(x), move(y)) for x, y in task.train]
-  return fmt.encode_task(pairs, move(task.test[test_index].input), move(candidate),
-                         loss='test_only')
+  return fmt.encode_task(
+      pairs, move(task.test[test_index].input), move(candidate), loss='test_only'
+  )
 
 
-def score_candidates(params: dict, config: ModelConfig, task: Task, test_index: int,
-                     candidates: list[np.ndarray], transforms: list[tuple[int, tuple[int, ...]]],
-                     *, lora: dict | None = None, lora_config: LoraConfig | None = None,
-                     length_multiple: int = 64) -> np.ndarray:
+def score_candidates(
+    params: dict,
+    config: ModelConfig,
+    task: Task,
+    test_index: int,
+    candidates: list[np.ndarray],
+    transforms: list[tuple[int, tuple[int, ...]]],
+    *,
+    lora: dict | None = None,
+    lora_config: LoraConfig | None = None,
+    length_multiple: int = 64,
+) -> np.ndarray:
   """float32 [C]: each candidate's summed log-likelihood over the transforms (one forward
   over C x N rows; rows padded to a multiple of `length_multiple` to bound recompiles)."""
   if not candidates:
     return np.zeros((0,), np.float32)
-  rows = [scoring_sequences(task, test_index, c, d8, colors)
-          for c in candidates for d8, colors in transforms]
+  rows = [
+      scoring_sequences(task, test_index, c, d8, colors)
+      for c in candidates
+      for d8, colors in transforms
+  ]
   lengths = np.array([len(t) for t, _ in rows], np.int32)
   S = -(-lengths.max() // length_multiple) * length_multiple
   tokens = np.full((len(rows), S), fmt.EOS, np.int32)
   targets = np.zeros((len(rows), S), np.int32)
   for b, (t, m) in enumerate(rows):
-    tokens[b, :len(t)], targets[b, :len(m)] = t, m
-  logp = target_logprobs(params, config, tokens, lengths, targets, lora=lora,
-                         lora_config=lora_config)
+    tokens[b, : len(t)], targets[b, : len(m)] = t, m
+  logp = target_logprobs(
+      params, config, tokens, lengths, targets, lora=lora, lora_config=lora_config
+  )
   return np.asarray(logp, np.float32).reshape(len(candidates), len(transforms)).sum(axis=1)

@@ -24,13 +24,18 @@ import jax.numpy as jnp
 BLOCK_SIZE = 128
 
 
-def xla_attention(q_BSHD: jax.Array, k_BTKD: jax.Array, v_BTKD: jax.Array,
-                  query_slot_BS: jax.Array, key_valid_BT: jax.Array) -> jax.Array:
+def xla_attention(
+    q_BSHD: jax.Array,
+    k_BTKD: jax.Array,
+    v_BTKD: jax.Array,
+    query_slot_BS: jax.Array,
+    key_valid_BT: jax.Array,
+) -> jax.Array:
   """Masked softmax over all T keys; query head h reads kv head h // (H/K)."""
   num_kv_heads, head_dim = k_BTKD.shape[-2:]
   q_BSKGD = einops.rearrange(q_BSHD, 'b s (k g) d -> b s k g d', k=num_kv_heads)
   scores = jnp.einsum('bskgd,btkd->bkgst', q_BSKGD, k_BTKD, preferred_element_type=jnp.float32)
-  scores = scores * (head_dim ** -0.5)
+  scores = scores * (head_dim**-0.5)
   key_slot_T = jnp.arange(k_BTKD.shape[1])
   visible_BST = (key_slot_T[None, None, :] <= query_slot_BS[:, :, None]) & key_valid_BT[:, None, :]
   scores = jnp.where(visible_BST[:, None, None], scores, jnp.finfo(jnp.float32).min)
@@ -41,8 +46,13 @@ def xla_attention(q_BSHD: jax.Array, k_BTKD: jax.Array, v_BTKD: jax.Array,
   return einops.rearrange(out_BSKGD, 'b s k g d -> b s (k g) d')
 
 
-def blockwise_attention(q_BSHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array,
-                        key_valid_BS: jax.Array, block_size: int = BLOCK_SIZE) -> jax.Array:
+def blockwise_attention(
+    q_BSHD: jax.Array,
+    k_BSKD: jax.Array,
+    v_BSKD: jax.Array,
+    key_valid_BS: jax.Array,
+    block_size: int = BLOCK_SIZE,
+) -> jax.Array:
   """Causal self-attention (query s at slot s) over keys marked by `key_valid_BS`.
 
   S need not be a multiple of `block_size`: the sequence is padded with
@@ -67,8 +77,12 @@ def blockwise_attention(q_BSHD: jax.Array, k_BSKD: jax.Array, v_BSKD: jax.Array,
 def _block_scores(q_BKGSD, k_BKSD, key_valid_BS, i, block_size):
   """Block i's float32 scaled scores [B, K, G, Q, end] and its visibility mask."""
   start, end = i * block_size, (i + 1) * block_size
-  scores = jnp.einsum('bkgqd,bktd->bkgqt', q_BKGSD[:, :, :, start:end], k_BKSD[:, :, :end],
-                      preferred_element_type=jnp.float32) * (q_BKGSD.shape[-1] ** -0.5)
+  scores = jnp.einsum(
+      'bkgqd,bktd->bkgqt',
+      q_BKGSD[:, :, :, start:end],
+      k_BKSD[:, :, :end],
+      preferred_element_type=jnp.float32,
+  ) * (q_BKGSD.shape[-1] ** -0.5)
   causal_QT = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
   visible = causal_QT[None, None, None] & key_valid_BS[:, None, None, None, :end]
   return scores, visible
@@ -84,8 +98,12 @@ def _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size):
     total_BKGQ = jnp.sum(unnormed, axis=-1)
     inv_total = jnp.where(total_BKGQ > 0, 1.0 / total_BKGQ, 0.0)
     end = (i + 1) * block_size
-    out = jnp.einsum('bkgqt,bktd->bkgqd', unnormed.astype(v_BKSD.dtype), v_BKSD[:, :, :end],
-                     preferred_element_type=jnp.float32)
+    out = jnp.einsum(
+        'bkgqt,bktd->bkgqd',
+        unnormed.astype(v_BKSD.dtype),
+        v_BKSD[:, :, :end],
+        preferred_element_type=jnp.float32,
+    )
     outs.append((out * inv_total[..., None]).astype(q_BKGSD.dtype))
     lses.append(max_BKGQ + jnp.log(jnp.where(total_BKGQ > 0, total_BKGQ, 1.0)))
   return jnp.concatenate(outs, axis=3), jnp.concatenate(lses, axis=3)
@@ -122,8 +140,12 @@ def _blockwise_bwd(block_size, residuals, dout_BKGSD):
     dk_BKSD = dk_BKSD.at[:, :, :end].add(jnp.einsum('bkgqt,bkgqd->bktd', dscores, q_blk))
     dv_BKSD = dv_BKSD.at[:, :, :end].add(jnp.einsum('bkgqt,bkgqd->bktd', probs, dout))
   dq_BKGSD = jnp.concatenate(dq_blocks, axis=3)
-  return (dq_BKGSD.astype(q_BKGSD.dtype), dk_BKSD.astype(k_BKSD.dtype),
-          dv_BKSD.astype(v_BKSD.dtype), None)
+  return (
+      dq_BKGSD.astype(q_BKGSD.dtype),
+      dk_BKSD.astype(k_BKSD.dtype),
+      dv_BKSD.astype(v_BKSD.dtype),
+      None,
+  )
 
 
 _blockwise.defvjp(_blockwise_fwd, _blockwise_bwd)

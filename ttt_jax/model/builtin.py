@@ -25,13 +25,23 @@ def resolve(checkpoint_dir: str) -> str:
   return BUILTIN_DIR if checkpoint_dir == BUILTIN else checkpoint_dir
 
 
-def load_model(checkpoint_dir: str = BUILTIN, *, preset: str = 'tiny', init_seed: int = 0,
-               warn_random: bool = True, **options) -> tuple[ModelConfig, dict]:
+def load_model(
+    checkpoint_dir: str = BUILTIN,
+    *,
+    preset: str = 'tiny',
+    init_seed: int = 0,
+    warn_random: bool = True,
+    **options,
+) -> tuple[ModelConfig, dict]:
   """(config, params); options are ModelConfig dtype/remat fields (param_dtype, ...)."""
   if checkpoint_dir:
     return hf.load_hf(resolve(checkpoint_dir), **options)
   if warn_random:
-    logging.warning("No checkpoint_dir: a RANDOMLY INITIALISED '%s' model (seed %d); "
-                    'its predictions are noise.', preset, init_seed)
+    logging.warning(
+        "No checkpoint_dir: a RANDOMLY INITIALISED '%s' model (seed %d); "
+        'its predictions are noise.',
+        preset,
+        init_seed,
+    )
   config = ModelConfig.preset(preset, **options)
   return config, llama.init_params(config, jax.random.key(init_seed))

@@ -34,8 +34,10 @@ class RopeScaling:
     if self.rope_type != 'llama3':
       raise ValueError(f"RopeScaling.rope_type: only 'llama3' is supported, got {self.rope_type!r}")
     if self.high_freq_factor <= self.low_freq_factor:
-      raise ValueError('RopeScaling: high_freq_factor must be > low_freq_factor, got '
-                       f'{self.high_freq_factor} <= {self.low_freq_factor}')
+      raise ValueError(
+          'RopeScaling: high_freq_factor must be > low_freq_factor, got '
+          f'{self.high_freq_factor} <= {self.low_freq_factor}'
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,33 +56,48 @@ class ModelConfig:
   rope_scaling: RopeScaling | None = None
   tie_word_embeddings: bool = False
   max_position_embeddings: int = 8192
-  param_dtype: str = 'float32'    # how params are stored
+  param_dtype: str = 'float32'  # how params are stored
   compute_dtype: str = 'float32'  # matmuls; softmax, norms and logits stay float32
-  remat: str = 'none'             # 'none' | 'full' | 'dots': jax.checkpoint on each layer
+  remat: str = 'none'  # 'none' | 'full' | 'dots': jax.checkpoint on each layer
   attention_impl: str = 'blockwise'  # 'xla' | 'blockwise'; not part of config.json
 
   def __post_init__(self):
-    for name in ('vocab_size', 'hidden_size', 'intermediate_size', 'num_layers', 'num_heads',
-                 'num_kv_heads', 'head_dim'):
+    for name in (
+        'vocab_size',
+        'hidden_size',
+        'intermediate_size',
+        'num_layers',
+        'num_heads',
+        'num_kv_heads',
+        'head_dim',
+    ):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f'ModelConfig.{name} must be a positive int, got {value!r}')
     if self.num_heads % self.num_kv_heads:
-      raise ValueError(f'ModelConfig.num_heads ({self.num_heads}) must be a multiple of '
-                       f'num_kv_heads ({self.num_kv_heads})')
+      raise ValueError(
+          f'ModelConfig.num_heads ({self.num_heads}) must be a multiple of '
+          f'num_kv_heads ({self.num_kv_heads})'
+      )
     if self.head_dim % 2:
       raise ValueError(f'ModelConfig.head_dim must be even for RoPE, got {self.head_dim}')
     if self.remat not in REMAT_MODES:
       raise ValueError(f'ModelConfig.remat must be one of {REMAT_MODES}, got {self.remat!r}')
     if self.attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f'ModelConfig.attention_impl must be one of {ATTENTION_IMPLS}, '
-                       f'got {self.attention_impl!r}')
+      raise ValueError(
+          f'ModelConfig.attention_impl must be one of {ATTENTION_IMPLS}, '
+          f'got {self.attention_impl!r}'
+      )
     for name in ('param_dtype', 'compute_dtype'):
       value = getattr(self, name)
       if value not in ('float32', 'bfloat16', 'float16'):
-        raise ValueError(f"ModelConfig.{name} must be 'float32', 'bfloat16' or 'float16', got {value!r}")
+        raise ValueError(
+            f"ModelConfig.{name} must be 'float32', 'bfloat16' or 'float16', got {value!r}"
+        )
     if self.rope_scaling is not None and not isinstance(self.rope_scaling, RopeScaling):
-      raise ValueError(f'ModelConfig.rope_scaling must be a RopeScaling or None, got {self.rope_scaling!r}')
+      raise ValueError(
+          f'ModelConfig.rope_scaling must be a RopeScaling or None, got {self.rope_scaling!r}'
+      )
 
   @property
   def param_jnp_dtype(self) -> jnp.dtype:
@@ -105,8 +122,14 @@ class ModelConfig:
   # --- Hugging Face config.json -------------------------------------------------------
 
   @classmethod
-  def from_hf(cls, hf: Mapping[str, Any], *, param_dtype: str = 'float32',
-              compute_dtype: str = 'float32', remat: str = 'none') -> ModelConfig:
+  def from_hf(
+      cls,
+      hf: Mapping[str, Any],
+      *,
+      param_dtype: str = 'float32',
+      compute_dtype: str = 'float32',
+      remat: str = 'none',
+  ) -> ModelConfig:
     """Builds a config from a `config.json` dict (classic or transformers-5 form)."""
     _check_supported(hf)
     num_heads = _required(hf, 'num_attention_heads')
@@ -114,8 +137,10 @@ class ModelConfig:
     head_dim = hf.get('head_dim')
     if head_dim is None:
       if hidden_size % num_heads:
-        raise ValueError(f'config.json: hidden_size ({hidden_size}) is not a multiple of '
-                         f'num_attention_heads ({num_heads}) and head_dim is absent')
+        raise ValueError(
+            f'config.json: hidden_size ({hidden_size}) is not a multiple of '
+            f'num_attention_heads ({num_heads}) and head_dim is absent'
+        )
       head_dim = hidden_size // num_heads
     rope_theta, rope_scaling = _parse_rope(hf)
     return cls(
@@ -130,9 +155,12 @@ class ModelConfig:
         rms_norm_eps=float(hf.get('rms_norm_eps', _HF_DEFAULTS['rms_norm_eps'])),
         rope_theta=rope_theta,
         rope_scaling=rope_scaling,
-        tie_word_embeddings=bool(hf.get('tie_word_embeddings', _HF_DEFAULTS['tie_word_embeddings'])),
-        max_position_embeddings=int(hf.get('max_position_embeddings',
-                                           _HF_DEFAULTS['max_position_embeddings'])),
+        tie_word_embeddings=bool(
+            hf.get('tie_word_embeddings', _HF_DEFAULTS['tie_word_embeddings'])
+        ),
+        max_position_embeddings=int(
+            hf.get('max_position_embeddings', _HF_DEFAULTS['max_position_embeddings'])
+        ),
         param_dtype=param_dtype,
         compute_dtype=compute_dtype,
         remat=remat,
@@ -142,10 +170,13 @@ class ModelConfig:
     """A `config.json` dict in the classic form, which transformers 4.x and 5.x both read."""
     rope_scaling = None
     if self.rope_scaling is not None:
-      rope_scaling = dict(rope_type='llama3', factor=self.rope_scaling.factor,
-                          low_freq_factor=self.rope_scaling.low_freq_factor,
-                          high_freq_factor=self.rope_scaling.high_freq_factor,
-                          original_max_position_embeddings=self.rope_scaling.original_max_position_embeddings)
+      rope_scaling = dict(
+          rope_type='llama3',
+          factor=self.rope_scaling.factor,
+          low_freq_factor=self.rope_scaling.low_freq_factor,
+          high_freq_factor=self.rope_scaling.high_freq_factor,
+          original_max_position_embeddings=self.rope_scaling.original_max_position_embeddings,
+      )
     return {
         'architectures': ['LlamaForCausalLM'],
         'model_type': 'llama',
@@ -179,8 +210,9 @@ class ModelConfig:
 
 # transformers' LlamaConfig defaults, used where config.json leaves a field out
 # (so we read a file exactly as `from_pretrained` does).
-_HF_DEFAULTS = dict(rms_norm_eps=1e-6, rope_theta=10_000.0, tie_word_embeddings=False,
-                    max_position_embeddings=2048)
+_HF_DEFAULTS = dict(
+    rms_norm_eps=1e-6, rope_theta=10_000.0, tie_word_embeddings=False, max_position_embeddings=2048
+)
 
 # Fields that change the math, with the only values we implement.
 _MUST_EQUAL = dict(model_type='llama', hidden_act='silu', attention_bias=False, mlp_bias=False)
@@ -200,7 +232,9 @@ def _check_supported(hf: Mapping[str, Any]) -> None:
     if field in hf and hf[field] != supported:
       raise ValueError(f'config.json: {field}={hf[field]!r} is not supported (only {supported!r})')
   if hf.get('quantization_config') is not None:
-    raise ValueError('config.json: quantization_config is not supported (load an unquantized checkpoint)')
+    raise ValueError(
+        'config.json: quantization_config is not supported (load an unquantized checkpoint)'
+    )
 
 
 def _parse_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
@@ -215,8 +249,9 @@ def _parse_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
 
   theta = rope.pop('rope_theta', None)
   if theta is not None and hf.get('rope_theta') not in (None, theta):
-    raise ValueError(f'config.json: rope_theta={hf["rope_theta"]} disagrees with '
-                     f'{field}.rope_theta={theta}')
+    raise ValueError(
+        f'config.json: rope_theta={hf["rope_theta"]} disagrees with ' f'{field}.rope_theta={theta}'
+    )
   theta = float(theta if theta is not None else hf.get('rope_theta', _HF_DEFAULTS['rope_theta']))
 
   rope_type = rope.pop('rope_type', None) or rope.pop('type', None) or 'default'
@@ -226,51 +261,113 @@ def _parse_rope(hf: Mapping[str, Any]) -> tuple[float, RopeScaling | None]:
   if rope_type == 'default':
     return theta, None
   if rope_type != 'llama3':
-    raise ValueError(f"config.json: {field}.rope_type={rope_type!r} is not supported "
-                     "(only 'default' and 'llama3')")
+    raise ValueError(
+        f'config.json: {field}.rope_type={rope_type!r} is not supported '
+        "(only 'default' and 'llama3')"
+    )
   try:
-    scaling = RopeScaling(factor=float(rope.pop('factor')),
-                          low_freq_factor=float(rope.pop('low_freq_factor')),
-                          high_freq_factor=float(rope.pop('high_freq_factor')),
-                          original_max_position_embeddings=int(
-                              rope.pop('original_max_position_embeddings')))
+    scaling = RopeScaling(
+        factor=float(rope.pop('factor')),
+        low_freq_factor=float(rope.pop('low_freq_factor')),
+        high_freq_factor=float(rope.pop('high_freq_factor')),
+        original_max_position_embeddings=int(rope.pop('original_max_position_embeddings')),
+    )
   except KeyError as e:
-    raise ValueError(f'config.json: {field} is missing {e.args[0]!r} for rope_type llama3') from None
+    raise ValueError(
+        f'config.json: {field} is missing {e.args[0]!r} for rope_type llama3'
+    ) from None
   if rope:
     raise ValueError(f'config.json: {field} has unsupported keys {sorted(rope)}')
   return theta, scaling
 
 
-_LLAMA31_ROPE = RopeScaling(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                            original_max_position_embeddings=8192)
+_LLAMA31_ROPE = RopeScaling(
+    factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192
+)
 _LLAMA32_ROPE = dataclasses.replace(_LLAMA31_ROPE, factor=32.0)
 
 # Published shapes (meta-llama/*/config.json) and two small CPU models.
 PRESETS: dict[str, ModelConfig] = {
     'llama3.2-1b': ModelConfig(
-        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16,
-        num_heads=32, num_kv_heads=8, head_dim=64, rms_norm_eps=1e-5, rope_theta=500_000.0,
-        rope_scaling=_LLAMA32_ROPE, tie_word_embeddings=True, max_position_embeddings=131072),
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_layers=16,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=64,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        rope_scaling=_LLAMA32_ROPE,
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+    ),
     'llama3.2-3b': ModelConfig(
-        vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_layers=28,
-        num_heads=24, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500_000.0,
-        rope_scaling=_LLAMA32_ROPE, tie_word_embeddings=True, max_position_embeddings=131072),
+        vocab_size=128256,
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_layers=28,
+        num_heads=24,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        rope_scaling=_LLAMA32_ROPE,
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+    ),
     'llama3.1-8b': ModelConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
-        num_heads=32, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500_000.0,
-        rope_scaling=_LLAMA31_ROPE, tie_word_embeddings=False, max_position_embeddings=131072),
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        rope_scaling=_LLAMA31_ROPE,
+        tie_word_embeddings=False,
+        max_position_embeddings=131072,
+    ),
     'llama3-8b': ModelConfig(
-        vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32,
-        num_heads=32, num_kv_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500_000.0,
-        rope_scaling=None, tie_word_embeddings=False, max_position_embeddings=8192),
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        rope_scaling=None,
+        tie_word_embeddings=False,
+        max_position_embeddings=8192,
+    ),
     # The project's benchmark model (~1M params).
     'tiny': ModelConfig(
-        vocab_size=16, hidden_size=128, intermediate_size=512, num_layers=4, num_heads=4,
-        num_kv_heads=2, head_dim=32, rms_norm_eps=1e-5, rope_theta=10_000.0,
-        max_position_embeddings=8192),
+        vocab_size=16,
+        hidden_size=128,
+        intermediate_size=512,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=32,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        max_position_embeddings=8192,
+    ),
     # A candidate built-in model (~5M params).
     'small': ModelConfig(
-        vocab_size=16, hidden_size=256, intermediate_size=768, num_layers=6, num_heads=8,
-        num_kv_heads=4, head_dim=32, rms_norm_eps=1e-5, rope_theta=10_000.0,
-        max_position_embeddings=8192),
+        vocab_size=16,
+        hidden_size=256,
+        intermediate_size=768,
+        num_layers=6,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=32,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        max_position_embeddings=8192,
+    ),
 }

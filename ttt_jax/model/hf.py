@@ -94,24 +94,34 @@ def _tensor_files(directory: str) -> dict[str, str]:
   if weight_map is not None:
     for name, file in weight_map.items():
       if name_to_file.get(name) != file:
-        raise ValueError(f'{index_path}: lists tensor {name!r} in {file}, but {file} does not hold it')
+        raise ValueError(
+            f'{index_path}: lists tensor {name!r} in {file}, but {file} does not hold it'
+        )
   return name_to_file
 
 
-def load_hf(directory: str, *, param_dtype: str = 'float32', compute_dtype: str = 'float32',
-            remat: str = 'none') -> tuple[ModelConfig, dict]:
+def load_hf(
+    directory: str,
+    *,
+    param_dtype: str = 'float32',
+    compute_dtype: str = 'float32',
+    remat: str = 'none',
+) -> tuple[ModelConfig, dict]:
   """Reads config.json + model.safetensors (or shards + index) into (config, params).
 
   Missing, unexpected or mis-shaped tensors raise a ValueError naming the tensor and file.
   """
   config_path = os.path.join(directory, CONFIG_FILE)
   if not os.path.exists(config_path):
-    raise FileNotFoundError(f'{config_path} not found: {directory} is not a HF checkpoint directory')
+    raise FileNotFoundError(
+        f'{config_path} not found: {directory} is not a HF checkpoint directory'
+    )
   with open(config_path) as f:
     hf_config = json.load(f)
   try:
-    config = ModelConfig.from_hf(hf_config, param_dtype=param_dtype, compute_dtype=compute_dtype,
-                                 remat=remat)
+    config = ModelConfig.from_hf(
+        hf_config, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat
+    )
   except ValueError as e:
     raise ValueError(f'{config_path}: {e}') from None
 
@@ -120,28 +130,36 @@ def load_hf(directory: str, *, param_dtype: str = 'float32', compute_dtype: str 
   expected = {name for name, *_ in entries}
   missing = sorted(expected - name_to_file.keys())
   if missing:
-    raise ValueError(f'{directory}: tensor {missing[0]!r} is missing from the checkpoint '
-                     f'({len(missing)} missing in all)')
+    raise ValueError(
+        f'{directory}: tensor {missing[0]!r} is missing from the checkpoint '
+        f'({len(missing)} missing in all)'
+    )
   extra = [n for n in name_to_file.keys() - expected if not n.endswith(_IGNORED_SUFFIXES)]
   if config.tie_word_embeddings and 'lm_head.weight' in extra:
     extra.remove('lm_head.weight')  # a tied model may still store its head; checked equal below
   if extra:
     name = sorted(extra)[0]
-    raise ValueError(f'{os.path.join(directory, name_to_file[name])}: unexpected tensor {name!r} '
-                     f'for a {config.num_layers}-layer Llama ({len(extra)} unexpected in all)')
+    raise ValueError(
+        f'{os.path.join(directory, name_to_file[name])}: unexpected tensor {name!r} '
+        f'for a {config.num_layers}-layer Llama ({len(extra)} unexpected in all)'
+    )
 
   dtype = config.param_jnp_dtype
   shapes = _param_shapes(config)
-  handles = {file: safe_open(os.path.join(directory, file), framework='np')
-             for file in set(name_to_file.values())}
+  handles = {
+      file: safe_open(os.path.join(directory, file), framework='np')
+      for file in set(name_to_file.values())
+  }
 
   def read(name: str, want_shape: tuple[int, ...], transpose: bool) -> np.ndarray:
     file = name_to_file[name]
     tensor = handles[file].get_tensor(name)
     hf_shape = want_shape[::-1] if transpose else want_shape
     if tuple(tensor.shape) != tuple(hf_shape):
-      raise ValueError(f'{os.path.join(directory, file)}: tensor {name!r} has shape '
-                       f'{tuple(tensor.shape)}, expected {tuple(hf_shape)}')
+      raise ValueError(
+          f'{os.path.join(directory, file)}: tensor {name!r} has shape '
+          f'{tuple(tensor.shape)}, expected {tuple(hf_shape)}'
+      )
     return (tensor.T if transpose else tensor).astype(dtype)
 
   arrays = {}
@@ -157,8 +175,10 @@ def load_hf(directory: str, *, param_dtype: str = 'float32', compute_dtype: str 
   if config.tie_word_embeddings and 'lm_head.weight' in name_to_file:
     head = read('lm_head.weight', shapes['embed'].shape, False)
     if not np.array_equal(head, arrays[('embed',)]):
-      raise ValueError(f'{os.path.join(directory, name_to_file["lm_head.weight"])}: tensor '
-                       "'lm_head.weight' differs from the embedding but tie_word_embeddings is true")
+      raise ValueError(
+          f'{os.path.join(directory, name_to_file["lm_head.weight"])}: tensor '
+          "'lm_head.weight' differs from the embedding but tie_word_embeddings is true"
+      )
 
   params = {'layers': {}}
   for path, array in arrays.items():
@@ -167,8 +187,9 @@ def load_hf(directory: str, *, param_dtype: str = 'float32', compute_dtype: str 
   return config, params
 
 
-def save_hf(directory: str, config: ModelConfig, params: dict, *,
-            max_shard_bytes: int = 5 * 2**30) -> None:
+def save_hf(
+    directory: str, config: ModelConfig, params: dict, *, max_shard_bytes: int = 5 * 2**30
+) -> None:
   """Writes config.json and safetensors (sharded with an index above max_shard_bytes) in
   the layout `transformers.AutoModelForCausalLM.from_pretrained` loads."""
   os.makedirs(directory, exist_ok=True)
@@ -194,8 +215,11 @@ def save_hf(directory: str, config: ModelConfig, params: dict, *,
     array = np.asarray(array if layer is None else array[layer])
     return np.ascontiguousarray(array.T if transpose else array)
 
-  names = ([SINGLE_FILE] if len(shards) == 1 else
-           [f'model-{k + 1:05d}-of-{len(shards):05d}.safetensors' for k in range(len(shards))])
+  names = (
+      [SINGLE_FILE]
+      if len(shards) == 1
+      else [f'model-{k + 1:05d}-of-{len(shards):05d}.safetensors' for k in range(len(shards))]
+  )
   weight_map = {}
   for file, shard in zip(names, shards):
     tensors = {name: hf_tensor(path, transpose, layer) for name, path, transpose, layer in shard}
@@ -206,18 +230,23 @@ def save_hf(directory: str, config: ModelConfig, params: dict, *,
       json.dump({'metadata': {'total_size': sum(sizes)}, 'weight_map': weight_map}, f, indent=2)
 
 
-def shrink_vocab(config: ModelConfig, params: dict,
-                 keep_ids: Sequence[int]) -> tuple[ModelConfig, dict]:
+def shrink_vocab(
+    config: ModelConfig, params: dict, keep_ids: Sequence[int]
+) -> tuple[ModelConfig, dict]:
   """Keeps only the embedding rows and LM-head columns of `keep_ids`, in that order: new
   token j is old token keep_ids[j]. A tied model stays tied."""
   keep = np.asarray(keep_ids)
   if keep.ndim != 1 or keep.size == 0 or not np.issubdtype(keep.dtype, np.integer):
-    raise ValueError(f'shrink_vocab: keep_ids must be a non-empty 1-D list of ints, got {keep_ids!r}')
+    raise ValueError(
+        f'shrink_vocab: keep_ids must be a non-empty 1-D list of ints, got {keep_ids!r}'
+    )
   if len(set(keep.tolist())) != keep.size:
     raise ValueError('shrink_vocab: keep_ids has repeated ids')
   if keep.min() < 0 or keep.max() >= config.vocab_size:
-    raise ValueError(f'shrink_vocab: keep_ids must lie in [0, {config.vocab_size}), got '
-                     f'min {keep.min()}, max {keep.max()}')
+    raise ValueError(
+        f'shrink_vocab: keep_ids must lie in [0, {config.vocab_size}), got '
+        f'min {keep.min()}, max {keep.max()}'
+    )
   params = {**params, 'embed': params['embed'][keep]}
   if not config.tie_word_embeddings:
     params['lm_head'] = params['lm_head'][:, keep]

@@ -37,8 +37,11 @@ def init_params(config: ModelConfig, rng: jax.Array, *, std: float = 0.02) -> di
   normal = lambda shape: (std * jax.random.normal(next(keys), shape, jnp.float32)).astype(dtype)
   layers = {name: normal((num_layers, *shape)) for name, shape in projection_shapes(config).items()}
   layers |= {name: jnp.ones((num_layers, d), dtype) for name in LAYER_NORMS}
-  params = {'embed': normal((config.vocab_size, d)), 'layers': layers,
-            'final_norm': jnp.ones((d,), dtype)}
+  params = {
+      'embed': normal((config.vocab_size, d)),
+      'layers': layers,
+      'final_norm': jnp.ones((d,), dtype),
+  }
   if not config.tie_word_embeddings:
     params['lm_head'] = normal((d, config.vocab_size))
   return params
@@ -69,7 +72,8 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
   # Long wavelengths are slowed down by `factor`, short ones kept, the middle band interpolated.
   scaled = np.where(wavelen > low_freq_wavelen, inv_freq / rs.factor, inv_freq)
   smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (
-      rs.high_freq_factor - rs.low_freq_factor)
+      rs.high_freq_factor - rs.low_freq_factor
+  )
   smoothed = (1 - smooth) * scaled / rs.factor + smooth * scaled
   is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
   return np.where(is_medium, smoothed, scaled).astype(np.float32)
@@ -91,8 +95,9 @@ def apply_rope(x_BSNH: jax.Array, cos_BSH: jax.Array, sin_BSH: jax.Array) -> jax
   return out.astype(x_BSNH.dtype)
 
 
-def project(x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None,
-            scale: float = 0.0) -> jax.Array:
+def project(
+    x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None, scale: float = 0.0
+) -> jax.Array:
   """x W, plus the LoRA path scale (x a) b when an adapter is given; never forms W + a b.
 
   The LoRA path has a hand-ordered backward (`lora_ops.lora_project`)."""
@@ -101,8 +106,9 @@ def project(x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None,
   return lora_ops.lora_project(x_BSI, w_IO, lora_ab['a'], lora_ab['b'], scale)
 
 
-def _write_cache(cache_LBTKD: jax.Array, new_BSKD: jax.Array, layer: jax.Array,
-                 end_B: jax.Array) -> jax.Array:
+def _write_cache(
+    cache_LBTKD: jax.Array, new_BSKD: jax.Array, layer: jax.Array, end_B: jax.Array
+) -> jax.Array:
   """Writes each row's new keys (or values) at [layer, row, end[row]:end[row]+S], in place.
 
   This is a row-wise dynamic_update_slice written as one scatter: vmapping
@@ -113,12 +119,25 @@ def _write_cache(cache_LBTKD: jax.Array, new_BSKD: jax.Array, layer: jax.Array,
   B, S = new_BSKD.shape[:2]
   rows_B1 = jnp.arange(B)[:, None]
   slots_BS = end_B[:, None] + jnp.arange(S)[None, :]
-  return cache_LBTKD.at[layer, rows_B1, slots_BS].set(new_BSKD.astype(cache_LBTKD.dtype),
-                                                      mode='drop')
+  return cache_LBTKD.at[layer, rows_B1, slots_BS].set(
+      new_BSKD.astype(cache_LBTKD.dtype), mode='drop'
+  )
 
 
-def _decoder_layer(x_BSD, layer, lora_layer, cache_kv, layer_idx, *, config, scale, cos_sin,
-                   query_slot_BS, key_valid_BT, end_B):
+def _decoder_layer(
+    x_BSD,
+    layer,
+    lora_layer,
+    cache_kv,
+    layer_idx,
+    *,
+    config,
+    scale,
+    cos_sin,
+    query_slot_BS,
+    key_valid_BT,
+    end_B,
+):
   """One pre-norm block: x + attn(norm(x)), then + mlp(norm(x)). Returns (x, cache_kv)."""
   B, S, _ = x_BSD.shape
   proj = lambda x, name: project(x, layer[name], lora_layer.get(name), scale)
@@ -132,10 +151,13 @@ def _decoder_layer(x_BSD, layer, lora_layer, cache_kv, layer_idx, *, config, sca
   if cache_kv is None:
     keys, values = k_BSKD, v_BSKD
   else:  # write this chunk into the cache, then attend over the whole cached layer
-    cache_k, cache_v = (_write_cache(c, new, layer_idx, end_B)
-                        for c, new in zip(cache_kv, (k_BSKD, v_BSKD)))
+    cache_k, cache_v = (
+        _write_cache(c, new, layer_idx, end_B) for c, new in zip(cache_kv, (k_BSKD, v_BSKD))
+    )
     cache_kv = (cache_k, cache_v)
-    read = lambda c: jax.lax.dynamic_index_in_dim(c, layer_idx, 0, keepdims=False).astype(h_BSD.dtype)
+    read = lambda c: jax.lax.dynamic_index_in_dim(c, layer_idx, 0, keepdims=False).astype(
+        h_BSD.dtype
+    )
     keys, values = read(cache_k), read(cache_v)
 
   if cache_kv is None and config.attention_impl == 'blockwise':  # queries at slots 0..S-1
@@ -164,24 +186,37 @@ def _check_lora(lora: dict | None, lora_config: LoraConfig | None, config: Model
   shapes = projection_shapes(config)
   for name, ab in lora.items():
     if name not in lora_config.targets:
-      raise ValueError(f'forward: lora has {name!r}, not in LoraConfig.targets {lora_config.targets}')
+      raise ValueError(
+          f'forward: lora has {name!r}, not in LoraConfig.targets {lora_config.targets}'
+      )
     fan_in, fan_out = shapes[name]
-    want = {'a': (config.num_layers, fan_in, lora_config.rank),
-            'b': (config.num_layers, lora_config.rank, fan_out)}
+    want = {
+        'a': (config.num_layers, fan_in, lora_config.rank),
+        'b': (config.num_layers, lora_config.rank, fan_out),
+    }
     got = {k: tuple(ab[k].shape) for k in ('a', 'b')}
     if got != want:
-      raise ValueError(f'forward: lora[{name!r}] shapes {got}, expected {want} '
-                       '(vmap over the task axis of stacked adapters)')
+      raise ValueError(
+          f'forward: lora[{name!r}] shapes {got}, expected {want} '
+          '(vmap over the task axis of stacked adapters)'
+      )
   return lora
 
 
 # --- the model ------------------------------------------------------------------------------
 
 
-def hidden_states(params: dict, tokens_BS: jax.Array, config: ModelConfig, *,
-                  positions_BS: jax.Array | None = None, mask_BS: jax.Array | None = None,
-                  lora: dict | None = None, lora_config: LoraConfig | None = None,
-                  cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+def hidden_states(
+    params: dict,
+    tokens_BS: jax.Array,
+    config: ModelConfig,
+    *,
+    positions_BS: jax.Array | None = None,
+    mask_BS: jax.Array | None = None,
+    lora: dict | None = None,
+    lora_config: LoraConfig | None = None,
+    cache: dict | None = None,
+) -> tuple[jax.Array, dict | None]:
   """Final-normed hidden states [B, S, D] (compute dtype) and the updated cache.
 
   `mask_BS` marks real tokens; padding may be on either side without a cache.
@@ -214,8 +249,14 @@ def hidden_states(params: dict, tokens_BS: jax.Array, config: ModelConfig, *,
   positions_BS = steps_BS if positions_BS is None else positions_BS
 
   layer_fn = functools.partial(
-      _decoder_layer, config=config, scale=scale, cos_sin=rope_cos_sin(positions_BS, config),
-      query_slot_BS=query_slot_BS, key_valid_BT=key_valid_BT, end_B=end_B)
+      _decoder_layer,
+      config=config,
+      scale=scale,
+      cos_sin=rope_cos_sin(positions_BS, config),
+      query_slot_BS=query_slot_BS,
+      key_valid_BT=key_valid_BT,
+      end_B=end_B,
+  )
 
   def body(carry, xs):
     x_BSD, cache_kv = carry
@@ -226,8 +267,10 @@ def hidden_states(params: dict, tokens_BS: jax.Array, config: ModelConfig, *,
   # its few new slots in place instead of restacking every layer's cache.
   x_BSD = jnp.take(params['embed'], tokens_BS, axis=0).astype(config.compute_jnp_dtype)
   (x_BSD, cache_kv), _ = jax.lax.scan(
-      _remat(body, config.remat), (x_BSD, cache_kv),
-      (params['layers'], lora, jnp.arange(config.num_layers)))
+      _remat(body, config.remat),
+      (x_BSD, cache_kv),
+      (params['layers'], lora, jnp.arange(config.num_layers)),
+  )
 
   h_BSD = rms_norm(x_BSD, params['final_norm'], config.rms_norm_eps)
   new_cache = None if cache is None else {'k': cache_kv[0], 'v': cache_kv[1], 'end': new_end_B}
@@ -238,21 +281,44 @@ def logits_from_hidden(params: dict, h_BSD: jax.Array, config: ModelConfig) -> j
   """LM head on (any subset of) hidden states [..., D] -> float32 logits [..., V]."""
   cd = config.compute_jnp_dtype
   if config.tie_word_embeddings:
-    return jnp.einsum('...d,vd->...v', h_BSD.astype(cd), params['embed'].astype(cd),
-                      preferred_element_type=jnp.float32)
-  return jnp.einsum('...d,dv->...v', h_BSD.astype(cd), params['lm_head'].astype(cd),
-                    preferred_element_type=jnp.float32)
+    return jnp.einsum(
+        '...d,vd->...v',
+        h_BSD.astype(cd),
+        params['embed'].astype(cd),
+        preferred_element_type=jnp.float32,
+    )
+  return jnp.einsum(
+      '...d,dv->...v',
+      h_BSD.astype(cd),
+      params['lm_head'].astype(cd),
+      preferred_element_type=jnp.float32,
+  )
 
 
-def forward(params: dict, tokens_BS: jax.Array, config: ModelConfig, *,
-            positions_BS: jax.Array | None = None, mask_BS: jax.Array | None = None,
-            lora: dict | None = None, lora_config: LoraConfig | None = None,
-            cache: dict | None = None) -> tuple[jax.Array, dict | None]:
+def forward(
+    params: dict,
+    tokens_BS: jax.Array,
+    config: ModelConfig,
+    *,
+    positions_BS: jax.Array | None = None,
+    mask_BS: jax.Array | None = None,
+    lora: dict | None = None,
+    lora_config: LoraConfig | None = None,
+    cache: dict | None = None,
+) -> tuple[jax.Array, dict | None]:
   """Logits [B, S, V] (float32) and the updated cache (None without one).
 
   Positions default to the count of real tokens before each one (plus the
   cache's `end`), so left- and right-padded rows get the same positions.
   """
-  h_BSD, cache = hidden_states(params, tokens_BS, config, positions_BS=positions_BS,
-                               mask_BS=mask_BS, lora=lora, lora_config=lora_config, cache=cache)
+  h_BSD, cache = hidden_states(
+      params,
+      tokens_BS,
+      config,
+      positions_BS=positions_BS,
+      mask_BS=mask_BS,
+      lora=lora,
+      lora_config=lora_config,
+      cache=cache,
+  )
   return logits_from_hidden(params, h_BSD, config), cache

@@ -19,8 +19,13 @@ from ttt_jax.model.config import ModelConfig
 
 # Our projection names -> the Hugging Face / PEFT module names (for a PEFT export).
 TARGETS: dict[str, str] = {
-    'q': 'q_proj', 'k': 'k_proj', 'v': 'v_proj', 'o': 'o_proj',
-    'gate': 'gate_proj', 'up': 'up_proj', 'down': 'down_proj',
+    'q': 'q_proj',
+    'k': 'k_proj',
+    'v': 'v_proj',
+    'o': 'o_proj',
+    'gate': 'gate_proj',
+    'up': 'up_proj',
+    'down': 'down_proj',
 }
 
 
@@ -40,8 +45,10 @@ class LoraConfig:
       raise ValueError(f'LoraConfig.targets must be a non-empty tuple, got {self.targets!r}')
     unknown = [t for t in self.targets if t not in TARGETS]
     if unknown or len(set(self.targets)) != len(self.targets):
-      raise ValueError(f'LoraConfig.targets {self.targets!r}: each must be one of {tuple(TARGETS)}, '
-                       'without repeats')
+      raise ValueError(
+          f'LoraConfig.targets {self.targets!r}: each must be one of {tuple(TARGETS)}, '
+          'without repeats'
+      )
 
   @property
   def scale(self) -> float:
@@ -53,12 +60,24 @@ def projection_shapes(config: ModelConfig) -> dict[str, tuple[int, int]]:
   """(in, out) features of each of the seven projections of a layer."""
   d, f = config.hidden_size, config.intermediate_size
   q, kv = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
-  return {'q': (d, q), 'k': (d, kv), 'v': (d, kv), 'o': (q, d),
-          'gate': (d, f), 'up': (d, f), 'down': (f, d)}
+  return {
+      'q': (d, q),
+      'k': (d, kv),
+      'v': (d, kv),
+      'o': (q, d),
+      'gate': (d, f),
+      'up': (d, f),
+      'down': (f, d),
+  }
 
 
-def init_lora(rng: jax.Array, config: ModelConfig, lora_config: LoraConfig,
-              num_tasks: int | None = None, dtype=jnp.float32) -> dict:
+def init_lora(
+    rng: jax.Array,
+    config: ModelConfig,
+    lora_config: LoraConfig,
+    num_tasks: int | None = None,
+    dtype=jnp.float32,
+) -> dict:
   """A fresh adapter: A ~ U(-1/sqrt(in), 1/sqrt(in)), B = 0 (peft's default init).
 
   peft calls `kaiming_uniform_(A, a=sqrt(5))`, whose bound is
@@ -67,7 +86,8 @@ def init_lora(rng: jax.Array, config: ModelConfig, lora_config: LoraConfig,
   """
   if num_tasks is not None:
     return jax.vmap(lambda key: init_lora(key, config, lora_config, None, dtype))(
-        jax.random.split(rng, num_tasks))
+        jax.random.split(rng, num_tasks)
+    )
   shapes = projection_shapes(config)
   lora = {}
   for name in lora_config.targets:
@@ -86,11 +106,15 @@ def merge_lora(params: dict, lora: dict, lora_config: LoraConfig) -> dict:
   layers = dict(params['layers'])
   for name, ab in lora.items():
     if name not in lora_config.targets:
-      raise ValueError(f'merge_lora: adapter has {name!r}, not in LoraConfig.targets {lora_config.targets}')
+      raise ValueError(
+          f'merge_lora: adapter has {name!r}, not in LoraConfig.targets {lora_config.targets}'
+      )
     w = layers[name]
     if ab['a'].ndim != 3:
-      raise ValueError(f'merge_lora: lora[{name!r}]["a"] has shape {ab["a"].shape}; expected [L, in, r] '
-                       '(merge one task of a stacked adapter at a time)')
+      raise ValueError(
+          f'merge_lora: lora[{name!r}]["a"] has shape {ab["a"].shape}; expected [L, in, r] '
+          '(merge one task of a stacked adapter at a time)'
+      )
     delta = jnp.einsum('lir,lro->lio', ab['a'].astype(jnp.float32), ab['b'].astype(jnp.float32))
     layers[name] = (w.astype(jnp.float32) + lora_config.scale * delta).astype(w.dtype)
   return {**params, 'layers': layers}

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 
-def lora_project(x_NI: jax.Array, w_IO: jax.Array, a_IR: jax.Array, b_RO: jax.Array,
-                 scale: float) -> jax.Array:
+def lora_project(
+    x_NI: jax.Array, w_IO: jax.Array, a_IR: jax.Array, b_RO: jax.Array, scale: float
+) -> jax.Array:
   """x W + scale (x a) b over any leading axes of x; computed in x's dtype."""
   *lead, fan_in = x_NI.shape
   y_NO = _lora_project(x_NI.reshape(-1, fan_in), w_IO, a_IR, b_RO, float(scale))

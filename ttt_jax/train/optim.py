@@ -23,17 +23,22 @@ def clipped_adamw(learning_rate, weight_decay, clip_norm, b1, b2, eps):
   )
 
 
-def make_optimizer(*, weight_decay: float = 0.01, clip_norm: float = 1.0,
-                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+    *,
+    weight_decay: float = 0.01,
+    clip_norm: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> optax.GradientTransformation:
   """clip_by_global_norm + AdamW with every scalar an injected hyperparameter.
 
   The learning rate starts at 0 and is set per task and step with
   `with_hyperparams`; the others can be overwritten per task the same way.
   """
   return optax.inject_hyperparams(clipped_adamw, hyperparam_dtype=jnp.float32)(
-      learning_rate=0.0, weight_decay=weight_decay, clip_norm=clip_norm,
-      b1=b1, b2=b2, eps=eps)
+      learning_rate=0.0, weight_decay=weight_decay, clip_norm=clip_norm, b1=b1, b2=b2, eps=eps
+  )
 
 
 def init_task_states(tx: optax.GradientTransformation, lora_T: Any) -> Any:
@@ -41,13 +46,16 @@ def init_task_states(tx: optax.GradientTransformation, lora_T: Any) -> Any:
   return jax.vmap(tx.init)(lora_T)
 
 
-def with_hyperparams(opt_state: optax.InjectHyperparamsState,
-                     **values) -> optax.InjectHyperparamsState:
+def with_hyperparams(
+    opt_state: optax.InjectHyperparamsState, **values
+) -> optax.InjectHyperparamsState:
   """A copy of (one task's or the stacked) state with hyperparameters set."""
   unknown = set(values) - set(opt_state.hyperparams)
   if unknown:
-    raise KeyError(f'unknown hyperparameters {sorted(unknown)}; the optimizer '
-                   f'has {sorted(opt_state.hyperparams)}')
+    raise KeyError(
+        f'unknown hyperparameters {sorted(unknown)}; the optimizer '
+        f'has {sorted(opt_state.hyperparams)}'
+    )
   hyperparams = dict(opt_state.hyperparams)
   for name, value in values.items():
     old = hyperparams[name]

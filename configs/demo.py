@@ -1,7 +1,7 @@
 """The main job (`make demo`): TTT + augmented inference + voting on CPU.
 
   python -m launch.demo                                   # the built-in default
-  python -m launch.demo --config.selector=arc1/eval@slice=0:20 --config.seq_len=2048
+  python -m launch.demo --config.selector=arc1/eval@slice=0:20 --config.ttt.data.seq_len=2048
 
 Default tasks, chosen by a rule fixed before any result was seen: the 'easy'
 tasks of the paper's 80-task ARC-AGI-1 evaluation subset (H-ARC levels)
@@ -39,7 +39,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   c.ttt.data.seq_len = 1024
   c.ttt.data.max_examples = 24  # leave-one-out x augmentations per task
   c.ttt.data.augmentations_per_task = 16
-  c.ttt.ttt.rank = 16
+  c.ttt.ttt.lora.rank = 16
   c.ttt.ttt.lr = 1e-3  # the built-in model is tiny: a larger lr than the paper's 1B
   c.ttt.ttt.epochs = 2
   c.ttt.ttt.max_steps = config_dict.placeholder(int)

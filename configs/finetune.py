@@ -7,9 +7,16 @@ The default is the built-in model's recipe, sized for ~60 minutes on a 2-core
 CPU. `runlocal` shrinks it for tests: the tiny model, 24 tasks, short
 sequences, a few steps. From an HF checkpoint: --config.model.checkpoint_dir=DIR
 (and a smaller lr, e.g. --config.optim.lr=1e-5); LoRA: --config.lora.enabled=True.
+Every block starts from its dataclass's defaults and overrides what this recipe changes.
 """
 
 from ml_collections import config_dict
+
+from ttt_jax.dataclass_config import to_config_dict
+from ttt_jax.data.pretrain_data import PretrainDataConfig
+from ttt_jax.model.builtin import ModelSpec
+from ttt_jax.model.lora import LoraConfig
+from ttt_jax.train.finetune import OptimConfig, TrainingTasks
 
 
 def get_config(arg: str = '') -> config_dict.ConfigDict:
@@ -23,62 +30,25 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   c.eval_every = 10 if runlocal else 100
   c.checkpoint_every = 10 if runlocal else 50
 
-  # Empty checkpoint_dir: init_params of the preset (from scratch).
-  c.model = config_dict.ConfigDict(
-      dict(
-          # 'tiny' (~1M params): 627 tokens/s at seq 2048 on the 2-core CPU; 'small' (~5M)
-          # is several times slower, too few steps in an hour.
-          checkpoint_dir='',
-          preset='tiny',
-          init_seed=0,
-          param_dtype='float32',
-          compute_dtype='float32',
-          remat='none' if runlocal else 'full',
-      )
-  )
+  # From scratch ('' = init_params of the preset). 'tiny' (~1M params): 627 tokens/s at
+  # seq 2048 on the 2-core CPU; 'small' (~5M) is several times slower, too few steps in an hour.
+  c.model = to_config_dict(ModelSpec(checkpoint_dir='', remat='none' if runlocal else 'full'))
 
-  c.lora = config_dict.ConfigDict(
-      dict(
-          enabled=False,
-          rank=8,
-          alpha=16.0,
-          targets=('q', 'v', 'o', 'gate', 'up', 'down'),
-          rslora=False,
-      )
-  )
+  # Full fine-tuning unless lora.enabled (ttt_jax.model.lora.LoraConfig).
+  c.lora = to_config_dict(LoraConfig())
+  c.lora.enabled = False
 
-  # Training tasks (selectors, see ttt_jax/data/arc.py); the contamination guard
-  # drops any training task sharing a pair with the evaluation set.
-  c.data = config_dict.ConfigDict(
-      dict(
-          train=('arc1/train@slice=0:24',) if runlocal else ('arc1/train',),
-          contamination_guard='arc1/eval',
-          val_frac=0.2 if runlocal else 0.05,
-          val_max_examples=4 if runlocal else 8,
-          max_len=512 if runlocal else 2048,
-          batch_size=4 if runlocal else 8,
-          loss='all_but_first',
-          min_demos=1,
-          d8=True,
-          colors=True,
-          shuffle_order=True,
-          variant_prob=0.3,
-          train_only_prob=0.1,
-          bucket_steps=4 if runlocal else 16,
-          pad_multiple=128 if runlocal else 256,
-      )
-  )
+  # Training tasks (TrainingTasks: selectors, see ttt_jax/data/arc.py; the contamination
+  # guard drops any training task sharing a pair with the evaluation set) and the stream
+  # (ttt_jax.data.pretrain_data.PretrainDataConfig), in one block.
+  c.data = to_config_dict(TrainingTasks())
+  c.data.update(to_config_dict(PretrainDataConfig(train_only_prob=0.1, pad_multiple=256)))
+  c.data.seed = c.get_ref('seed')
+  if runlocal:
+    c.data.train, c.data.val_frac, c.data.val_max_examples = ('arc1/train@slice=0:24',), 0.2, 4
+    c.data.max_len, c.data.batch_size, c.data.bucket_steps, c.data.pad_multiple = 512, 4, 4, 128
 
-  c.optim = config_dict.ConfigDict(
-      dict(
-          lr=1e-3,
-          warmup_steps=2 if runlocal else 20,
-          end_lr_frac=0.1,
-          weight_decay=0.01,
-          clip_norm=1.0,
-          b1=0.9,
-          b2=0.95,
-          eps=1e-8,
-      )
-  )
+  c.optim = to_config_dict(OptimConfig())  # ttt_jax.train.finetune.OptimConfig
+  if runlocal:
+    c.optim.warmup_steps = 2
   return c

@@ -152,7 +152,7 @@ def main(argv):
         'ttt.max_steps': a['ttt_max_steps'],
         'data.seq_len': a['seq_len'],
         'ttt.batch_size': a['batch_size'],
-        'ttt.rank': a['rank'],
+        'ttt.lora.rank': a['rank'],
     }
     overrides |= {
         f'model.{k}': v
@@ -193,7 +193,8 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
   from ttt_jax import memory  # pylint: disable=import-outside-toplevel
   from ttt_jax.bench import report  # pylint: disable=import-outside-toplevel
   from ttt_jax.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train.ttt import TTTConfig  # pylint: disable=import-outside-toplevel
+  from ttt_jax.model.lora import LoraConfig  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train.ttt_config import TTTConfig  # pylint: disable=import-outside-toplevel
 
   preset = a['preset']
   model_config = ModelConfig.preset(
@@ -203,11 +204,8 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
       remat=remat,
       **({'vocab_size': a['vocab_size']} if a['vocab_size'] else {}),
   )
-  ttt_config = TTTConfig(
-      rank=a['rank'],
-      batch_size=a['batch_size'],
-      **({'targets': a['targets']} if a['targets'] else {}),
-  )
+  lora = LoraConfig(rank=a['rank'], **({'targets': a['targets']} if a['targets'] else {}))
+  ttt_config = TTTConfig(lora=lora, batch_size=a['batch_size'])
   rows = memory.plan_rows(
       model_config,
       ttt_config,
@@ -220,8 +218,8 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
   report.report(
       f'TTT step memory per device (CPU-compiled estimate), {preset}, '
       f'{model_config.param_dtype} weights, {model_config.compute_dtype} compute, '
-      f'remat {model_config.remat}, LoRA r{ttt_config.rank} on '
-      f'{",".join(ttt_config.targets)}, batch {ttt_config.batch_size}',
+      f'remat {model_config.remat}, LoRA r{ttt_config.lora.rank} on '
+      f'{",".join(ttt_config.lora.targets)}, batch {ttt_config.batch_size}',
       rows,
       out=a['out'],
   )

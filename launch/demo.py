@@ -6,7 +6,7 @@ python -m launch.demo --workdir=runs/demo --config.selector=arc1/eval@slice=0:20
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax import knobs
+from ttt_jax import errors, knobs
 from ttt_jax.demo import run_demo
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -22,7 +22,8 @@ def main(argv):
   config = _CONFIG.value
   knobs.override_model(config.ttt.model)
   knobs.override_model(config.predict.model)
-  run_demo(config, _WORKDIR.value)
+  with errors.as_usage_errors():
+    run_demo(config, _WORKDIR.value)
 
 
 if __name__ == '__main__':

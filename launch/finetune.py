@@ -13,7 +13,7 @@ The tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax import knobs
+from ttt_jax import errors, knobs
 from ttt_jax.train import finetune
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,7 +28,7 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   config = _CONFIG.value
   knobs.override_model(config.model)
-  with knobs.profiled_step(finetune):
+  with errors.as_usage_errors(), knobs.profiled_step(finetune):
     finetune.train(config, _WORKDIR.value)
 
 

@@ -18,7 +18,7 @@ Another voting, without decoding again (the candidates stored by a run):
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax import knobs
+from ttt_jax import errors, knobs
 from ttt_jax.infer import predict
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -39,12 +39,12 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   c = _CONFIG.value
   knobs.override_model(c.model)
-  if _REVOTE_FROM.value:
-    score = predict.run_revote(
-        c.selector, _REVOTE_FROM.value, _OUTPUT_DIR.value, predict.config_from(c)
-    )
-  else:
-    score = predict.run_from_config(c, _OUTPUT_DIR.value)
+  with errors.as_usage_errors():
+    if _REVOTE_FROM.value:
+      run = predict.PredictRun.from_config(c)
+      score = predict.run_revote(run.selector, _REVOTE_FROM.value, _OUTPUT_DIR.value, run.predict)
+    else:
+      score = predict.run_from_config(c, _OUTPUT_DIR.value)
   if score is not None:
     print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
 

@@ -14,8 +14,8 @@ the tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 from absl import app, flags
 from ml_collections import config_flags
 
-from ttt_jax import knobs
-from ttt_jax.train import ttt
+from ttt_jax import errors, knobs
+from ttt_jax.train import ttt, ttt_step
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/ttt.py', 'TTT config file.', lock_config=True
@@ -29,7 +29,7 @@ def main(argv):
   knobs.apply_xla_flags()  # before anything touches a device
   config = _CONFIG.value
   knobs.override_model(config.model)
-  with knobs.profiled_step(ttt):
+  with errors.as_usage_errors(), knobs.profiled_step(ttt_step):
     ttt.run_ttt(config, _WORKDIR.value)
 
 

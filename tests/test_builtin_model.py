@@ -13,6 +13,7 @@ from ttt_jax.data import arc, format as fmt
 from ttt_jax.infer import predict
 from ttt_jax.model import builtin
 from ttt_jax.train import ttt
+from ttt_jax.train import loss
 
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', 'configs')
 TASK = '66e6c45b'  # an easy ARC-AGI-1 evaluation task, 130 tokens
@@ -36,7 +37,7 @@ def mean_target_loss(config, params, tasks):
         'mask': jnp.ones((1, len(tokens)), jnp.int32),
         'loss_mask': jnp.asarray(mask)[None],
     }
-    losses.append(float(ttt.loss_one(params, None, batch, config, None)))
+    losses.append(float(loss.loss_one(params, None, batch, config, None)))
   return float(np.mean(losses))
 
 

@@ -13,13 +13,15 @@ import pytest
 from ttt_jax import memory
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.train import ttt
+from ttt_jax.model.lora import LoraConfig
+from ttt_jax.train import slots as slot_ops
+from ttt_jax.train.ttt_config import TTTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = ModelConfig.preset('tiny').replace(
     hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16
 )
-TTT = ttt.TTTConfig(rank=4, batch_size=2)
+TTT = TTTConfig(lora=LoraConfig(rank=4), batch_size=2)
 SINGLE = (('data', 1), ('fsdp', 1), ('tensor', 1))
 
 
@@ -31,7 +33,7 @@ def test_arguments_are_exactly_the_step_inputs():
   t, s, n = 3, 64, 5
   plan = memory.plan_ttt_step(MODEL, TTT, t, s, n, SINGLE)
   params = jax.eval_shape(lambda: llama.init_params(MODEL, jax.random.key(0)))
-  slots = jax.eval_shape(lambda: memory._empty(t, MODEL, TTT))  # pylint: disable=protected-access
+  slots, _ = jax.eval_shape(lambda: slot_ops.empty_slots(t, n, s, MODEL, TTT))
   data = 2 * t * n * s * 4 + t * n * 4 + t * 4  # tokens, loss_mask, lengths, num_examples
   assert plan.argument == _nbytes(params) + _nbytes(slots) + data
   assert plan.temp > 0 and plan.output > 0
@@ -84,7 +86,9 @@ def test_launch_plans_a_sharded_mesh_on_fake_devices(tmp_path):
   assert row['mesh'] == 'data=2 fsdp=2' and row['tasks/device'] == 1 and row['fits 80 GB']
   parts = row['args GB'] + row['outputs GB'] + row['temp GB']
   assert 0 < parts <= row['peak GB/device'] * (1 + 1e-9)
-  model, ttt_config = ModelConfig.preset('tiny', remat='full'), ttt.TTTConfig(rank=4, batch_size=2)
+  model, ttt_config = ModelConfig.preset('tiny', remat='full'), TTTConfig(
+      lora=LoraConfig(rank=4), batch_size=2
+  )
   one_task = memory.plan_ttt_step(model, ttt_config, 1, 128, 4, SINGLE)
   two_tasks = memory.plan_ttt_step(model, ttt_config, 2, 128, 4, SINGLE)
   # The activations of one task per device, not of the two an fsdp pair would share.

@@ -79,6 +79,16 @@ def open_log(path: str) -> TextIO:
   return out
 
 
+def drop_records_after(path: str, step: int) -> None:
+  """Rewrites a log without its records of steps after `step`: what a killed run logged
+  past the checkpoint it resumes from (its rerun logs those steps again)."""
+  if not os.path.exists(path):
+    return
+  kept = [r for r in read_log(path) if r.get('step', 0) <= step]
+  with open(path, 'w') as f:
+    f.writelines(json.dumps(r) + '\n' for r in kept)
+
+
 class RunCheckpointer:
   """Saves (slots pytree, host-loop JSON) every `save_every` global steps."""
 
@@ -134,7 +144,7 @@ def _peft_key(layer: int, name: str, ab: str) -> str:
 
 def export_peft_adapter(
     directory: str,
-    lora_t: Any,
+    adapter: Any,
     lora_config: LoraConfig,
     model_config: ModelConfig,
     base_model_name_or_path: str | None = None,
@@ -143,7 +153,7 @@ def export_peft_adapter(
   as a PEFT LoRA adapter: lora_A.weight [r, in], lora_B.weight [out, r]."""
   shapes = projection_shapes(model_config)
   tensors = {}
-  for name, ab in lora_t.items():
+  for name, ab in adapter.items():
     if name not in lora_config.targets:
       raise ValueError(
           f'export_peft_adapter: adapter has {name!r}, not in '

@@ -1,6 +1,6 @@
 """Dry-run memory planner for the TTT step: will T tasks fit on this mesh?
 
-Lowers and compiles `ttt.train_step` for abstract inputs
+Lowers and compiles `ttt_step.train_step` for abstract inputs
 (`jax.ShapeDtypeStruct`s carrying their shardings: nothing is allocated) and
 reads XLA's per-device `memory_analysis()`. To plan for N devices on a
 machine without them, run in a process with N fake CPU devices (set before
@@ -16,13 +16,13 @@ import dataclasses
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from ttt_jax import parallel
-from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.train import ttt
+from ttt_jax.train import slots as slot_ops
+from ttt_jax.train import ttt_step
+from ttt_jax.train.ttt_config import TTTConfig
 
 GB = 1e9
 
@@ -51,7 +51,7 @@ def _abstract(tree, sharding_of):
 
 def plan_ttt_step(
     model_config: ModelConfig,
-    ttt_config: ttt.TTTConfig,
+    ttt_config: TTTConfig,
     num_tasks: int,
     seq_len: int,
     max_examples: int,
@@ -62,15 +62,11 @@ def plan_ttt_step(
   tasks = parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data' x 'fsdp'
   params = jax.eval_shape(lambda: llama.init_params(model_config, jax.random.key(0)))
   params = _abstract(params, lambda p: parallel.param_shardings(p, mesh))
-  slots = jax.eval_shape(lambda: _empty(num_tasks, model_config, ttt_config))
-  slots = _abstract(slots, lambda tree: jax.tree.map(lambda _: tasks, tree))
-  data = TTTArrays(
-      tokens=jax.ShapeDtypeStruct((num_tasks, max_examples, seq_len), jnp.int32, sharding=tasks),
-      loss_mask=jax.ShapeDtypeStruct((num_tasks, max_examples, seq_len), jnp.int32, sharding=tasks),
-      lengths=jax.ShapeDtypeStruct((num_tasks, max_examples), jnp.int32, sharding=tasks),
-      num_examples=jax.ShapeDtypeStruct((num_tasks,), jnp.int32, sharding=tasks),
+  slots, data = jax.eval_shape(
+      lambda: slot_ops.empty_slots(num_tasks, max_examples, seq_len, model_config, ttt_config)
   )
-  compiled = ttt.train_step.lower(
+  slots, data = _abstract((slots, data), lambda tree: jax.tree.map(lambda _: tasks, tree))
+  compiled = ttt_step.train_step.lower(
       params, slots, data, model_config=model_config, ttt_config=ttt_config, mesh=mesh
   ).compile()
   m = compiled.memory_analysis()
@@ -85,25 +81,9 @@ def plan_ttt_step(
   )
 
 
-def _empty(num_tasks: int, model_config: ModelConfig, ttt_config: ttt.TTTConfig) -> ttt.Slots:
-  task_T = jnp.zeros((num_tasks,), jnp.int32)
-  lora, opt_state = ttt.fresh_slot_states(task_T, model_config, ttt_config)
-  return ttt.Slots(
-      lora=lora,
-      opt_state=opt_state,
-      step=task_T,
-      total_steps=task_T,
-      status=task_T,
-      job=task_T,
-      task=task_T,
-      key=task_T,
-      lr=jnp.zeros((num_tasks,), jnp.float32),
-  )
-
-
 def plan_rows(
     model_config: ModelConfig,
-    ttt_config: ttt.TTTConfig,
+    ttt_config: TTTConfig,
     num_tasks: Sequence[int],
     seq_len: int,
     max_examples: int,

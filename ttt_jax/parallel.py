@@ -134,6 +134,13 @@ def task_sharding(mesh: Mesh, num_tasks: int | None = None) -> NamedSharding:
   return NamedSharding(mesh, TASK_SPEC)
 
 
+def constrain(tree: Any, mesh: Mesh | None, spec: P) -> Any:
+  """`with_sharding_constraint` to `spec` on `mesh`; the identity without a mesh."""
+  if mesh is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+
+
 def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
   """Places a host array (the same on every process) as a global array."""
   x = np.asarray(x)

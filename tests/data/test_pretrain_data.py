@@ -99,7 +99,7 @@ def test_geometric_variant_is_a_consistent_task(mode, k):
 
 def test_colour_permutation_keeps_background():
   rng = np.random.default_rng(0)
-  perm = pd.random_color_permutation(rng)
+  perm = np.asarray(augment.numpy_color_permutation(rng))
   assert perm[0] == 0 and sorted(perm) == list(range(10))
   out = pd.d8_and_colors([Pair(np.array([[0, 1], [2, 3]]), np.array([[3]]))], 0, perm)
   assert np.array_equal(out[0].input, perm[[[0, 1], [2, 3]]])

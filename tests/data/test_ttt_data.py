@@ -138,7 +138,7 @@ def test_length_filter_counts_what_it_drops():
   full, _ = build_ttt_examples(task, cfg, seed=0)
   longest = max(len(t) for t, _ in full)
   assert sum(len(t) == longest for t, _ in full) == 4
-  kept, stats = build_ttt_examples(task, dataclasses.replace(cfg, max_tokens=longest - 1), 0)
+  kept, stats = build_ttt_examples(task, dataclasses.replace(cfg, seq_len=longest - 1), 0)
   assert all(len(t) < longest for t, _ in kept)
   assert stats.num_too_long == 4 and stats.used_leave_two_out
   assert stats.num_examples == len(kept) == len(full) - 4

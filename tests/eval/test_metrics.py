@@ -74,7 +74,7 @@ def test_malformed_entries_score_zero_and_are_reported():
   }
   score = metrics.score_submission(sub, SOLUTIONS)
   by_id = {t.task_id: t for t in score.tasks}
-  assert by_id['t1'].score == 1.0 and 'ragged' in by_id['t1'].problems[0]
+  assert by_id['t1'].score == 1.0 and 'row 1 has length 1, expected 2' in by_id['t1'].problems[0]
   assert by_id['t2'].solved_by == (2, None)
   assert 'test 0 attempt_1: missing' in by_id['t2'].problems
   assert 'test 1: no dict of attempts' in by_id['t2'].problems
@@ -93,13 +93,13 @@ def test_unknown_tasks_are_listed_not_scored():
     [
         (
             {'t1': [{'attempt_1': [[1, 2], [3]], 'attempt_2': A}]},
-            'task t1 test 0 attempt_1: ragged',
+            'task t1 test 0 attempt_1: grid row 1 has length 1, expected 2',
         ),
         ({'t1': [{'attempt_1': A}]}, 'task t1 test 0: missing attempt_2'),
-        ({'t1': [entry(A, [[1, 10]])]}, 'task t1 test 0 attempt_2: cell (0, 1) = 10'),
-        ({'t1': [entry(A, [[True]])]}, 'task t1 test 0 attempt_2: cell (0, 0) = True'),
-        ({'t1': [entry(A, [])]}, 'task t1 test 0 attempt_2: not a non-empty'),
-        ({'t1': [entry(A, [[0] * 31])]}, 'task t1 test 0 attempt_2: 31 columns'),
+        ({'t1': [entry(A, [[1, 10]])]}, 'task t1 test 0 attempt_2: grid row 0 col 1 is 10'),
+        ({'t1': [entry(A, [[True]])]}, 'task t1 test 0 attempt_2: grid row 0 col 0 is True'),
+        ({'t1': [entry(A, [])]}, 'task t1 test 0 attempt_2: grid must be a non-empty'),
+        ({'t1': [entry(A, [[0] * 31])]}, 'task t1 test 0 attempt_2: grid has 31 columns'),
         ({'t1': []}, 'task t1: expected a non-empty list'),
         ({'t1': [dict(entry(A, A), attempt_3=A)]}, "unexpected fields ['attempt_3']"),
         ([entry(A, A)], 'submission: expected a dict'),
@@ -132,12 +132,15 @@ def test_read_errors_name_the_file(tmp_path):
   ragged = tmp_path / 'ragged.json'
   ragged.write_text(json.dumps({'t9': [entry(A, [[1], [1, 2]])]}))
   with pytest.raises(
-      metrics.SubmissionError, match='ragged.json: task t9 test 0 attempt_2: ragged'
+      metrics.SubmissionError,
+      match='ragged.json: task t9 test 0 attempt_2: grid row 1 has length 2, expected 1',
   ):
     metrics.read_submission(ragged)
   solutions = tmp_path / 'solutions.json'
   solutions.write_text(json.dumps({'t1': [A, [[1, 2], [3]]]}))
-  with pytest.raises(metrics.SubmissionError, match='solutions task t1 test 1: ragged'):
+  with pytest.raises(
+      metrics.SubmissionError, match='solutions task t1 test 1: grid row 1 has length 1, expected 2'
+  ):
     metrics.read_solutions(solutions)
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from ttt_jax.data import format as fmt
 from ttt_jax.infer import decode
-from ttt_jax.model import kv_cache, llama
+from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
@@ -32,7 +32,7 @@ LORA = LoraConfig(rank=4, alpha=8.0, targets=('q', 'v', 'o', 'gate', 'up', 'down
 _forward = jax.jit(llama.forward, static_argnames=('config', 'lora_config'))
 
 
-def _logits(params, config, seqs, lora_t=None, length=32):
+def _logits(params, config, seqs, task_lora=None, length=32):
   """Full-forward logits [N, length, V] of sequences right-padded to one length (causal: the
   padding changes no earlier logit), one compile for all."""
   tokens = np.zeros((len(seqs), length), np.int32)
@@ -42,8 +42,8 @@ def _logits(params, config, seqs, lora_t=None, length=32):
       params,
       jnp.asarray(tokens),
       config,
-      lora=lora_t,
-      lora_config=LORA if lora_t is not None else None,
+      lora=task_lora,
+      lora_config=LORA if task_lora is not None else None,
   )
   return np.asarray(logits)
 
@@ -89,27 +89,25 @@ def test_cached_greedy_matches_full_forward_argmax_with_per_row_adapters():
   new, new_lengths = np.asarray(out.tokens_BN), np.asarray(out.lengths_B)
   assert (new_lengths > 0).all()
   for b in range(5):
-    lora_t = _task_lora(lora, task_index[b])
+    task_lora = _task_lora(lora, task_index[b])
     n = new_lengths[b]
     seq = np.concatenate([tokens[b, : lengths[b]], new[b, :n]])
-    logits = _logits(params, CONFIG, [seq], lora_t)
+    logits = _logits(params, CONFIG, [seq], task_lora)
     steps = np.arange(lengths[b] - 1, lengths[b] - 1 + n)
     np.testing.assert_array_equal(np.argmax(logits[0, steps], -1), new[b, :n])
     logp = jax.nn.log_softmax(logits[0, steps])[np.arange(n), new[b, :n]].sum()
     np.testing.assert_allclose(out.logprob_B[b], logp, rtol=1e-4, atol=1e-4)
     assert (new[b, n:] == fmt.PAD).all()
-    # The same row alone, with its own adapter, through the model room's greedy decoder.
-    alone, alone_len = kv_cache.generate_greedy(
+    # The same row alone, with its task's adapter shared by the whole (1-row) batch.
+    alone = decode.generate(
         params,
         CONFIG,
         jnp.asarray(tokens[b : b + 1]),
         jnp.asarray(lengths[b : b + 1]),
-        8,
-        fmt.EOS,
-        lora=lora_t,
-        lora_config=LORA,
-        pad_id=fmt.PAD,
+        max_new_tokens=8,
+        adapters=decode.Adapters.shared(task_lora, LORA),
     )
+    alone, alone_len = alone.tokens_BN, alone.lengths_B
     np.testing.assert_array_equal(np.asarray(alone)[0], new[b])
     assert int(alone_len[0]) == n
 
@@ -147,14 +145,14 @@ SMALL = CONFIG.replace(vocab_size=5)
 SMALL_EOS = 4
 
 
-def _enumerate(params, prompt, lora_t=None, max_len=3):
+def _enumerate(params, prompt, task_lora=None, max_len=3):
   """{completion ending in EOS: log-prob}, by full forwards over every sequence."""
   completions = [
       (*body, SMALL_EOS)
       for n in range(1, max_len + 1)
       for body in itertools.product(range(4), repeat=n - 1)
   ]
-  logits = _logits(params, SMALL, [np.concatenate([prompt, c]) for c in completions], lora_t)
+  logits = _logits(params, SMALL, [np.concatenate([prompt, c]) for c in completions], task_lora)
   logp = np.asarray(jax.nn.log_softmax(logits, axis=-1))
   start = len(prompt) - 1
   return {

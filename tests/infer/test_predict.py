@@ -12,6 +12,7 @@ from ttt_jax.data import arc, format as fmt
 from ttt_jax.data.arc import Pair, Task
 from ttt_jax.eval import metrics
 from ttt_jax.infer import decode, predict, prompts, vote
+from ttt_jax.infer.candidates import Candidate
 from ttt_jax.model import builtin, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
@@ -42,6 +43,17 @@ def _write_adapters(root, tasks, model_config):
     checkpoint.export_peft_adapter(os.path.join(root, task.id), lora, lora_config, model_config)
 
 
+def _run_predict(selector, out, config, adapters_dir):
+  """run_predict on a random-init tiny model."""
+  model = builtin.ModelSpec(checkpoint_dir='', preset='tiny')
+  run = predict.PredictRun(config, model, selector, adapters_dir=adapters_dir)
+  return predict.run_predict(run, out)
+
+
+def _candidate(variant, grid):
+  return Candidate(variant.task_id, variant.test_index, variant.d8, variant.colors, grid, 0.0)
+
+
 def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monkeypatch):
   tasks = _tasks()
   arc.save_task_dir(tasks, tmp_path / 'tasks')
@@ -54,9 +66,7 @@ def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monk
           'vote': vote.VoteConfig(rank_mode='votes_then_scores'),
       }
   )
-  run = lambda: predict.run_predict(
-      f'dir:{tmp_path / "tasks"}', out, config, adapters_dir=str(tmp_path / 'adapters')
-  )
+  run = lambda: _run_predict(f'dir:{tmp_path / "tasks"}', out, config, str(tmp_path / 'adapters'))
   score = run()
   submission = metrics.read_submission(os.path.join(out, 'submission.json'))
   assert sorted(submission) == ['aaa', 'bbb']
@@ -108,10 +118,8 @@ def test_voting_maps_transformed_predictions_back_to_the_truth():
   variants = prompts.input_variants(task, 1, prompts.PromptConfig(color_perms=1, orders=1))
   truth = task.test[1].output
   wrong = np.zeros((2, 2), np.int8)
-  cands = [
-      predict.Candidate(v, prompts.transform_grid(truth, v.d8, v.colors), 0.0) for v in variants
-  ]
-  cands += [predict.Candidate(variants[0], wrong, 0.0), predict.Candidate(variants[1], None, 0.0)]
+  cands = [_candidate(v, prompts.transform_grid(truth, v.d8, v.colors)) for v in variants]
+  cands += [_candidate(variants[0], wrong), _candidate(variants[1], None)]
   entry, details = predict.vote_test_input(cands, FAST)
   assert entry['attempt_1'] == truth.tolist()
   assert entry['attempt_2'] == wrong.tolist()
@@ -126,7 +134,8 @@ def test_a_task_without_adapter_gets_the_base_model(tmp_path):
   lora = init_lora(jax.random.key(0), config, lora_config)
   lora = jax.tree.map(lambda x: x + 1.0, lora)  # nonzero B: a real adapter
   checkpoint.export_peft_adapter(str(tmp_path / 'aaa'), lora, lora_config, config)
-  stacked, got_config = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
+  adapters = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
+  stacked, got_config = adapters.lora, adapters.config
   assert got_config == lora_config
   for name, ab in stacked.items():
     np.testing.assert_array_equal(ab['b'][0], 0)  # zzz: B = 0, the base model
@@ -144,8 +153,8 @@ def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tm
   task = _tasks()[1]
   model_config, params = builtin.load_model('', preset='tiny', warn_random=False)
   _write_adapters(tmp_path, [task], model_config)
-  lora, lora_config = predict.load_adapters(str(tmp_path), [task.id], model_config)
-  lora = jax.tree.map(lambda x: x[0], lora)
+  adapter = predict.load_adapters(str(tmp_path), [task.id], model_config).model_kwargs(0)
+  lora, lora_config = adapter['lora'], adapter['lora_config']
   tokens, mask = fmt.encode_task(
       task.train, task.test[1].input, task.test[1].output, loss='test_only'
   )
@@ -153,12 +162,12 @@ def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tm
   logp = jax.nn.log_softmax(logits[0, :-1].astype(np.float32), axis=-1)
   token_logp = np.take_along_axis(np.asarray(logp), tokens[1:, None], axis=-1)[:, 0]
   expected = -token_logp[mask[1:] > 0].mean()
-  got = predict.truth_nll(params, model_config, task, 1, lora, lora_config, FAST)
+  got = predict.truth_nll(params, model_config, task, 1, adapter, FAST)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
-  base = predict.truth_nll(params, model_config, task, 1, None, None, FAST)
+  base = predict.truth_nll(params, model_config, task, 1, {}, FAST)
   assert abs(base - got) > 1e-4  # the adapter changes it
   unsolved = Task('u', task.train, (Pair(task.test[0].input),))
-  assert predict.truth_nll(params, model_config, unsolved, 0, None, None, FAST) is None
+  assert predict.truth_nll(params, model_config, unsolved, 0, {}, FAST) is None
 
 
 def test_revote_from_stored_candidates_equals_predicting_with_that_vote(tmp_path):
@@ -167,8 +176,8 @@ def test_revote_from_stored_candidates_equals_predicting_with_that_vote(tmp_path
   selector = f'dir:{tmp_path / "tasks"}'
   _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
   flat = predict.PredictConfig(**{**FAST.__dict__, 'vote': vote.VoteConfig(method='flat')})
-  run = lambda config, out: predict.run_predict(
-      selector, str(tmp_path / out), config, adapters_dir=str(tmp_path / 'adapters')
+  run = lambda config, out: _run_predict(
+      selector, str(tmp_path / out), config, str(tmp_path / 'adapters')
   )
   run(FAST, 'hierarchical')
   run(flat, 'flat')

@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ttt_jax.data import format as fmt
+from ttt_jax.infer import decode
 from ttt_jax.model import kv_cache, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
@@ -75,10 +77,18 @@ def test_prefill_and_decode_steps_match_full_forward(model):
     assert cached_tokens[b].tolist() == ref_tokens
 
 
+def _greedy(params, config, tokens, lengths, max_new, eos_id, lora=None, lora_config=None):
+  adapters = None if lora is None else decode.Adapters.shared(lora, lora_config)
+  out = decode.generate(
+      params, config, tokens, lengths, adapters=adapters, max_new_tokens=max_new, eos_id=eos_id
+  )
+  return out.tokens_BN, out.lengths_B
+
+
 def test_generate_greedy_matches_reference_and_stops_at_eos(model):
   config, params = model
   tokens, lengths = _prompts(config, [5, 11, 8], 11, seed=1)
-  new, new_lengths = kv_cache.generate_greedy(params, config, tokens, lengths, 7, NEVER)
+  new, new_lengths = _greedy(params, config, tokens, lengths, 7, NEVER)
   assert new.shape == (3, 7) and new.dtype == jnp.int32
   np.testing.assert_array_equal(new_lengths, [7, 7, 7])
   for b, n in enumerate(lengths):
@@ -87,15 +97,13 @@ def test_generate_greedy_matches_reference_and_stops_at_eos(model):
 
   # Make row 0's third token the EOS: row 0 stops there, the rest is padding.
   eos = int(new[0, 2])
-  stopped, stopped_lengths = kv_cache.generate_greedy(
-      params, config, tokens, lengths, 7, eos, pad_id=99
-  )
+  stopped, stopped_lengths = _greedy(params, config, tokens, lengths, 7, eos)
   for b in range(3):
     row = np.asarray(new[b]).tolist()
     n = row.index(eos) + 1 if eos in row else 7
     assert int(stopped_lengths[b]) == n
     assert np.asarray(stopped[b, :n]).tolist() == row[:n]
-    assert np.all(np.asarray(stopped[b, n:]) == 99)
+    assert np.all(np.asarray(stopped[b, n:]) == fmt.PAD)
   assert int(stopped_lengths[0]) <= 3
 
 
@@ -104,17 +112,13 @@ def test_generate_with_zero_lora_equals_base(model):
   tokens, lengths = _prompts(config, [6, 3], 6, seed=2)
   lora_config = LoraConfig(rank=4, targets=('q', 'k', 'v', 'o', 'gate', 'up', 'down'))
   lora = init_lora(jax.random.key(1), config, lora_config)
-  base = kv_cache.generate_greedy(params, config, tokens, lengths, 5, NEVER)
-  adapted = kv_cache.generate_greedy(
-      params, config, tokens, lengths, 5, NEVER, lora=lora, lora_config=lora_config
-  )
+  base = _greedy(params, config, tokens, lengths, 5, NEVER)
+  adapted = _greedy(params, config, tokens, lengths, 5, NEVER, lora, lora_config)
   np.testing.assert_array_equal(adapted[0], base[0])
 
   # A nonzero adapter changes the continuation and is honoured in the cached path.
   lora = jax.tree.map(lambda x: x + 0.5 * jax.random.normal(jax.random.key(2), x.shape), lora)
-  new, _ = kv_cache.generate_greedy(
-      params, config, tokens, lengths, 5, NEVER, lora=lora, lora_config=lora_config
-  )
+  new, _ = _greedy(params, config, tokens, lengths, 5, NEVER, lora, lora_config)
   prompt = tokens[0, :6][None]
   logits, _ = llama.forward(params, jnp.asarray(prompt), config, lora=lora, lora_config=lora_config)
   assert int(new[0, 0]) == int(jnp.argmax(logits[0, -1]))

@@ -29,7 +29,7 @@ def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
   )
   import ttt_testlib as tl  # pylint: disable=import-outside-toplevel
   from ttt_jax import parallel  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train import ttt  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import slots as slot_ops  # pylint: disable=import-outside-toplevel
 
   assert jax.process_count() == num_processes, jax.process_count()
   assert jax.device_count() == 2 * num_processes, jax.devices()
@@ -43,7 +43,7 @@ def main(process_id: int, num_processes: int, port: int, out_path: str) -> None:
   assert {d.process_index for d in a.sharding.addressable_devices} == {process_id}
   out = {'losses': losses}
   for slot in range(NUM_SLOTS):
-    for i, leaf in enumerate(jax.tree.leaves(ttt.take_slot(slots.lora, slot, mesh))):
+    for i, leaf in enumerate(jax.tree.leaves(slot_ops.take_slot(slots.lora, slot, mesh))):
       out[f'lora_{slot}_{i}'] = leaf
   if process_id == 0:
     np.savez(out_path, **out)

@@ -17,7 +17,8 @@ import pytest  # pylint: disable=wrong-import-position
 
 import ttt_testlib as tl  # pylint: disable=wrong-import-position
 from ttt_jax import parallel  # pylint: disable=wrong-import-position
-from ttt_jax.train import ttt  # pylint: disable=wrong-import-position
+from ttt_jax.train import scheduler  # pylint: disable=wrong-import-position
+from ttt_jax.train import slots as slot_ops  # pylint: disable=wrong-import-position
 
 NUM_SLOTS, STEPS, NUM_JOBS = 8, 3, 10
 
@@ -53,16 +54,16 @@ def main(out_path):
       match=r'4 task slots do not divide over the 8 task shards '
       r'of the mesh \(data=2 x fsdp=4\)',
   ):
-    ttt.empty_slots(4, tl.N, tl.S, tl.MODEL, tl.TTT, fsdp_mesh)
+    slot_ops.empty_slots(4, tl.N, tl.S, tl.MODEL, tl.TTT, fsdp_mesh)
   out = {'losses': losses, 'fsdp_losses': fsdp_losses}
   for i, (leaf, fsdp_leaf) in enumerate(
       zip(jax.tree.leaves(slots.lora), jax.tree.leaves(fsdp_slots.lora))
   ):
     out[f'lora_{i}'] = np.asarray(leaf)
     out[f'fsdp_lora_{i}'] = np.asarray(fsdp_leaf)
-  jobs = [ttt.Job(task=t, lr=tl.TTT.lr) for t in range(NUM_JOBS)]
+  jobs = [scheduler.Job(task=t, lr=tl.TTT.lr) for t in range(NUM_JOBS)]
   adapters = {}
-  ttt.train_stream(
+  scheduler.train_stream(
       fsdp_params,
       jobs,
       lambda t: tl.one_task(arrays, t),

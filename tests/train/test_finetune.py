@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs.finetune import get_config
+from ttt_jax import metric_writer
 from ttt_jax.data import pretrain_data
 from ttt_jax.data.arc import Pair, Task, save_task_dir
 from ttt_jax.model import hf
@@ -67,6 +68,10 @@ def test_loss_decreases_on_a_tiny_overfit_run(task_dir, tmp_path):
   losses = _losses(str(tmp_path))
   assert len(losses) == 30
   assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])  # ~0.63 measured
+  # The same scalars for TensorBoard, one folder per run.
+  scalars = metric_writer.read_scalars(os.path.join(str(tmp_path), metric_writer.TENSORBOARD_DIR))
+  assert [v for _, v in scalars['train/loss']] == pytest.approx(losses, rel=1e-6)
+  assert {'train/lr', 'train/grad_norm', 'train/tokens_per_s'} <= set(scalars)
 
 
 def test_kill_and_resume_equals_uninterrupted_and_hf_export_loads(task_dir, tmp_path):

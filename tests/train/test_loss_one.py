@@ -6,7 +6,8 @@ import pytest
 
 import ttt_testlib as tl
 from ttt_jax.model.lora import init_lora
-from ttt_jax.train import ttt
+from ttt_jax.train import loss
+from ttt_jax.train.ttt_config import TTTConfig
 
 
 @pytest.fixture(scope='module')
@@ -17,18 +18,18 @@ def setup():
       'mask': np.arange(tl.S)[None, :] < arrays.lengths[0, :2, None],
       'loss_mask': arrays.loss_mask[0, :2],
   }
-  lora = jax.tree.map(lambda x: x + 0.1, init_lora(jax.random.key(0), tl.MODEL, tl.TTT.lora_config))
+  lora = jax.tree.map(lambda x: x + 0.1, init_lora(jax.random.key(0), tl.MODEL, tl.TTT.lora))
   return tl.base_params(), lora, batch
 
 
 def _loss_and_grads(setup, capacity):
   params, lora, batch = setup
-  fn = lambda lora: ttt.loss_one(params, lora, batch, tl.MODEL, tl.TTT.lora_config, capacity)
+  fn = lambda lora: loss.loss_one(params, lora, batch, tl.MODEL, tl.TTT.lora, capacity)
   return jax.jit(jax.value_and_grad(fn))(lora)
 
 
 def test_loss_at_target_positions_equals_full_logits(setup):
-  needed = ttt.max_targets_per_batch(setup[2]['loss_mask'], 2)
+  needed = loss.max_targets_per_batch(setup[2]['loss_mask'], 2)
   want, want_grads = _loss_and_grads(setup, None)
   for capacity in (needed, needed + 7):
     got, got_grads = _loss_and_grads(setup, capacity)
@@ -48,6 +49,6 @@ def test_max_targets_per_batch_takes_the_fullest_rows():
   loss_mask[0, 1:3] = 1  # 2 targets
   loss_mask[1, 0:6] = 1  # 5 targets (position 0 is never a target)
   loss_mask[2, 2:6] = 1  # 4 targets
-  assert ttt.max_targets_per_batch(loss_mask, 2) == 9
+  assert loss.max_targets_per_batch(loss_mask, 2) == 9
   with pytest.raises(ValueError, match='loss_capacity'):
-    ttt.TTTConfig(loss_capacity=0)
+    TTTConfig(loss_capacity=0)

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from ttt_jax import checkpoint
+from ttt_jax import checkpoint, metric_writer
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.train import ttt
+from ttt_jax.train import ttt, ttt_step
 
 CONFIG_FILE = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ttt.py')
 
@@ -35,17 +35,17 @@ def write_tasks(directory):
 
 
 def test_full_config_is_the_papers_recipe():
-  config = ttt.ttt_config_from(load_config('').ttt)
+  config = ttt.TTTRun.from_config(load_config('')).ttt
   assert (
-      config.rank,
-      config.alpha,
+      config.lora.rank,
+      config.lora.alpha,
       config.lr,
       config.epochs,
       config.batch_size,
       config.weight_decay,
       config.warmup_frac,
   ) == (128, 16.0, 5e-5, 2, 2, 0.01, 0.1)
-  assert set(config.targets) == {'q', 'v', 'o', 'gate', 'up', 'down'}
+  assert set(config.lora.targets) == {'q', 'v', 'o', 'gate', 'up', 'down'}
 
 
 def test_run_ttt_writes_adapters_and_metrics(tmp_path):
@@ -66,10 +66,14 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
       lora, lora_config = checkpoint.load_peft_adapter(
           os.path.join(workdir, 'adapters', task_id, f'lr_{lr}'), model_config
       )
-      assert lora_config.rank == config.ttt.rank and np.abs(lora['q']['b']).max() > 0
+      assert lora_config.rank == config.ttt.lora.rank and np.abs(lora['q']['b']).max() > 0
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
   assert sorted(l['task_id'] for l in lines) == ['aaa', 'aaa', 'bbb', 'bbb']
   assert all(len(l['losses']) == 3 and l['seconds'] >= 0 for l in lines)
+  scalars = metric_writer.read_scalars(os.path.join(workdir, metric_writer.TENSORBOARD_DIR))
+  aaa = next(l for l in lines if l['task_id'] == 'aaa' and l['lr'] == 1e-3)
+  assert [v for _, v in scalars['ttt_task/aaa/lr_0.001/loss']] == pytest.approx(aaa['losses'])
+  assert len(scalars['ttt_step/loss']) >= 6 and 'ttt_step/tokens_per_s' in scalars
 
   # A rerun in the same workdir resumes from the last checkpoint and logs no job twice.
   ttt.run_ttt(config, workdir)
@@ -92,7 +96,7 @@ def test_rerun_trains_only_unfinished_jobs(tmp_path, monkeypatch):
   def no_training(*args, **kwargs):
     raise AssertionError('a finished job was trained again')
 
-  monkeypatch.setattr(ttt, 'train_step', no_training)
+  monkeypatch.setattr(ttt_step, 'train_step', no_training)
   assert sorted(ttt.run_ttt(config, workdir), key=lambda r: r.job) == first
   monkeypatch.undo()
   same_work = lambda results: [

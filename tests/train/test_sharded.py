@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 import ttt_testlib as tl
-from ttt_jax.train import ttt
+from ttt_jax.train import scheduler
 
 WORKER = os.path.join(os.path.dirname(__file__), 'sharded_worker.py')
 
@@ -41,8 +41,8 @@ def test_sharded_task_axis_matches_one_device(tmp_path):
 
   # The sharded stream (data=2 x fsdp=4) handed out every job, each the adapter a 1-device stream gives.
   adapters = {}
-  jobs = [ttt.Job(task=t, lr=tl.TTT.lr) for t in range(sharded_worker.NUM_JOBS)]
-  ttt.train_stream(
+  jobs = [scheduler.Job(task=t, lr=tl.TTT.lr) for t in range(sharded_worker.NUM_JOBS)]
+  scheduler.train_stream(
       params,
       jobs,
       lambda t: tl.one_task(arrays, t),

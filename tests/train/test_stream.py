@@ -6,7 +6,9 @@ import pytest
 
 import ttt_testlib as tl
 from ttt_jax import checkpoint
-from ttt_jax.train import ttt
+from ttt_jax.train import scheduler
+from ttt_jax.train import slots as slot_ops
+from ttt_jax.train import ttt_step
 
 MODEL, TTT = tl.MODEL, tl.TTT
 NUM_TASKS, NUM_SLOTS = 7, 3
@@ -25,10 +27,10 @@ def arrays():
 def stream(params, arrays, jobs, **kwargs):
   adapters = {}
 
-  def on_job_done(result, lora_t):
-    adapters[result.job] = lora_t
+  def on_job_done(result, adapter):
+    adapters[result.job] = adapter
 
-  results = ttt.train_stream(
+  results = scheduler.train_stream(
       params,
       jobs,
       lambda t: tl.one_task(arrays, t),
@@ -49,26 +51,26 @@ def assert_trees_equal(a, b):
 
 
 def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
-  jobs = [ttt.Job(task=t, lr=1e-2) for t in range(NUM_TASKS)]
-  compiled = ttt.train_step._cache_size(), ttt.put_slot._cache_size()
+  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(NUM_TASKS)]
+  compiled = ttt_step.train_step._cache_size(), slot_ops.put_slot._cache_size()
   results, adapters = stream(params, arrays, jobs)
-  assert ttt.train_step._cache_size() - compiled[0] <= 1  # one shape, one compilation
-  assert ttt.put_slot._cache_size() - compiled[1] <= 2  # slots tree + data tree
+  assert ttt_step.train_step._cache_size() - compiled[0] <= 1  # one shape, one compilation
+  assert slot_ops.put_slot._cache_size() - compiled[1] <= 2  # slots tree + data tree
   assert sorted(r.job for r in results) == list(range(NUM_TASKS)) == sorted(adapters)
   expected_steps = TTT.epochs * -(-arrays.num_examples // TTT.batch_size)
   for r in results:
     assert r.status == 'done' and r.steps == expected_steps[r.task] == len(r.losses)
 
   # A longer run of the same shapes compiles nothing new.
-  compiled = ttt.train_step._cache_size(), ttt.put_slot._cache_size()
+  compiled = ttt_step.train_step._cache_size(), slot_ops.put_slot._cache_size()
   stream(params, arrays, jobs + jobs[:2])
-  assert (ttt.train_step._cache_size(), ttt.put_slot._cache_size()) == compiled
+  assert (ttt_step.train_step._cache_size(), slot_ops.put_slot._cache_size()) == compiled
 
   # A job's adapter does not depend on the slot or on its neighbours: train
   # the last task alone in a 1-slot run and compare.
-  slots, data = ttt.empty_slots(1, tl.N, tl.S, MODEL, TTT)
+  slots, data = slot_ops.empty_slots(1, tl.N, tl.S, MODEL, TTT)
   last = NUM_TASKS - 1
-  slots, data = ttt.place_job(
+  slots, data = slot_ops.place_job(
       slots,
       data,
       0,
@@ -80,21 +82,21 @@ def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
       ttt_config=TTT,
   )
   for _ in range(expected_steps[last]):
-    slots, _ = ttt.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
+    slots, _ = ttt_step.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
   for x, y in zip(jax.tree.leaves(slots.lora), jax.tree.leaves(adapters[last])):
     np.testing.assert_allclose(np.asarray(x)[0], y, atol=1e-5, rtol=0)
 
 
 def test_job_without_examples_is_reported_not_trained(params, arrays):
   empty = tl.task_arrays(NUM_TASKS, num_examples=[3, 0, 2, 1, 0, 4, 5], seed=1)
-  results, adapters = stream(params, empty, [ttt.Job(t, 1e-2) for t in range(NUM_TASKS)])
+  results, adapters = stream(params, empty, [scheduler.Job(t, 1e-2) for t in range(NUM_TASKS)])
   status = {r.task: r.status for r in results}
   assert status[1] == status[4] == 'no_examples' and adapters[1] is None
   assert all(status[t] == 'done' for t in (0, 2, 3, 5, 6))
 
 
 def test_killed_run_resumes_to_the_same_adapters(params, arrays, tmp_path):
-  jobs = [ttt.Job(task=t, lr=lr) for t in range(4) for lr in (1e-2, 3e-3)]
+  jobs = [scheduler.Job(task=t, lr=lr) for t in range(4) for lr in (1e-2, 3e-3)]
   straight, want = stream(params, arrays, jobs)
   ckpt = str(tmp_path / 'ckpt')
   _, first = stream(
@@ -112,7 +114,7 @@ def test_killed_run_resumes_to_the_same_adapters(params, arrays, tmp_path):
 
 def test_resume_refuses_a_different_run(params, arrays, tmp_path):
   ckpt = str(tmp_path / 'ckpt')
-  jobs = [ttt.Job(task=t, lr=1e-2) for t in range(4)]
+  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(4)]
   stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 2), stop_after_steps=3)
   with pytest.raises(ValueError, match='different run'):
     stream(params, arrays, jobs[:3], checkpointer=checkpoint.RunCheckpointer(ckpt, 2))

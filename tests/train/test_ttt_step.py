@@ -7,16 +7,20 @@ import numpy as np
 import pytest
 
 import ttt_testlib as tl
-from ttt_jax.train import ttt
+from ttt_jax.train import loss
+from ttt_jax.train import slots as slot_ops
+from ttt_jax.model.lora import LoraConfig
+from ttt_jax.train.ttt_config import TTTConfig
+from ttt_jax.train import ttt_step
 
 MODEL, TTT = tl.MODEL, tl.TTT
 
 
 def fill(arrays, tasks, config=TTT, lrs=None):
-  slots, data = ttt.empty_slots(len(tasks), tl.N, tl.S, MODEL, config)
+  slots, data = slot_ops.empty_slots(len(tasks), tl.N, tl.S, MODEL, config)
   for slot, t in enumerate(tasks):
     lr = config.lr if lrs is None else lrs[slot]
-    slots, data = ttt.place_job(
+    slots, data = slot_ops.place_job(
         slots, data, slot, tl.one_task(arrays, t), t, t, lr, model_config=MODEL, ttt_config=config
     )
   return slots, data
@@ -25,7 +29,7 @@ def fill(arrays, tasks, config=TTT, lrs=None):
 def run(params, slots, data, steps, config=TTT):
   losses = []
   for _ in range(steps):
-    slots, metrics = ttt.train_step(params, slots, data, model_config=MODEL, ttt_config=config)
+    slots, metrics = ttt_step.train_step(params, slots, data, model_config=MODEL, ttt_config=config)
     losses.append(np.asarray(metrics['loss']))
   return slots, np.stack(losses, axis=1), metrics
 
@@ -56,18 +60,18 @@ def test_vmapped_step_equals_single_task_steps(params, arrays):
 
 
 def test_each_epoch_visits_every_example_once(arrays):
-  config = ttt.TTTConfig(rank=4, batch_size=2)
+  config = TTTConfig(lora=LoraConfig(rank=4), batch_size=2)
   data = tl.one_task(arrays, 0)  # 5 examples -> 3 steps an epoch, the last one short
   data = data._replace(tokens=np.arange(tl.N, dtype=np.int32)[:, None] * np.ones(tl.S, np.int32))
   for epoch in range(2):
     seen = []
     for step in range(3 * epoch, 3 * epoch + 3):
-      batch = ttt.draw_batch(jax.tree.map(jnp.asarray, data), 0, step, config)
+      batch = ttt_step.draw_batch(jax.tree.map(jnp.asarray, data), 0, step, config)
       weighted = np.asarray(batch['loss_mask']).sum(axis=1) > 0
       seen += list(np.asarray(batch['tokens'])[weighted, 0])
     assert sorted(seen) == [0, 1, 2, 3, 4]
   orders = [
-      np.asarray(ttt.draw_batch(jax.tree.map(jnp.asarray, data), 0, s, config)['tokens'])[:, 0]
+      np.asarray(ttt_step.draw_batch(jax.tree.map(jnp.asarray, data), 0, s, config)['tokens'])[:, 0]
       for s in (0, 3)
   ]
   assert not np.array_equal(orders[0], orders[1])  # reshuffled per epoch (for this seed)
@@ -78,7 +82,12 @@ def test_task_past_its_epochs_is_frozen(params, arrays):
   slots, data = fill(arrays, range(4))
   assert list(np.asarray(slots.total_steps)) == [6, 4, 4, 6]
   slots, _, metrics = run(params, slots, data, steps=4)
-  assert list(np.asarray(metrics['status'])) == [ttt.RUNNING, ttt.DONE, ttt.DONE, ttt.RUNNING]
+  assert list(np.asarray(metrics['status'])) == [
+      ttt_step.Status.RUNNING,
+      ttt_step.Status.DONE,
+      ttt_step.Status.DONE,
+      ttt_step.Status.RUNNING,
+  ]
   assert list(np.asarray(metrics['finished'])) == [False, True, True, False]
   frozen = jax.tree.map(np.asarray, (slots.lora, slots.opt_state))
   slots, _, metrics = run(params, slots, data, steps=2)
@@ -112,8 +121,8 @@ def test_nan_task_is_flagged_reset_and_isolated(params, arrays):
   slots, _, _ = run(params, slots, data, steps=1)
   # Poison task 1's adapter after one step: its next loss is NaN.
   slots = slots._replace(lora=jax.tree.map(lambda x: x.at[1].set(jnp.nan), slots.lora))
-  slots, metrics = ttt.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
-  assert list(np.asarray(metrics['status'])) == [0, ttt.FAILED, 0, 0]
+  slots, metrics = ttt_step.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
+  assert list(np.asarray(metrics['status'])) == [0, ttt_step.Status.FAILED, 0, 0]
   assert np.asarray(metrics['finished'])[1] and not np.asarray(metrics['trained'])[1]
   for got, want in zip(leaves((slots.lora, slots.opt_state)), jax.tree.leaves(initial)):
     np.testing.assert_array_equal(got[1], want[1])  # back to its initial state
@@ -123,9 +132,9 @@ def test_nan_task_is_flagged_reset_and_isolated(params, arrays):
 
 
 def test_adaptive_stop(params, arrays):
-  config = ttt.TTTConfig(**{**TTT.__dict__, 'adaptive_stop_loss': 100.0})
+  config = TTTConfig(**{**TTT.__dict__, 'adaptive_stop_loss': 100.0})
   slots, _, metrics = run(params, *fill(arrays, range(4), config), steps=1, config=config)
-  assert (np.asarray(metrics['status']) == ttt.CONVERGED).all()
+  assert (np.asarray(metrics['status']) == ttt_step.Status.CONVERGED).all()
   assert (np.asarray(slots.step) == 1).all()
 
 
@@ -140,12 +149,10 @@ def _dot_shapes(jaxpr, found):
 
 def test_base_weights_are_not_differentiated(params, arrays):
   data = jax.tree.map(jnp.asarray, tl.one_task(arrays, 0))
-  batch = ttt.draw_batch(data, 0, 0, TTT)
-  lora = ttt.init_adapter(0, MODEL, TTT)
-  grad_fn = jax.value_and_grad(ttt.loss_one, argnums=1)
-  jaxpr = jax.make_jaxpr(grad_fn, static_argnums=(3, 4))(
-      params, lora, batch, MODEL, TTT.lora_config
-  )
+  batch = ttt_step.draw_batch(data, 0, 0, TTT)
+  lora = ttt_step.init_adapter(0, MODEL, TTT)
+  grad_fn = jax.value_and_grad(loss.loss_one, argnums=1)
+  jaxpr = jax.make_jaxpr(grad_fn, static_argnums=(3, 4))(params, lora, batch, MODEL, TTT.lora)
   shapes = _dot_shapes(jaxpr.jaxpr, set())
   base = {tuple(x.shape[-2:]) for x in jax.tree.leaves(params['layers']) if x.ndim == 3}
   base.add(tuple(params['embed'].shape))
@@ -153,8 +160,8 @@ def test_base_weights_are_not_differentiated(params, arrays):
   dots = {s[-2:] for s in shapes if len(s) >= 2}
   assert len(base) >= 5 and not dots & base, sorted(dots & base)
   # The check can see them: differentiating the base too brings them in.
-  full = jax.make_jaxpr(jax.grad(ttt.loss_one, argnums=(0, 1)), static_argnums=(3, 4))(
-      params, lora, batch, MODEL, TTT.lora_config
+  full = jax.make_jaxpr(jax.grad(loss.loss_one, argnums=(0, 1)), static_argnums=(3, 4))(
+      params, lora, batch, MODEL, TTT.lora
   )
   assert {s[-2:] for s in _dot_shapes(full.jaxpr, set()) if len(s) >= 2} & base
   # ...while the adapter gradients are there, [in, r] and [r, out].

@@ -9,14 +9,17 @@ import numpy as np
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.train.ttt import TTTConfig
+from ttt_jax.model.lora import LoraConfig
+from ttt_jax.train.ttt_config import TTTConfig
 
 # Distinct dims (D 32, F 48, q 32, kv 16, S 20) so a base-weight gradient
 # would show up as a dot with a recognisable shape.
 MODEL = ModelConfig.preset('tiny').replace(
     hidden_size=32, intermediate_size=48, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16
 )
-TTT = TTTConfig(rank=4, alpha=8.0, lr=1e-2, epochs=2, batch_size=2, warmup_frac=0.0)
+TTT = TTTConfig(
+    lora=LoraConfig(rank=4, alpha=8.0), lr=1e-2, epochs=2, batch_size=2, warmup_frac=0.0
+)
 N, S = 5, 20
 
 
@@ -46,11 +49,12 @@ def one_task(arrays: TTTArrays, t: int) -> TTTArrays:
 
 def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None):
   """Task t in slot t for t < num_slots, then `steps` train steps: (slots, losses [T, steps])."""
-  from ttt_jax.train import ttt  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import slots as slot_ops  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import ttt_step  # pylint: disable=import-outside-toplevel
 
-  slots, data = ttt.empty_slots(num_slots, N, S, MODEL, TTT, mesh)
+  slots, data = slot_ops.empty_slots(num_slots, N, S, MODEL, TTT, mesh)
   for slot in range(num_slots):
-    slots, data = ttt.place_job(
+    slots, data = slot_ops.place_job(
         slots,
         data,
         slot,
@@ -64,7 +68,7 @@ def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None
     )
   losses = []
   for _ in range(steps):
-    slots, metrics = ttt.train_step(
+    slots, metrics = ttt_step.train_step(
         params, slots, data, model_config=MODEL, ttt_config=TTT, mesh=mesh
     )
     losses.append(np.asarray(metrics['loss']))  # replicated: addressable on every process

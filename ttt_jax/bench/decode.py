@@ -4,7 +4,7 @@ Same random model (exported with hf.save_hf), same prompts, batch B, prompt
 length P, N new tokens (EOS never stops a row, so every row makes N tokens).
 Ours runs three ways: the base model; per-row adapters gathered from a stack
 of T tasks (decode.Adapters, the vmap path); one shared adapter (what
-grouping rows by task runs: kv_cache.generate_greedy with lora). One timed
+grouping rows by task runs: decode.generate with Adapters.shared). One timed
 run each, after a compile/warm-up run. Prints a table and writes JSON.
 
   python -m ttt_jax.bench.decode --preset=tiny --batch=16 --prompt_len=800 \
@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from ttt_jax.infer import decode
-from ttt_jax.model import hf, kv_cache, llama
+from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
@@ -78,7 +78,7 @@ def benchmark_decode(
   tokens = np.random.default_rng(0).integers(0, 13, (batch, prompt_len)).astype(np.int32)
   lengths = np.full((batch,), prompt_len, np.int32)
   per_row = decode.Adapters(stack, jnp.arange(batch, dtype=jnp.int32) % num_tasks, lora_config)
-  shared = jax.tree.map(lambda x: x[0], stack)
+  shared = decode.Adapters.shared(jax.tree.map(lambda x: x[0], stack), lora_config)
 
   ours = {
       'jax base': lambda: decode.generate(
@@ -87,8 +87,8 @@ def benchmark_decode(
       f'jax per-row adapters ({num_tasks} tasks, gather)': lambda: decode.generate(
           params, config, tokens, lengths, adapters=per_row, max_new_tokens=new_tokens, eos_id=NEVER
       ),
-      'jax one shared adapter (grouped by task)': lambda: kv_cache.generate_greedy(
-          params, config, tokens, lengths, new_tokens, NEVER, lora=shared, lora_config=lora_config
+      'jax one shared adapter (grouped by task)': lambda: decode.generate(
+          params, config, tokens, lengths, adapters=shared, max_new_tokens=new_tokens, eos_id=NEVER
       ),
   }
   seconds = {name: _timed(fn) for name, fn in ours.items()}

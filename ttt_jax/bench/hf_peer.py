@@ -4,10 +4,10 @@ training one task's LoRA adapter after another.
 Same model (ours, exported with `hf.save_hf`, loaded as
 `transformers.LlamaForCausalLM`), same adapters (each task's initial A/B
 exported with `checkpoint.export_peft_adapter` and loaded into the peft
-model), same batches (`ttt.draw_batch`), same optimizer (global-norm clip ->
+model), same batches (`ttt_step.draw_batch`), same optimizer (global-norm clip ->
 AdamW, same lr schedule, betas, eps, weight decay), float32. Three ways:
 
-  vmap  one jitted step trains all T tasks' adapters (ttt.train_step)
+  vmap  one jitted step trains all T tasks' adapters (ttt_step.train_step)
   loop  T single-task jitted steps
   hf    T tasks one after another, each a torch AdamW loop (peft model)
 
@@ -28,12 +28,15 @@ import jax
 import numpy as np
 
 from ttt_jax import checkpoint
-from ttt_jax.bench import report, ttt_step
+from ttt_jax.bench import report, workload
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import TARGETS
-from ttt_jax.train import optim, ttt
+from ttt_jax.model.lora import LoraConfig
+from ttt_jax.train import optim, ttt_step
+from ttt_jax.train.loss import loss_one
+from ttt_jax.train.ttt_config import TTTConfig, total_steps
 
 ALL_TARGETS = tuple(TARGETS)
 
@@ -42,16 +45,16 @@ def _task(arrays: TTTArrays, t: int) -> TTTArrays:
   return TTTArrays(*(x[t] for x in arrays))
 
 
-def _batches(arrays: TTTArrays, t: int, steps: int, ttt_config: ttt.TTTConfig) -> list[dict]:
+def _batches(arrays: TTTArrays, t: int, steps: int, ttt_config: TTTConfig) -> list[dict]:
   """Task t's batches for steps 0..steps-1, exactly as train_step draws them."""
   return [
-      jax.tree.map(np.array, ttt.draw_batch(_task(arrays, t), t, step, ttt_config))
+      jax.tree.map(np.array, ttt_step.draw_batch(_task(arrays, t), t, step, ttt_config))
       for step in range(steps)
   ]
 
 
-def _lrs(arrays: TTTArrays, t: int, steps: int, ttt_config: ttt.TTTConfig) -> np.ndarray:
-  total = ttt.total_steps(arrays.num_examples[t], ttt_config)
+def _lrs(arrays: TTTArrays, t: int, steps: int, ttt_config: TTTConfig) -> np.ndarray:
+  total = total_steps(arrays.num_examples[t], ttt_config)
   return np.asarray(
       ttt_config.lr * optim.warmup_cosine(np.arange(steps), total, ttt_config.warmup_frac)
   )
@@ -60,7 +63,7 @@ def _lrs(arrays: TTTArrays, t: int, steps: int, ttt_config: ttt.TTTConfig) -> np
 class _PeftTrainer:
   """A peft-wrapped LlamaForCausalLM whose 'default' adapter is swapped per task."""
 
-  def __init__(self, model_dir: str, adapter_dir: str, ttt_config: ttt.TTTConfig):
+  def __init__(self, model_dir: str, adapter_dir: str, ttt_config: TTTConfig):
     import peft  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
     import transformers  # pylint: disable=import-outside-toplevel
@@ -132,17 +135,19 @@ def _check_same_work(
   """Max |ours - peft| of the adapters after `check_steps` steps, of the first loss and
   of the first step's B-gradients (relative), over all tasks."""
   num_tasks = arrays.tokens.shape[0]
-  slots, data = ttt_step._fill(arrays, range(num_tasks), model_config, ttt_config)  # pylint: disable=protected-access
-  b_grad_ours = jax.vmap(jax.grad(ttt.loss_one, argnums=1), in_axes=(None, 0, 0, None, None))(
+  slots, data = workload.fill_slots(arrays, range(num_tasks), model_config, ttt_config)
+  b_grad_ours = jax.vmap(jax.grad(loss_one, argnums=1), in_axes=(None, 0, 0, None, None))(
       params,
       slots.lora,
-      jax.vmap(ttt.draw_batch, in_axes=(0, 0, 0, None))(data, slots.key, slots.step, ttt_config),
+      jax.vmap(ttt_step.draw_batch, in_axes=(0, 0, 0, None))(
+          data, slots.seed, slots.step, ttt_config
+      ),
       model_config,
-      ttt_config.lora_config,
+      ttt_config.lora,
   )
   first_loss_T = None
   for _ in range(check_steps):
-    slots, metrics = ttt.train_step(
+    slots, metrics = ttt_step.train_step(
         params, slots, data, model_config=model_config, ttt_config=ttt_config
     )
     first_loss_T = np.asarray(metrics['loss']) if first_loss_T is None else first_loss_T
@@ -209,38 +214,36 @@ def bench_vs_hf(
 
   torch.set_num_threads(torch_threads)
   model_config = ModelConfig.preset(preset, param_dtype='float32', compute_dtype='float32')
-  ttt_config = ttt.TTTConfig(
-      rank=rank,
-      alpha=alpha,
-      targets=tuple(targets),
+  ttt_config = TTTConfig(
+      lora=LoraConfig(rank=rank, alpha=alpha, targets=tuple(targets)),
       lr=lr,
       batch_size=batch_size,
       epochs=1000,
       warmup_frac=0.0,
   )
   params = llama.init_params(model_config, jax.random.key(0))
-  arrays = ttt_step._random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)  # pylint: disable=protected-access
+  arrays = workload.random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)
 
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_hf(os.path.join(tmp, 'model'), model_config, params)
     for t in range(num_tasks):
       checkpoint.export_peft_adapter(
           os.path.join(tmp, f'init_{t}'),
-          jax.device_get(ttt.init_adapter(t, model_config, ttt_config)),
-          ttt_config.lora_config,
+          jax.device_get(ttt_step.init_adapter(t, model_config, ttt_config)),
+          ttt_config.lora,
           model_config,
       )
     trainer = _PeftTrainer(os.path.join(tmp, 'model'), os.path.join(tmp, 'init_0'), ttt_config)
     check = _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config, check_steps)
     seconds = {'hf': _time_hf(trainer, arrays, tmp, steps, ttt_config)}
 
-  vmapped = [ttt_step._fill(arrays, range(num_tasks), model_config, ttt_config)]  # pylint: disable=protected-access
+  vmapped = [workload.fill_slots(arrays, range(num_tasks), model_config, ttt_config)]
   looped = [
-      ttt_step._fill(arrays, range(t, t + 1), model_config, ttt_config)  # pylint: disable=protected-access
+      workload.fill_slots(arrays, range(t, t + 1), model_config, ttt_config)
       for t in range(num_tasks)
   ]
-  seconds['vmap'] = ttt_step._time_steps(params, vmapped, steps, model_config, ttt_config)  # pylint: disable=protected-access
-  seconds['loop'] = ttt_step._time_steps(params, looped, steps, model_config, ttt_config)  # pylint: disable=protected-access
+  seconds['vmap'] = workload.time_steps(params, vmapped, steps, model_config, ttt_config)
+  seconds['loop'] = workload.time_steps(params, looped, steps, model_config, ttt_config)
 
   tokens = num_tasks * batch_size * seq_len * steps
   rows = [

@@ -22,11 +22,11 @@ import dataclasses
 
 import jax
 
-from ttt_jax.bench import report, ttt_step
+from ttt_jax.bench import report, workload
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, projection_shapes
-from ttt_jax.train import ttt
+from ttt_jax.train.ttt_config import TTTConfig
 
 # Dense bf16 peak FLOP/s per chip, by a substring of jax's device_kind.
 PEAK_BF16_FLOPS: dict[str, float] = {
@@ -110,18 +110,18 @@ def bench_mfu(
       preset, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat, **overrides
   )
   params = llama.init_params(config, jax.random.key(0))
-  ttt_config = ttt.TTTConfig(
-      rank=rank, batch_size=batch_size, lr=1e-4, epochs=1000, warmup_frac=0.0
+  ttt_config = TTTConfig(
+      lora=LoraConfig(rank=rank), batch_size=batch_size, lr=1e-4, epochs=1000, warmup_frac=0.0
   )
   device_peak = peak_flops(jax.devices()[0].device_kind, peak)
   rows = []
   for t in num_tasks:
-    arrays = ttt_step._random_tasks(t, 4 * batch_size, seq_len, seed=0)  # pylint: disable=protected-access
-    flops = ttt_step_flops(config, ttt_config.lora_config, t, batch_size, seq_len)
+    arrays = workload.random_tasks(t, 4 * batch_size, seq_len, seed=0)
+    flops = ttt_step_flops(config, ttt_config.lora, t, batch_size, seq_len)
     for mode in modes:
       groups = [range(t)] if mode == 'vmap' else [range(i, i + 1) for i in range(t)]
-      states = [ttt_step._fill(arrays, g, config, ttt_config) for g in groups]  # pylint: disable=protected-access
-      seconds = ttt_step._time_steps(params, states, steps, config, ttt_config) / steps  # pylint: disable=protected-access
+      states = [workload.fill_slots(arrays, g, config, ttt_config) for g in groups]
+      seconds = workload.time_steps(params, states, steps, config, ttt_config) / steps
       achieved = flops.total / seconds
       rows.append(
           {

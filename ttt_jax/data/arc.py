@@ -111,26 +111,34 @@ class LoadReport:
 # ---------------------------------------------------------------- validation
 
 
-def _grid(value: Any, where: str) -> np.ndarray:
-  """A JSON grid -> int8 [rows, cols], or TaskFormatError saying what is wrong."""
+def grid_problem(value: Any) -> str | None:
+  """Why a JSON value is not an ARC grid (1..30 x 1..30 lists of ints 0..9), or None."""
   if not isinstance(value, list) or not value:
-    raise TaskFormatError(f'{where} must be a non-empty list of rows')
+    return 'must be a non-empty list of rows'
   if len(value) > MAX_SIDE:
-    raise TaskFormatError(f'{where} has {len(value)} rows, max {MAX_SIDE}')
+    return f'has {len(value)} rows, max {MAX_SIDE}'
   width = None
   for r, row in enumerate(value):
     if not isinstance(row, list) or not row:
-      raise TaskFormatError(f'{where} row {r} must be a non-empty list')
+      return f'row {r} must be a non-empty list'
     if width is None:
       width = len(row)
       if width > MAX_SIDE:
-        raise TaskFormatError(f'{where} has {width} columns, max {MAX_SIDE}')
+        return f'has {width} columns, max {MAX_SIDE}'
     elif len(row) != width:
-      raise TaskFormatError(f'{where} row {r} has length {len(row)}, expected {width}')
+      return f'row {r} has length {len(row)}, expected {width}'
     for c, v in enumerate(row):
       # bool is an int subclass and 1.0 a number: neither is a colour.
       if type(v) is not int or not 0 <= v < NUM_COLORS:
-        raise TaskFormatError(f'{where} row {r} col {c} is {v!r}, expected an int in 0..9')
+        return f'row {r} col {c} is {v!r}, expected an int in 0..9'
+  return None
+
+
+def _grid(value: Any, where: str) -> np.ndarray:
+  """A JSON grid -> int8 [rows, cols], or TaskFormatError saying what is wrong."""
+  problem = grid_problem(value)
+  if problem:
+    raise TaskFormatError(f'{where} {problem}')
   return np.asarray(value, dtype=np.int8)
 
 

@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-SIZE = 30
+from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS
+
+SIZE = MAX_SIDE  # grids are padded to SIZE x SIZE (FILL outside the grid)
 FILL = -1
-NUM_COLORS = 10
 
 D8_NAMES = (
     'identity',
@@ -70,6 +71,11 @@ def pad_grid(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def unpad_grid(grid: np.ndarray, shape: np.ndarray) -> np.ndarray:
   h, w = (int(s) for s in np.asarray(shape))
   return np.asarray(grid)[:h, :w].copy()
+
+
+def numpy_color_permutation(rng: np.random.Generator) -> tuple[int, ...]:
+  """A random permutation of the colours keeping 0 (the background), drawn with numpy."""
+  return (0, *(int(c) for c in 1 + rng.permutation(NUM_COLORS - 1)))
 
 
 def numpy_d8(grid: np.ndarray, k: int) -> np.ndarray:

@@ -16,9 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ttt_jax.data.arc import MAX_SIDE, Task
+from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Task
 
-NUM_COLORS = 10
 NEWLINE, INPUT, OUTPUT, BOS, EOS, PAD = 10, 11, 12, 13, 14, 15
 VOCAB_SIZE = 16
 TOKEN_NAMES = tuple(str(c) for c in range(NUM_COLORS)) + (
@@ -43,6 +42,26 @@ LLAMA3_TOKEN_STRINGS = tuple(str(c) for c in range(NUM_COLORS)) + (
     '<|eot_id|>',
     '<|end_of_text|>',
 )
+
+
+def round_up(n: int, multiple: int) -> int:
+  """n rounded up to a multiple: padded lengths from a few buckets, so jit compiles few shapes."""
+  return -(-n // multiple) * multiple
+
+
+def pad_rows(
+    rows: Sequence[np.ndarray], multiple: int, fill: int, max_len: int | None = None
+) -> np.ndarray:
+  """int32 [N, S]: rows right-padded with `fill` to the longest rounded up to `multiple`
+  (the rounding capped at `max_len`, never below the longest row)."""
+  longest = max(len(r) for r in rows)
+  length = round_up(longest, multiple)
+  if max_len is not None:
+    length = min(length, max(max_len, longest))
+  out = np.full((len(rows), length), fill, np.int32)
+  for b, row in enumerate(rows):
+    out[b, : len(row)] = row
+  return out
 
 
 def grid_to_tokens(grid: np.ndarray) -> np.ndarray:

@@ -35,8 +35,8 @@ import jax
 import numpy as np
 
 from ttt_jax.data import augment
-from ttt_jax.data.arc import Pair, Task, drop_contaminated, load_tasks
-from ttt_jax.data.format import LOSS_MODES, PAD, encode_task, pair_length
+from ttt_jax.data.arc import NUM_COLORS, Pair, Task, drop_contaminated, load_tasks
+from ttt_jax.data.format import LOSS_MODES, PAD, encode_task, pad_rows, pair_length
 
 VARIANT_MODES = ('input', 'output', 'both')
 _MAX_ATTEMPTS = 8
@@ -162,11 +162,6 @@ def train_only(pairs: Sequence[Pair], kind: int, shift: tuple[int, int]) -> list
   return [Pair(x, y) for x, y in out]
 
 
-def random_color_permutation(rng: np.random.Generator) -> np.ndarray:
-  """A permutation of the 10 colours keeping 0 (the background)."""
-  return np.concatenate([[0], rng.permutation(np.arange(1, 10))]).astype(np.int32)
-
-
 def augmented_pairs(
     task: Task, rng: np.random.Generator, cfg: PretrainDataConfig
 ) -> list[Pair] | None:
@@ -183,7 +178,8 @@ def augmented_pairs(
     if pairs is None:
       return None
   k = int(rng.integers(8)) if cfg.d8 else 0
-  perm = random_color_permutation(rng) if cfg.colors else np.arange(10, dtype=np.int32)
+  colors = augment.numpy_color_permutation(rng) if cfg.colors else range(NUM_COLORS)
+  perm = np.asarray(colors, np.int32)
   return d8_and_colors(pairs, k, perm)
 
 
@@ -266,14 +262,12 @@ def pad_batch(
     examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_multiple: int, max_len: int
 ) -> dict[str, np.ndarray]:
   """Right-pads with PAD to the longest example rounded up to `pad_multiple`."""
-  longest = max(len(t) for t, _ in examples)
-  length = min(-(-longest // pad_multiple) * pad_multiple, max(max_len, longest))
-  tokens = np.full((len(examples), length), PAD, np.int32)
-  loss_mask = np.zeros((len(examples), length), np.int32)
-  mask = np.zeros((len(examples), length), np.int32)
-  for b, (t, m) in enumerate(examples):
-    tokens[b, : len(t)], loss_mask[b, : len(t)], mask[b, : len(t)] = t, m, 1
-  return {'tokens': tokens, 'mask': mask, 'loss_mask': loss_mask}
+  pad = lambda rows, fill: pad_rows(rows, pad_multiple, fill, max_len)
+  return {
+      'tokens': pad([t for t, _ in examples], PAD),
+      'mask': pad([np.ones(len(t), np.int32) for t, _ in examples], 0),
+      'loss_mask': pad([m for _, m in examples], 0),
+  }
 
 
 # -------------------------------------------------------------- validation

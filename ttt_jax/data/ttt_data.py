@@ -9,7 +9,7 @@ Per task (the paper's recipe, ekinakyurek/marc in spirit):
      identity), with the prompt demonstrations in a random order; optionally
      a training-only op (upscale, tile, translate, reflect) with probability
      `train_only_prob`, draws whose grids then exceed 30x30 dropped.
-  3. Deduplicated by token content; sequences over `max_tokens` dropped.
+  3. Deduplicated by token content; sequences over `seq_len` tokens dropped.
   4. Leave-two-out fills in: if fewer than `max_examples` remain and the task
      has at least 3 demonstrations, tasks with demo i as target and the
      prompt missing both i and one other demo j (every ordered i != j) are
@@ -40,7 +40,7 @@ _Base = tuple[tuple[int, ...], int]  # (prompt demo indices, target index)
 @dataclasses.dataclass(frozen=True)
 class TTTDataConfig:
   max_examples: int = 250
-  max_tokens: int = 8192
+  seq_len: int = 8192  # tokens; longer examples are dropped, shorter padded to it
   augmentations_per_task: int = 64
   loss: str = 'all_but_first'
   d8: bool = True
@@ -65,7 +65,7 @@ class TTTDataStats:
   num_demos: int
   num_candidates: int  # examples formed, before any filter
   num_duplicates: int
-  num_too_long: int  # over max_tokens
+  num_too_long: int  # over seq_len
   num_too_large: int  # a grid over 30x30 after a training-only op
   used_leave_two_out: bool
   num_examples: int  # kept, after the cap
@@ -208,7 +208,7 @@ def build_ttt_examples(
         )
         counts['candidates'] += 1
         key = tokens.tobytes()
-        if len(tokens) > cfg.max_tokens:
+        if len(tokens) > cfg.seq_len:
           counts['too_long'] += 1
         elif key in examples:
           counts['duplicates'] += 1

@@ -29,6 +29,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ttt_jax.data import arc
+
 Grid = list[list[int]]
 Submission = dict[str, list[dict[str, Grid]]]
 Solutions = dict[str, list[Grid]]
@@ -39,8 +41,6 @@ Solutions = dict[str, list[Grid]]
 Details = Mapping[str, Sequence[Mapping[str, Any]]]
 
 ATTEMPT_KEYS = ('attempt_1', 'attempt_2')
-MAX_SIDE = 30
-NUM_COLORS = 10
 
 
 class SubmissionError(ValueError):
@@ -50,30 +50,10 @@ class SubmissionError(ValueError):
 # ------------------------------------------------------------------- grids
 
 
-def grid_problem(grid: Any) -> str | None:
-  """Why `grid` is not an ARC grid (1..30 x 1..30 lists of 0..9), or None."""
-  if not isinstance(grid, list) or not grid:
-    return 'not a non-empty list of rows'
-  if len(grid) > MAX_SIDE:
-    return f'{len(grid)} rows, more than {MAX_SIDE}'
-  for r, row in enumerate(grid):
-    if not isinstance(row, list) or not row:
-      return f'row {r} is not a non-empty list'
-    if len(row) != len(grid[0]):
-      return f'ragged: row {r} has {len(row)} cells, row 0 has {len(grid[0])}'
-    for c, cell in enumerate(row):
-      # bool is an int in Python; a True in a grid is a bug, not colour 1.
-      if type(cell) is not int or not 0 <= cell < NUM_COLORS:
-        return f'cell ({r}, {c}) = {cell!r} is not a colour 0..9'
-  if len(grid[0]) > MAX_SIDE:
-    return f'{len(grid[0])} columns, more than {MAX_SIDE}'
-  return None
-
-
 def _check_grid(grid: Any, where: str) -> Grid:
-  problem = grid_problem(grid)
+  problem = arc.grid_problem(grid)
   if problem:
-    raise SubmissionError(f'{where}: {problem}')
+    raise SubmissionError(f'{where}: grid {problem}')
   return grid
 
 
@@ -264,7 +244,7 @@ def score_task(
     winner = None
     for k, key in enumerate(ATTEMPT_KEYS, start=1):
       attempt = entry.get(key)
-      problem = 'missing' if attempt is None else grid_problem(attempt)
+      problem = 'missing' if attempt is None else arc.grid_problem(attempt)
       if problem:
         problems.append(f'test {i} {key}: {problem}')
       elif winner is None and attempt == truth:

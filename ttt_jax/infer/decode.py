@@ -36,11 +36,12 @@ import numpy as np
 from flax import struct
 
 from ttt_jax.data import format as fmt
+from ttt_jax.data.arc import MAX_SIDE
 from ttt_jax.model import kv_cache
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
-MAX_GRID_TOKENS = 30 * 31 + 1  # 30 rows of 30 cells + NEWLINE, then EOS
+MAX_GRID_TOKENS = MAX_SIDE * (MAX_SIDE + 1) + 1  # 30 rows of 30 cells + NEWLINE, then EOS
 
 
 # ------------------------------------------------------------------- samplers
@@ -76,15 +77,42 @@ class Sampling:
 
 @struct.dataclass
 class Adapters:
-  """Stacked adapters `{'q': {'a': [T, L, D, r], ...}}` and each row's task index [B]."""
+  """Stacked adapters `{'q': {'a': [T, L, D, r], ...}}` of T tasks and each row's task
+  index [B] (which adapter a decoded row uses); or, made by `shared`, one adapter
+  `{'q': {'a': [L, D, r], ...}}` that every row uses (task_index_B None: no gather, no
+  vmap over rows)."""
 
   lora: dict
-  task_index_B: jax.Array
+  task_index_B: jax.Array | None
   config: LoraConfig = struct.field(pytree_node=False)
+
+  @classmethod
+  def shared(cls, tree: dict, config: LoraConfig) -> Adapters:
+    """One adapter for every row (rows grouped by task)."""
+    return cls(tree, None, config)
+
+  @classmethod
+  def stack(cls, trees: list[dict], config: LoraConfig) -> Adapters:
+    """T tasks' adapters on a task axis; row t uses task t until `for_rows` says otherwise."""
+    lora = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
+    return cls(lora, jnp.arange(len(trees), dtype=jnp.int32), config)
+
+  def for_rows(self, task_index_B) -> Adapters:
+    """The same adapters, row b using task task_index_B[b]."""
+    if self.task_index_B is None:
+      raise ValueError('Adapters.for_rows: a shared adapter has no task axis')
+    return self.replace(task_index_B=jnp.asarray(task_index_B, jnp.int32))
 
   def repeat_rows(self, k: int) -> Adapters:
     """The same adapters for rows repeated k times each (row b -> rows b*k .. b*k+k-1)."""
+    if self.task_index_B is None:
+      return self
     return self.replace(task_index_B=jnp.repeat(self.task_index_B, k))
+
+  def model_kwargs(self, t: int = 0) -> dict:
+    """`lora=` / `lora_config=` of task t, for a model call of that task alone."""
+    lora = self.lora if self.task_index_B is None else jax.tree.map(lambda x: x[t], self.lora)
+    return {'lora': lora, 'lora_config': self.config}
 
 
 def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_args):
@@ -95,6 +123,8 @@ def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_a
   """
   if adapters is None:
     return step_fn(params, config, *row_args, cache)
+  if adapters.task_index_B is None:
+    return step_fn(params, config, *row_args, cache, **adapters.model_kwargs())
   # A [B, ...] copy of the adapters: fine for small adapters; for large ones group rows by
   # task instead (one shared adapter per call, no vmap).
   lora_B = jax.tree.map(lambda x: jnp.take(x, adapters.task_index_B, axis=0), adapters.lora)
@@ -372,12 +402,7 @@ def pad_prompts(
   if len(prompts) > batch:
     raise ValueError(f'pad_prompts: {len(prompts)} prompts exceed batch {batch}')
   rows = list(prompts) + [prompts[-1]] * (batch - len(prompts))
-  longest = max(len(p) for p in rows)
-  S = -(-longest // length_multiple) * length_multiple
-  tokens = np.full((batch, S), pad_id, np.int32)
-  for b, p in enumerate(rows):
-    tokens[b, : len(p)] = p
-  return tokens, np.array([len(p) for p in rows], np.int32)
+  return fmt.pad_rows(rows, length_multiple, pad_id), np.array([len(p) for p in rows], np.int32)
 
 
 def to_grid(tokens_N: np.ndarray) -> np.ndarray | None:

@@ -17,81 +17,48 @@ import dataclasses
 import functools
 import json
 import os
-import zlib
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
 from ttt_jax import checkpoint
+from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data import arc, augment
 from ttt_jax.data.arc import Task
+from ttt_jax.errors import UserError, blame
 from ttt_jax.eval import metrics
 from ttt_jax.infer import decode, prompts, score, vote
-from ttt_jax.model import builtin, llama
+from ttt_jax.infer.candidates import Candidate, decode_variants
+from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 (re-exported)
+from ttt_jax.model import builtin
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.model.lora import LoraConfig
 
-DECODINGS = ('greedy', 'sample', 'dfs')
 ATTEMPTS_FILE = 'attempts.jsonl'
 
 
 @dataclasses.dataclass(frozen=True)
-class PredictConfig:
-  decoding: str = 'greedy'  # one of DECODINGS
-  temperature: float = 1.0  # 'sample'
-  dfs_threshold: float = 0.1  # 'dfs': keep completions with probability >= this
-  # Per row, at most its largest plausible answer (prompts.Variant.answer_budget): an answer
-  # larger than every demonstration output and the test input is cut short (invalid).
-  max_new_tokens: int = decode.MAX_GRID_TOKENS
-  batch_size: int = 16  # decode rows per call (fixed: one compile per length)
-  tasks_per_group: int = 8  # tasks whose adapters are stacked and decoded together
-  length_multiple: int = 64  # prompt lengths rounded up to this (fewer compiles)
-  score_augmentations: int = 0  # product-of-experts re-scoring; 0 = off
-  seed: int = 0
-  prompts: prompts.PromptConfig = prompts.PromptConfig()
-  vote: vote.VoteConfig = vote.VoteConfig()
+class PredictRun:
+  """A configs/predict.py ConfigDict as frozen dataclasses (errors name the bad flag)."""
 
-  def __post_init__(self):
-    if self.decoding not in DECODINGS:
-      raise ValueError(f'PredictConfig.decoding {self.decoding!r} is not one of {DECODINGS}')
-    if self.vote.rank_mode != 'votes' and self.score_augmentations < 1:
-      raise ValueError(
-          f'PredictConfig: vote rank_mode {self.vote.rank_mode!r} needs scores; '
-          'set score_augmentations >= 1'
-      )
-    for name in ('batch_size', 'tasks_per_group', 'length_multiple', 'max_new_tokens'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'PredictConfig.{name} must be >= 1, got {getattr(self, name)}')
+  predict: PredictConfig
+  model: builtin.ModelSpec
+  selector: str
+  adapters_dir: str = ''  # adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); '' = base model
+  adapter_subdir: str = ''
 
-
-def config_from(c) -> PredictConfig:
-  """The frozen PredictConfig of a configs/predict.py ConfigDict."""
-  p = c.prompts
-  return PredictConfig(
-      decoding=c.decoding,
-      temperature=c.temperature,
-      dfs_threshold=c.dfs_threshold,
-      max_new_tokens=c.max_new_tokens,
-      batch_size=c.batch_size,
-      tasks_per_group=c.tasks_per_group,
-      length_multiple=c.length_multiple,
-      score_augmentations=c.score_augmentations,
-      seed=c.seed,
-      prompts=prompts.PromptConfig(
-          d8=tuple(p.d8),
-          color_perms=p.color_perms,
-          orders=p.orders,
-          leave_out=p.leave_out,
-          max_variants=p.max_variants,
-          max_len=p.max_len,
-          seed=c.seed,
-      ),
-      vote=vote.VoteConfig(**c.vote),
-  )
+  @classmethod
+  def from_config(cls, config) -> PredictRun:
+    own = ('model', 'selector', 'adapters_dir', 'adapter_subdir')
+    return cls(
+        predict=from_config_dict(PredictConfig, config, where='config', exclude=own),
+        model=from_config_dict(builtin.ModelSpec, config.model, where='config.model'),
+        selector=config.selector,
+        adapters_dir=config.adapters_dir,
+        adapter_subdir=config.adapter_subdir,
+    )
 
 
 # ------------------------------------------------------------------- loading
@@ -99,7 +66,7 @@ def config_from(c) -> PredictConfig:
 
 def load_adapters(
     adapters_dir: str, task_ids: Sequence[str], model_config: ModelConfig, subdir: str = ''
-) -> tuple[dict, LoraConfig] | None:
+) -> decode.Adapters | None:
   """The PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...].
 
   A task with no adapter (TTT found no example short enough, or did not reach
@@ -128,106 +95,12 @@ def load_adapters(
   if not trees:
     return None
   zeros = jax.tree.map(np.zeros_like, next(iter(trees.values())))
-  stacked = [trees.get(task_id, zeros) for task_id in task_ids]
-  return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *stacked), lora_config
+  return decode.Adapters.stack([trees.get(task_id, zeros) for task_id in task_ids], lora_config)
 
 
 def read_done(output_dir: str) -> dict[str, dict]:
   """{task_id: record} of the tasks already in attempts.jsonl (a torn line is redone)."""
   return {r['task_id']: r for r in checkpoint.read_log(os.path.join(output_dir, ATTEMPTS_FILE))}
-
-
-# ------------------------------------------------------------------ decoding
-
-
-@dataclasses.dataclass(frozen=True)
-class Candidate:
-  variant: prompts.Variant
-  grid: np.ndarray | None  # in the variant's frame; None when the output was malformed
-  logprob: float
-
-
-def _bucket(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
-
-
-def row_key(seed: int, variant: prompts.Variant, ordinal: int) -> jax.Array:
-  """The sampling key of a task's `ordinal`-th variant: a function of the task, never of
-  the batch, group or task selection it is decoded in."""
-  key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(variant.task_id.encode()) & 0x7FFFFFFF)
-  return jax.random.fold_in(key, ordinal)
-
-
-def decode_variants(
-    params: dict,
-    model_config: ModelConfig,
-    variants: Sequence[prompts.Variant],
-    task_index: Sequence[int],
-    adapters: tuple[dict, LoraConfig] | None,
-    config: PredictConfig,
-) -> list[Candidate]:
-  """Candidates of every variant (one each, or every DFS completion), rows batched.
-
-  Each row has its own budget (its answer budget, capped by max_new_tokens) and, when
-  sampling, its own key, so its candidates do not depend on the other rows of its batch.
-  """
-  order = sorted(range(len(variants)), key=lambda i: len(variants[i].tokens))  # less padding
-  ordinals, seen = [], {}
-  for v in variants:
-    ordinals.append(seen.get(v.task_id, 0))
-    seen[v.task_id] = ordinals[-1] + 1
-  candidates: dict[int, list[Candidate]] = {}
-  for start in range(0, len(order), config.batch_size):
-    rows = order[start : start + config.batch_size]
-    rows_padded = rows + [rows[-1]] * (config.batch_size - len(rows))
-    tokens, lengths = decode.pad_prompts(
-        [variants[i].tokens for i in rows], config.batch_size, config.length_multiple
-    )
-    budget_B = np.array(
-        [min(config.max_new_tokens, variants[i].answer_budget) for i in rows_padded], np.int32
-    )
-    max_new = min(config.max_new_tokens, _bucket(int(budget_B.max()), 32))  # few compiles
-    index = np.array([task_index[i] for i in rows_padded], np.int32)
-    row_adapters = (
-        None if adapters is None else decode.Adapters(adapters[0], jnp.asarray(index), adapters[1])
-    )
-    if config.decoding == 'dfs':
-      out = decode.dfs(
-          params,
-          model_config,
-          tokens,
-          lengths,
-          threshold=config.dfs_threshold,
-          adapters=row_adapters,
-          max_new_B=budget_B,
-          max_new_tokens=max_new,
-      )
-      seqs, logps, found = (np.asarray(x) for x in out)
-      for b, i in enumerate(rows):
-        candidates[i] = [
-            Candidate(variants[i], decode.to_grid(seqs[b, k]), float(logps[b, k]))
-            for k in np.flatnonzero(found[b])
-        ]
-    else:
-      sampler = (
-          decode.Greedy() if config.decoding == 'greedy' else decode.Sampling(config.temperature)
-      )
-      rng_B = jnp.stack([row_key(config.seed, variants[i], ordinals[i]) for i in rows_padded])
-      out = decode.generate(
-          params,
-          model_config,
-          tokens,
-          lengths,
-          sampler=sampler,
-          rng_B=rng_B,
-          adapters=row_adapters,
-          max_new_B=budget_B,
-          max_new_tokens=max_new,
-      )
-      seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
-      for b, i in enumerate(rows):
-        candidates[i] = [Candidate(variants[i], decode.to_grid(seqs[b]), float(logps[b]))]
-  return [c for i in range(len(variants)) for c in candidates[i]]
 
 
 # -------------------------------------------------------------------- voting
@@ -241,7 +114,7 @@ def _vote(grids, shapes, valid, transforms, scores, *, config):
 
 
 def _candidate_scores(
-    params, model_config, task, test_index, cands, lora, lora_config, config: PredictConfig
+    params, model_config, task: Task, test_index: int, cands, adapter_kwargs: dict, config
 ) -> np.ndarray:
   """Each candidate's product-of-experts score (shared by equal answers), -inf if invalid."""
   originals = {}
@@ -250,7 +123,7 @@ def _candidate_scores(
     if c.grid is None:
       keys.append(None)
       continue
-    g = prompts.invert_grid(c.grid, c.variant.d8, c.variant.colors)
+    g = prompts.invert_grid(c.grid, c.d8, c.colors)
     key = (g.shape, g.tobytes())
     originals.setdefault(key, g)
     keys.append(key)
@@ -265,9 +138,8 @@ def _candidate_scores(
       test_index,
       [originals[k] for k in distinct],
       transforms,
-      lora=lora,
-      lora_config=lora_config,
       length_multiple=config.length_multiple,
+      **adapter_kwargs,
   )
   by_key = dict(zip(distinct, values))
   return np.array([-np.inf if k is None else by_key[k] for k in keys], np.float32)
@@ -282,9 +154,9 @@ def vote_test_input(
   shapes = np.ones((C, 2), np.int32)
   valid = np.zeros((C,), bool)
   d8 = np.zeros((C,), np.int32)
-  colors = np.tile(np.arange(augment.NUM_COLORS, dtype=np.int32), (C, 1))
+  colors = np.tile(np.arange(arc.NUM_COLORS, dtype=np.int32), (C, 1))
   for i, c in enumerate(cands):
-    d8[i], colors[i] = c.variant.d8, c.variant.colors
+    d8[i], colors[i] = c.d8, c.colors
     if c.grid is not None:
       grids[i], shapes[i] = augment.pad_grid(c.grid)
       valid[i] = True
@@ -302,7 +174,7 @@ def vote_test_input(
 
 
 def truth_nll(
-    params, model_config, task: Task, test_index: int, lora, lora_config, config: PredictConfig
+    params, model_config, task: Task, test_index: int, adapter_kwargs: dict, config
 ) -> float | None:
   """Mean NLL per token of the true test output (rows + EOS) given the unaugmented task.
 
@@ -322,54 +194,42 @@ def truth_nll(
       test_index,
       [truth],
       [identity],
-      lora=lora,
-      lora_config=lora_config,
       length_multiple=config.length_multiple,
+      **adapter_kwargs,
   )
   return float(-logprob / target_mask.sum())
-
-
-def _stored(c: Candidate, score: float | None) -> dict:
-  """A candidate as attempts.jsonl keeps it (in its variant's frame), for re-voting."""
-  return {
-      'd8': int(c.variant.d8),
-      'colors': [int(x) for x in c.variant.colors],
-      'grid': None if c.grid is None else c.grid.tolist(),
-      'logprob': c.logprob,
-      'score': score,
-  }
 
 
 def predict_task(
     params,
     model_config,
     task: Task,
-    variants,
+    num_variants: int,
     cands: Sequence[Candidate],
-    lora,
-    lora_config,
+    adapter_kwargs: dict,
     config: PredictConfig,
 ) -> dict:
   """One task's record for attempts.jsonl: entries, details (with `truth_nll` where the
-  test output is known) and the candidates per test input."""
+  test output is known) and the candidates per test input. `adapter_kwargs`: the task's
+  `lora=` / `lora_config=` (decode.Adapters.model_kwargs), {} for the base model."""
   entries, details, stored = [], [], []
   for n in range(len(task.test)):
-    mine = [c for c in cands if c.variant.test_index == n]
+    mine = [c for c in cands if c.test_index == n]
     scores = None
     if config.score_augmentations > 0:
-      scores = _candidate_scores(params, model_config, task, n, mine, lora, lora_config, config)
+      scores = _candidate_scores(params, model_config, task, n, mine, adapter_kwargs, config)
     entry, info = vote_test_input(mine, config, scores)
-    nll = truth_nll(params, model_config, task, n, lora, lora_config, config)
+    nll = truth_nll(params, model_config, task, n, adapter_kwargs, config)
     entries.append(entry)
     details.append(info if nll is None else {**info, 'truth_nll': nll})
     stored.append(
-        [_stored(c, None if scores is None else float(scores[i])) for i, c in enumerate(mine)]
+        [c.to_json(None if scores is None else float(scores[i])) for i, c in enumerate(mine)]
     )
   return {
       'task_id': task.id,
       'attempts': entries,
       'details': details,
-      'num_variants': len(variants),
+      'num_variants': num_variants,
       'candidates': stored,
   }
 
@@ -385,14 +245,7 @@ def revote_record(record: dict, config: PredictConfig) -> dict:
     )
   entries, details = [], []
   for n, (stored, old) in enumerate(zip(record['candidates'], record['details'])):
-    cands = [
-        Candidate(
-            prompts.Variant(task_id, n, c['d8'], tuple(c['colors']), (), np.zeros(0, np.int32), 0),
-            None if c['grid'] is None else np.asarray(c['grid'], np.int32),
-            c['logprob'],
-        )
-        for c in stored
-    ]
+    cands = [Candidate.from_json(task_id, n, c) for c in stored]
     scores = None
     if config.vote.rank_mode != 'votes':
       if any(c['score'] is None for c in stored):
@@ -408,17 +261,25 @@ def revote_record(record: dict, config: PredictConfig) -> dict:
   return {**record, 'attempts': entries, 'details': details}
 
 
+def _load_tasks(selector: str) -> list[Task]:
+  with blame('config.selector'):
+    tasks, _ = arc.load_tasks(selector)
+  if not tasks:
+    raise UserError(f'--config.selector: {selector!r} selected no valid tasks')
+  return tasks
+
+
 def run_revote(
     selector: str, from_dir: str, output_dir: str, config: PredictConfig
 ) -> metrics.Score | None:
   """Votes every selected task again from from_dir/attempts.jsonl into output_dir (a new
   attempts.jsonl, submission, details and report); nothing is decoded."""
-  tasks, _ = arc.load_tasks(selector)
+  tasks = _load_tasks(selector)
   records = read_done(from_dir)
   missing = [t.id for t in tasks if t.id not in records]
   if missing:
-    raise ValueError(
-        f'{os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
+    raise UserError(
+        f'--revote_from: {os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
         f'{missing[:5]}{"..." if len(missing) > 5 else ""}; predict them first'
     )
   revoted = {t.id: revote_record(records[t.id], config) for t in tqdm(tasks, desc='revote')}
@@ -458,31 +319,20 @@ def predict_tasks(
   ):
     for start in range(0, len(todo), config.tasks_per_group):
       group = todo[start : start + config.tasks_per_group]
-      adapters = (
-          load_adapters(adapters_dir, [t.id for t in group], model_config, adapter_subdir)
-          if adapters_dir
-          else None
-      )
+      adapters = None
+      if adapters_dir:
+        adapters = load_adapters(adapters_dir, [t.id for t in group], model_config, adapter_subdir)
       per_task = [prompts.task_variants(t, config.prompts) for t in group]
       variants = [v for vs in per_task for v in vs]
       task_index = [t for t, vs in enumerate(per_task) for _ in vs]
-      cands = (
-          decode_variants(params, model_config, variants, task_index, adapters, config)
-          if variants
-          else []
-      )
+      cands = []
+      if variants:
+        cands = decode_variants(params, model_config, variants, task_index, adapters, config)
       for t, task in enumerate(group):
-        lora = None if adapters is None else jax.tree.map(lambda x: x[t], adapters[0])
-        mine = [c for c in cands if c.variant.task_id == task.id]
+        mine = [c for c in cands if c.task_id == task.id]
+        adapter_kwargs = {} if adapters is None else adapters.model_kwargs(t)
         record = predict_task(
-            params,
-            model_config,
-            task,
-            per_task[t],
-            mine,
-            lora,
-            None if adapters is None else adapters[1],
-            config,
+            params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config
         )
         out.write(json.dumps(record) + '\n')
         out.flush()
@@ -509,29 +359,17 @@ def write_outputs(
   return result
 
 
-def run_predict(
-    selector: str,
-    output_dir: str,
-    config: PredictConfig,
-    *,
-    checkpoint_dir: str = '',
-    preset: str = 'tiny',
-    init_seed: int = 0,
-    adapters_dir: str = '',
-    adapter_subdir: str = '',
-    dtypes: dict | None = None,
-) -> metrics.Score | None:
+def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   """What launch/predict.py runs: load, predict (resumably), write submission and report."""
-  tasks, _ = arc.load_tasks(selector)
-  if not tasks:
-    raise ValueError(f'{selector}: no tasks loaded')
-  model_config, params = builtin.load_model(
-      checkpoint_dir, preset=preset, init_seed=init_seed, **(dtypes or {})
-  )
-  if not adapters_dir:
+  tasks = _load_tasks(run.selector)
+  with blame('config.model.checkpoint_dir'):
+    model_config, params, _ = builtin.load_base_model(run.model)
+  if not run.adapters_dir:
     logging.info('No adapters_dir: predicting with the base model for every task.')
+  elif not os.path.isdir(run.adapters_dir):
+    raise UserError(f'--config.adapters_dir: {run.adapters_dir!r} is not a directory')
   records = predict_tasks(
-      params, model_config, tasks, output_dir, config, adapters_dir, adapter_subdir
+      params, model_config, tasks, output_dir, run.predict, run.adapters_dir, run.adapter_subdir
   )
   result = write_outputs(records, tasks, output_dir)
   if result is not None:
@@ -541,15 +379,7 @@ def run_predict(
 
 def run_from_config(c, output_dir: str, adapters_dir: str | None = None) -> metrics.Score | None:
   """run_predict for a configs/predict.py ConfigDict; `adapters_dir` overrides c.adapters_dir."""
-  m = c.model
-  return run_predict(
-      c.selector,
-      output_dir,
-      config_from(c),
-      checkpoint_dir=m.checkpoint_dir,
-      preset=m.preset,
-      init_seed=m.init_seed,
-      adapter_subdir=c.adapter_subdir,
-      adapters_dir=c.adapters_dir if adapters_dir is None else adapters_dir,
-      dtypes=dict(param_dtype=m.param_dtype, compute_dtype=m.compute_dtype, remat=m.remat),
-  )
+  run = PredictRun.from_config(c)
+  if adapters_dir is not None:
+    run = dataclasses.replace(run, adapters_dir=adapters_dir)
+  return run_predict(run, output_dir)

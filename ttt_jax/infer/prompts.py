@@ -24,12 +24,11 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data import format as fmt
-from ttt_jax.data.arc import Task
+from ttt_jax.data.arc import NUM_COLORS, Task
 
 # The paper's inference transforms: identity, transpose, flips (two axes), rot90, rot180.
 PAPER_D8 = (0, 4, 5, 7, 1, 2)
-INVERSE_D8 = (0, 3, 2, 1, 4, 5, 6, 7)  # rot90 <-> rot270; reflections undo themselves
-IDENTITY_COLORS = tuple(range(augment.NUM_COLORS))
+IDENTITY_COLORS = tuple(range(NUM_COLORS))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +85,7 @@ def transform_grid(grid: np.ndarray, d8: int, colors) -> np.ndarray:
 def invert_grid(grid: np.ndarray, d8: int, colors) -> np.ndarray:
   """The inverse of `transform_grid`: undo the colours, then the D8 element."""
   inverse_colors = np.argsort(np.asarray(colors))
-  return augment.numpy_d8(inverse_colors[np.asarray(grid)], INVERSE_D8[d8])
+  return augment.numpy_d8(inverse_colors[np.asarray(grid)], int(augment.D8_INVERSE[d8]))
 
 
 def _rng(config: PromptConfig, task_id: str, test_index: int) -> np.random.Generator:
@@ -96,7 +95,7 @@ def _rng(config: PromptConfig, task_id: str, test_index: int) -> np.random.Gener
 def _color_options(rng: np.random.Generator, n: int) -> list[tuple[int, ...]]:
   options = [IDENTITY_COLORS]
   for _ in range(n):
-    options.append((0, *(int(c) for c in 1 + rng.permutation(augment.NUM_COLORS - 1))))
+    options.append(augment.numpy_color_permutation(rng))
   return list(dict.fromkeys(options))
 
 

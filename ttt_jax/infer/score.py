@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttt_jax.data import format as fmt
+from ttt_jax.data import augment
 from ttt_jax.data.arc import Task
 from ttt_jax.infer import prompts
 from ttt_jax.model import llama
@@ -59,7 +60,7 @@ def scoring_transforms(
   rng = np.random.default_rng([seed, zlib.crc32(task_id.encode()), test_index, 1])
   out = [(0, prompts.IDENTITY_COLORS)]
   for i in range(1, num):
-    out.append((i % 8, (0, *(int(c) for c in 1 + rng.permutation(9)))))
+    out.append((i % 8, augment.numpy_color_permutation(rng)))
   return out
 
 
@@ -97,11 +98,8 @@ def score_candidates(
       for d8, colors in transforms
   ]
   lengths = np.array([len(t) for t, _ in rows], np.int32)
-  S = -(-lengths.max() // length_multiple) * length_multiple
-  tokens = np.full((len(rows), S), fmt.EOS, np.int32)
-  targets = np.zeros((len(rows), S), np.int32)
-  for b, (t, m) in enumerate(rows):
-    tokens[b, : len(t)], targets[b, : len(m)] = t, m
+  tokens = fmt.pad_rows([t for t, _ in rows], length_multiple, fmt.EOS)
+  targets = fmt.pad_rows([m for _, m in rows], length_multiple, 0)
   logp = target_logprobs(
       params, config, tokens, lengths, targets, lora=lora, lora_config=lora_config
   )

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttt_jax.data import augment
+from ttt_jax.data.arc import NUM_COLORS
 
 MISSING = -1  # attempt index when there is no such attempt
 # Submitted when a test input has no valid candidate: the Kaggle format needs
@@ -85,7 +86,7 @@ def inverse_candidates(
 
 def is_identity(transforms: augment.Transform) -> jax.Array:
   """bool [...]: the transform moves no cell and changes no colour."""
-  return (transforms.d8 == 0) & jnp.all(transforms.colors == jnp.arange(10), axis=-1)
+  return (transforms.d8 == 0) & jnp.all(transforms.colors == jnp.arange(NUM_COLORS), axis=-1)
 
 
 def equality_matrix(grids_CHW: jax.Array, shapes_C2: jax.Array, valid_C: jax.Array) -> jax.Array:

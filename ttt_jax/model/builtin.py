@@ -8,6 +8,7 @@ Hugging Face format, or '' for a randomly initialised preset.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -23,6 +24,35 @@ BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets',
 def resolve(checkpoint_dir: str) -> str:
   """The directory a checkpoint name stands for ('' stays '': no checkpoint)."""
   return BUILTIN_DIR if checkpoint_dir == BUILTIN else checkpoint_dir
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """Which base model a run loads and how it computes: the `model` block of every config."""
+
+  # 'builtin' (shipped), an HF checkpoint dir, or '': a random init of `preset`.
+  checkpoint_dir: str = BUILTIN
+  preset: str = 'tiny'
+  init_seed: int = 0
+  param_dtype: str = 'float32'
+  compute_dtype: str = 'float32'
+  remat: str = 'none'
+
+
+def load_base_model(
+    spec: ModelSpec, *, warn_random: bool = True
+) -> tuple[ModelConfig, dict, str | None]:
+  """(config, params, checkpoint dir or None) of a ModelSpec."""
+  config, params = load_model(
+      spec.checkpoint_dir,
+      preset=spec.preset,
+      init_seed=spec.init_seed,
+      warn_random=warn_random,
+      param_dtype=spec.param_dtype,
+      compute_dtype=spec.compute_dtype,
+      remat=spec.remat,
+  )
+  return config, params, resolve(spec.checkpoint_dir) or None
 
 
 def load_model(

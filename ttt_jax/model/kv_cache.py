@@ -1,17 +1,14 @@
-"""KV cache and greedy decoding.
+"""The KV cache: prefill and one decode step.
 
 The cache is `{'k': [L, B, S, K, Dh], 'v': [L, B, S, K, Dh], 'end': [B]}`: row b
 holds `end[b]` valid slots. `llama.forward(..., cache=cache)` writes a chunk at
 each row's `end` (a row-wise dynamic update slice, done as one in-place
 scatter: nothing rolled or copied) and advances `end` by the chunk's real
 tokens; padding must be on the right. `prefill` and
-`decode_step` are the reusable pieces for samplers (ttt_jax/infer/decode.py);
-`generate_greedy` is prefill + a `lax.while_loop` of decode steps.
+`decode_step` are the pieces the decoders of ttt_jax/infer/decode.py are made of.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -67,58 +64,3 @@ def decode_step(
       params, tokens_B[:, None], config, lora=lora, lora_config=lora_config, cache=cache
   )
   return logits_B1V[:, 0], cache
-
-
-@functools.partial(
-    jax.jit, static_argnames=('config', 'max_new_tokens', 'eos_id', 'lora_config', 'pad_id')
-)
-def generate_greedy(
-    params: dict,
-    config: ModelConfig,
-    prompt_tokens_BS: jax.Array,
-    prompt_lengths_B: jax.Array,
-    max_new_tokens: int,
-    eos_id: int,
-    *,
-    lora: dict | None = None,
-    lora_config: LoraConfig | None = None,
-    pad_id: int | None = None,
-) -> tuple[jax.Array, jax.Array]:
-  """Greedy continuation of right-padded prompts.
-
-  Returns the new tokens [B, max_new_tokens] int32 (each row stops after its
-  first `eos_id`, the rest is `pad_id`, default `eos_id`) and their lengths [B]
-  (counting the EOS). Stops early once every row has finished.
-  """
-  pad_id = eos_id if pad_id is None else pad_id
-  B, S = prompt_tokens_BS.shape
-  cache = init_cache(config, B, S + max_new_tokens)
-  logits_BV, cache = prefill(
-      params, config, prompt_tokens_BS, prompt_lengths_B, cache, lora=lora, lora_config=lora_config
-  )
-
-  def not_finished(state):
-    step, _, done_B, _, _, _ = state
-    return (step < max_new_tokens) & ~jnp.all(done_B)
-
-  def step_fn(state):
-    step, out_BN, done_B, lengths_B, logits_BV, cache = state
-    token_B = jnp.where(done_B, pad_id, jnp.argmax(logits_BV, axis=-1).astype(jnp.int32))
-    out_BN = jax.lax.dynamic_update_index_in_dim(out_BN, token_B, step, axis=1)
-    lengths_B = lengths_B + (~done_B).astype(jnp.int32)
-    done_B = done_B | (token_B == eos_id)
-    logits_BV, cache = decode_step(
-        params, config, token_B, cache, lora=lora, lora_config=lora_config
-    )
-    return step + 1, out_BN, done_B, lengths_B, logits_BV, cache
-
-  state = (
-      jnp.int32(0),
-      jnp.full((B, max_new_tokens), pad_id, jnp.int32),
-      jnp.zeros((B,), bool),
-      jnp.zeros((B,), jnp.int32),
-      logits_BV,
-      cache,
-  )
-  _, out_BN, _, lengths_B, _, _ = jax.lax.while_loop(not_finished, step_fn, state)
-  return out_BN, lengths_B

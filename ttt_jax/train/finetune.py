@@ -13,6 +13,7 @@ Metrics go to workdir/metrics.jsonl (one JSON object per line).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -27,13 +28,16 @@ from absl import logging
 from tqdm import tqdm
 
 from ttt_jax import checkpoint
+from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data import format as fmt
 from ttt_jax.data import pretrain_data
-from ttt_jax.model import hf, kv_cache
+from ttt_jax.errors import blame
+from ttt_jax.infer import decode
+from ttt_jax.metric_writer import MetricWriter
+from ttt_jax.model import builtin, hf
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora, merge_lora
-from ttt_jax.train import optim
-from ttt_jax.train.ttt import load_base_model, loss_one
+from ttt_jax.train.loss import loss_one
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -42,36 +46,63 @@ METRICS_FILE = 'metrics.jsonl'
 # Config pieces
 
 
-def data_config_from(config) -> pretrain_data.PretrainDataConfig:
-  d = config.data
-  return pretrain_data.PretrainDataConfig(
-      max_len=d.max_len,
-      batch_size=d.batch_size,
-      loss=d.loss,
-      min_demos=d.min_demos,
-      d8=d.d8,
-      colors=d.colors,
-      shuffle_order=d.shuffle_order,
-      variant_prob=d.variant_prob,
-      train_only_prob=d.train_only_prob,
-      bucket_steps=d.bucket_steps,
-      pad_multiple=d.pad_multiple,
-      seed=config.seed,
-  )
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Stage 1's optimizer: global-norm clip -> AdamW on linear warmup + cosine decay."""
+
+  lr: float = 1e-3
+  warmup_steps: int = 20
+  end_lr_frac: float = 0.1  # the cosine ends at lr * end_lr_frac
+  weight_decay: float = 0.01
+  clip_norm: float = 1.0
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
 
 
-def lora_config_from(config) -> LoraConfig | None:
-  if not config.lora.enabled:
-    return None
-  return LoraConfig(
-      rank=config.lora.rank,
-      alpha=config.lora.alpha,
-      targets=tuple(config.lora.targets),
-      rslora=config.lora.rslora,
-  )
+@dataclasses.dataclass(frozen=True)
+class TrainingTasks:
+  """Where stage 1's tasks come from (the `data` block's keys besides the stream's)."""
+
+  train: tuple[str, ...] = ('arc1/train',)  # task selectors (ttt_jax/data/arc.py)
+  contamination_guard: str = 'arc1/eval'  # drop training tasks sharing a pair with these
+  val_frac: float = 0.05  # held-out tasks for validation, split by task id
+  val_max_examples: int = 8
 
 
-def make_optimizer(o, steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+@dataclasses.dataclass(frozen=True)
+class FinetuneRun:
+  """A configs/finetune.py ConfigDict as frozen dataclasses (errors name the bad flag)."""
+
+  model: builtin.ModelSpec
+  stream: pretrain_data.PretrainDataConfig
+  tasks: TrainingTasks
+  optim: OptimConfig
+  lora: LoraConfig | None  # None: full fine-tuning
+
+  @classmethod
+  def from_config(cls, config) -> FinetuneRun:
+    task_fields = [f.name for f in dataclasses.fields(TrainingTasks)]
+    stream_fields = [f.name for f in dataclasses.fields(pretrain_data.PretrainDataConfig)]
+    data = config.data
+    return cls(
+        model=from_config_dict(builtin.ModelSpec, config.model, where='config.model'),
+        stream=from_config_dict(
+            pretrain_data.PretrainDataConfig, data, where='config.data', exclude=task_fields
+        ),
+        tasks=from_config_dict(TrainingTasks, data, where='config.data', exclude=stream_fields),
+        optim=from_config_dict(OptimConfig, config.optim, where='config.optim'),
+        lora=(
+            from_config_dict(LoraConfig, config.lora, where='config.lora', exclude=('enabled',))
+            if config.lora.enabled
+            else None
+        ),
+    )
+
+
+def make_optimizer(
+    o: OptimConfig, steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """(global-norm clip -> AdamW on a warmup + cosine schedule, the schedule).
   Norm weights are not decayed."""
   schedule = optax.warmup_cosine_decay_schedule(
@@ -170,15 +201,14 @@ def validate(
         [(e['prompt'], np.zeros_like(e['prompt'])) for e in chunk], 128, max_len
     )
     longest_output = max(len(fmt.grid_to_tokens(e['output'])) + 1 for e in chunk)
-    new_tokens, _ = kv_cache.generate_greedy(
+    out = decode.generate(
         params,
         model_config,
         prompts['tokens'],
         prompts['mask'].sum(1),
-        -(-longest_output // 64) * 64,
-        fmt.EOS,
-        pad_id=fmt.PAD,
+        max_new_tokens=-(-longest_output // 64) * 64,
     )
+    new_tokens = out.tokens_BN
     for e, row in zip(chunk, np.asarray(new_tokens)):
       grid = fmt.decode_grid(row)
       solved += grid is not None and np.array_equal(grid, e['output'])
@@ -193,41 +223,24 @@ def validate(
 # The run
 
 
-def _write_metrics(path: str, record: dict) -> None:
-  with open(path, 'a') as f:
-    f.write(json.dumps(record) + '\n')
-
-
-def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops lines logged after the checkpoint we resume from (a killed run's tail)."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = [l for l in f if l.strip() and json.loads(l).get('step', 0) <= last_step]
-  with open(path, 'w') as f:
-    f.writelines(lines)
-
-
 def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   """Fine-tunes per `config` (configs/finetune.py); returns the final state and
   host counters. `stop_after` ends the run early after that step, as a kill
   would (no final checkpoint beyond the regular ones): for tests and time boxes."""
   os.makedirs(workdir, exist_ok=True)
-  data_cfg = data_config_from(config)
-  lora_config = lora_config_from(config)
+  c = FinetuneRun.from_config(config)
   # No checkpoint: training from scratch is the point, not a warning.
-  model_config, base_params, _ = load_base_model(config.model, warn_random=False)
-
-  tasks, report = pretrain_data.load_training_tasks(
-      tuple(config.data.train), config.data.contamination_guard
-  )
-  train_tasks, val_tasks = pretrain_data.split_tasks(tasks, config.data.val_frac, config.seed)
-  stream = pretrain_data.PretrainStream(train_tasks, data_cfg)
+  with blame('config.model.checkpoint_dir'):
+    model_config, base_params, _ = builtin.load_base_model(c.model, warn_random=False)
+  with blame('config.data.train'):
+    tasks, report = pretrain_data.load_training_tasks(c.tasks.train, c.tasks.contamination_guard)
+  train_tasks, val_tasks = pretrain_data.split_tasks(tasks, c.tasks.val_frac, config.seed)
+  stream = pretrain_data.PretrainStream(train_tasks, c.stream)
   val_examples, val_too_long = pretrain_data.validation_examples(
-      val_tasks, data_cfg, config.data.val_max_examples
+      val_tasks, c.stream, c.tasks.val_max_examples
   )
   logging.info(
-      'tasks: %s; train %d (%d too long), validation %d tasks / %d examples ' '(%d too long)',
+      'tasks: %s; train %d (%d too long), validation %d tasks / %d examples (%d too long)',
       report,
       len(stream.tasks),
       stream.num_unfit_tasks,
@@ -236,11 +249,11 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       val_too_long,
   )
 
-  tx, schedule = make_optimizer(config.optim, config.steps)
-  if lora_config is None:
+  tx, schedule = make_optimizer(c.optim, config.steps)
+  if c.lora is None:
     trainable, frozen = base_params, None
   else:
-    trainable = init_lora(jax.random.key(config.seed), model_config, lora_config)
+    trainable = init_lora(jax.random.key(config.seed), model_config, c.lora)
     frozen = base_params
   state = {'params': trainable, 'opt_state': tx.init(trainable), 'step': jnp.int32(0)}
   host = {'tokens_seen': 0, 'targets_seen': 0}
@@ -253,17 +266,23 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   if start:
     state, host = checkpointer.restore(start, state)
     logging.info('resuming from step %d', start)
-  _truncate_metrics(metrics_path, start)
+  checkpoint.drop_records_after(metrics_path, start)  # what a killed run logged past it
+  scalars = MetricWriter(workdir)
+
+  def log(record: dict, prefix: str) -> None:
+    with checkpoint.open_log(metrics_path) as f:
+      f.write(json.dumps(record) + '\n')
+    scalars.write(record['step'], {k: v for k, v in record.items() if k != 'step'}, prefix)
 
   def save(step: int) -> None:
     checkpointer.save(step, state, host)
     hf.save_hf(
         os.path.join(workdir, 'hf'),
         model_config,
-        jax.device_get(full_params(state['params'], frozen, lora_config)),
+        jax.device_get(full_params(state['params'], frozen, c.lora)),
     )
 
-  step_fn = functools.partial(train_step, model_config=model_config, lora_config=lora_config, tx=tx)
+  step_fn = functools.partial(train_step, model_config=model_config, lora_config=c.lora, tx=tx)
   last = config.steps if stop_after is None else min(config.steps, stop_after)
   progress = tqdm(range(start, last), initial=start, total=config.steps, desc='finetune')
   window_tokens, window_start = 0, time.perf_counter()  # tokens/s over the logging window
@@ -284,7 +303,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
           'tokens_seen': host['tokens_seen'],
           'targets_seen': host['targets_seen'],
       }
-      _write_metrics(metrics_path, record)
+      log(record, 'train')
       progress.set_postfix(loss=f'{record["loss"]:.3f}', tok_s=f'{record["tokens_per_s"]:.0f}')
       window_tokens, window_start = 0, time.perf_counter()
     if (
@@ -292,16 +311,17 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
         and config.eval_every
         and (done % config.eval_every == 0 or done == config.steps)
     ):
-      params = full_params(state['params'], frozen, lora_config)
+      params = full_params(state['params'], frozen, c.lora)
       record = {
           'step': done,
-          **validate(params, model_config, val_examples, config.data.batch_size, data_cfg.max_len),
+          **validate(params, model_config, val_examples, c.stream.batch_size, c.stream.max_len),
       }
-      _write_metrics(metrics_path, record)
+      log(record, 'validation')
       logging.info('validation: %s', record)
     if done % config.checkpoint_every == 0 or done == config.steps:
       save(done)
   progress.close()
   checkpointer.close()
+  scalars.close()
   logging.info('stream stats: %s', stream.stats)
   return {'state': state, 'host': host, 'model_config': model_config}

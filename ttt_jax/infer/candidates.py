@@ -1,0 +1,126 @@
+"""Prompt variants -> candidate answers: batched decoding, tokens parsed back to grids.
+
+Rows are sorted by prompt length (less padding) and decoded in fixed-shape
+batches; each row uses its own task's adapter, its own answer budget and, when
+sampling, its own key, so a candidate depends on its task and variant alone,
+never on the rows it was batched with. A malformed output is an invalid
+candidate (grid None), never an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax.data import format as fmt
+from ttt_jax.infer import decode, prompts
+from ttt_jax.infer.predict_config import PredictConfig
+from ttt_jax.model.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """One answer for a test input, in the frame of the prompt variant that produced it
+  (voting inverts (d8, colors)); grid None when the output was malformed."""
+
+  task_id: str
+  test_index: int
+  d8: int
+  colors: tuple[int, ...]
+  grid: np.ndarray | None
+  logprob: float
+
+  @classmethod
+  def of(cls, variant: prompts.Variant, tokens_N: np.ndarray, logprob: float) -> Candidate:
+    grid = decode.to_grid(tokens_N)
+    return cls(variant.task_id, variant.test_index, variant.d8, variant.colors, grid, logprob)
+
+  def to_json(self, score: float | None) -> dict:
+    """As attempts.jsonl stores it, for re-voting without decoding."""
+    return {
+        'd8': int(self.d8),
+        'colors': [int(x) for x in self.colors],
+        'grid': None if self.grid is None else self.grid.tolist(),
+        'logprob': self.logprob,
+        'score': score,
+    }
+
+  @classmethod
+  def from_json(cls, task_id: str, test_index: int, stored: dict) -> Candidate:
+    grid = None if stored['grid'] is None else np.asarray(stored['grid'], np.int32)
+    colors = tuple(stored['colors'])
+    return cls(task_id, test_index, stored['d8'], colors, grid, stored['logprob'])
+
+
+def row_key(seed: int, task_id: str, ordinal: int) -> jax.Array:
+  """The sampling key of a task's `ordinal`-th variant: a function of the task, never of
+  the batch, group or task selection it is decoded in."""
+  key = jax.random.fold_in(jax.random.key(seed), zlib.crc32(task_id.encode()) & 0x7FFFFFFF)
+  return jax.random.fold_in(key, ordinal)
+
+
+def _ordinals(variants: Sequence[prompts.Variant]) -> list[int]:
+  """Each variant's index among its own task's variants."""
+  ordinals, seen = [], {}
+  for v in variants:
+    ordinals.append(seen.get(v.task_id, 0))
+    seen[v.task_id] = ordinals[-1] + 1
+  return ordinals
+
+
+def decode_variants(
+    params: dict,
+    model_config: ModelConfig,
+    variants: Sequence[prompts.Variant],
+    task_index: Sequence[int],
+    adapters: decode.Adapters | None,
+    config: PredictConfig,
+) -> list[Candidate]:
+  """Candidates of every variant (one each, or every DFS completion); `task_index[i]` is
+  variant i's task in the stacked `adapters`."""
+  order = sorted(range(len(variants)), key=lambda i: len(variants[i].tokens))  # less padding
+  ordinals = _ordinals(variants)
+  candidates: dict[int, list[Candidate]] = {}
+  for start in range(0, len(order), config.batch_size):
+    rows = order[start : start + config.batch_size]
+    rows_padded = rows + [rows[-1]] * (config.batch_size - len(rows))
+    tokens, lengths = decode.pad_prompts(
+        [variants[i].tokens for i in rows], config.batch_size, config.length_multiple
+    )
+    budget_B = np.array(
+        [min(config.max_new_tokens, variants[i].answer_budget) for i in rows_padded], np.int32
+    )
+    max_new = min(config.max_new_tokens, fmt.round_up(int(budget_B.max()), 32))  # few compiles
+    row_adapters = None
+    if adapters is not None:
+      row_adapters = adapters.for_rows(np.array([task_index[i] for i in rows_padded], np.int32))
+    common = dict(adapters=row_adapters, max_new_B=budget_B, max_new_tokens=max_new)
+    if config.decoding == 'dfs':
+      out = decode.dfs(
+          params, model_config, tokens, lengths, threshold=config.dfs_threshold, **common
+      )
+      seqs, logps, found = (np.asarray(x) for x in out)
+      for b, i in enumerate(rows):
+        candidates[i] = [
+            Candidate.of(variants[i], seqs[b, k], float(logps[b, k]))
+            for k in np.flatnonzero(found[b])
+        ]
+    else:
+      sampler = (
+          decode.Greedy() if config.decoding == 'greedy' else decode.Sampling(config.temperature)
+      )
+      rng_B = jnp.stack(
+          [row_key(config.seed, variants[i].task_id, ordinals[i]) for i in rows_padded]
+      )
+      out = decode.generate(
+          params, model_config, tokens, lengths, sampler=sampler, rng_B=rng_B, **common
+      )
+      seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
+      for b, i in enumerate(rows):
+        candidates[i] = [Candidate.of(variants[i], seqs[b], float(logps[b]))]
+  return [c for i in range(len(variants)) for c in candidates[i]]

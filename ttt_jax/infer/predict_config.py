@@ -1,0 +1,38 @@
+"""How stage 3 predicts: decoding, batching, re-scoring, prompts and voting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ttt_jax.infer import decode, prompts, vote
+
+DECODINGS = ('greedy', 'sample', 'dfs')
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+  decoding: str = 'greedy'  # one of DECODINGS
+  temperature: float = 1.0  # 'sample'
+  dfs_threshold: float = 0.1  # 'dfs': keep completions with probability >= this
+  # Per row, at most its largest plausible answer (prompts.Variant.answer_budget): an answer
+  # larger than every demonstration output and the test input is cut short (invalid).
+  max_new_tokens: int = decode.MAX_GRID_TOKENS
+  batch_size: int = 16  # decode rows per call (fixed: one compile per length)
+  tasks_per_group: int = 8  # tasks whose adapters are stacked and decoded together
+  length_multiple: int = 64  # prompt lengths rounded up to this (fewer compiles)
+  score_augmentations: int = 0  # product-of-experts re-scoring; 0 = off
+  seed: int = 0
+  prompts: prompts.PromptConfig = prompts.PromptConfig()
+  vote: vote.VoteConfig = vote.VoteConfig()
+
+  def __post_init__(self):
+    if self.decoding not in DECODINGS:
+      raise ValueError(f'PredictConfig.decoding {self.decoding!r} is not one of {DECODINGS}')
+    if self.vote.rank_mode != 'votes' and self.score_augmentations < 1:
+      raise ValueError(
+          f'PredictConfig.score_augmentations: vote rank_mode {self.vote.rank_mode!r} needs '
+          'scores; set score_augmentations >= 1'
+      )
+    for name in ('batch_size', 'tasks_per_group', 'length_multiple', 'max_new_tokens'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'PredictConfig.{name} must be >= 1, got {getattr(self, name)}')

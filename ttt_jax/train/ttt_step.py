@@ -1,0 +1,194 @@
+"""The vmapped TTT step: T tasks' adapters trained in one jitted call.
+
+The frozen base params are shared; every per-task array carries a leading
+task axis T ("slots"). `train_step` draws each slot's batch from its own
+examples, computes `jax.vmap(value_and_grad(loss_one))` over the slots (each
+task's gradient is exactly its own: the per-task losses are independent, as
+if summed), and applies each slot's own clipped AdamW update. Slots differ in
+their number of examples, so each carries its own step count, schedule,
+epoch-wise shuffle and status; a finished, converged or failed (NaN) slot is
+frozen. Placing jobs in slots is slots.py; keeping them busy, scheduler.py.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from ttt_jax import parallel
+from ttt_jax.data.ttt_data import TTTArrays
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import init_lora
+from ttt_jax.train import optim
+from ttt_jax.train.loss import loss_one
+from ttt_jax.train.ttt_config import TTTConfig, job_rng, steps_per_epoch
+
+
+class Status(enum.IntEnum):
+  """A slot's state; str() is the lower-case name ('failed': its loss or update was NaN)."""
+
+  RUNNING = 0
+  DONE = 1
+  CONVERGED = 2
+  FAILED = 3
+  EMPTY = 4
+
+  def __str__(self) -> str:
+    return self.name.lower()
+
+
+class Slots(NamedTuple):
+  """Everything a slot trains with, each leaf with a leading axis T."""
+
+  lora: Any  # adapter tree, [T, L, in, r] / [T, L, r, out]
+  opt_state: Any  # per-task optax state
+  step: Any  # int32 [T]: optimizer steps this slot's job has taken
+  total_steps: Any  # int32 [T]: epochs * ceil(num_examples / batch), capped
+  status: Any  # int32 [T]: a Status
+  job: Any  # int32 [T]: index into the run's job list, -1 when empty
+  task: Any  # int32 [T]: task index (which examples the slot holds)
+  seed: Any  # int32 [T]: the job's seed: its adapter init and data order (job_rng)
+  lr: Any  # float32 [T]: peak learning rate
+
+
+def epoch_order(rng: jax.Array, num_examples, max_examples: int) -> jax.Array:
+  """A permutation of [0, max_examples) with the valid examples first, shuffled."""
+  scores_N = jax.random.uniform(rng, (max_examples,))
+  scores_N = jnp.where(jnp.arange(max_examples) < num_examples, scores_N, 2.0)
+  return jnp.argsort(scores_N)
+
+
+def draw_batch(data: TTTArrays, job_seed, step, ttt_config: TTTConfig) -> dict:
+  """One task's batch for `step`: rows i*B..i*B+B-1 of epoch e's shuffle.
+
+  A short last batch repeats a valid example with zero loss weight, so the
+  forward never sees an empty row and the mean is over real targets only.
+  """
+  max_examples, seq_len = data.tokens.shape
+  batch = ttt_config.batch_size
+  n = data.num_examples
+  per_epoch = steps_per_epoch(n, batch)
+  epoch, within = step // per_epoch, step % per_epoch
+  epoch_rng = jax.random.fold_in(jax.random.fold_in(job_rng(ttt_config.seed, job_seed), 1), epoch)
+  order_N = epoch_order(epoch_rng, n, max_examples)
+  pos_B = within * batch + jnp.arange(batch)
+  valid_B = pos_B < n
+  rows_B = order_N[jnp.clip(pos_B, 0, jnp.maximum(n - 1, 0))]
+  lengths_B = data.lengths[rows_B]
+  return {
+      'tokens': data.tokens[rows_B],
+      'mask': jnp.arange(seq_len)[None, :] < lengths_B[:, None],
+      'loss_mask': data.loss_mask[rows_B] * valid_B[:, None].astype(data.loss_mask.dtype),
+  }
+
+
+def init_adapter(job_seed, model_config: ModelConfig, ttt_config: TTTConfig) -> Any:
+  """A job's fresh adapter; a function of (ttt seed, job seed) only, so any slot,
+  restart, device count or task selection gives the same one."""
+  rng = jax.random.fold_in(job_rng(ttt_config.seed, job_seed), 0)
+  return init_lora(rng, model_config, ttt_config.lora)
+
+
+def fresh_slot_states(seed_T, model_config: ModelConfig, ttt_config: TTTConfig):
+  """Initial (adapters, optimizer states) of the jobs with seeds [T]."""
+  lora_T = jax.vmap(lambda s: init_adapter(s, model_config, ttt_config))(seed_T)
+  return lora_T, optim.init_task_states(ttt_config.optimizer(), lora_T)
+
+
+def update_one(adapter, opt_state, grads, step, total, peak_lr, tx, warmup_frac):
+  """One task's clipped AdamW update at its own scheduled learning rate."""
+  lr = peak_lr * optim.warmup_cosine(step, total, warmup_frac)
+  opt_state = optim.with_hyperparams(opt_state, learning_rate=lr)
+  updates, opt_state = tx.update(grads, opt_state, adapter)
+  return optax.apply_updates(adapter, updates), opt_state, lr
+
+
+def select_slots(mask_T, new, old):
+  """Per-slot choice between two trees with a leading T axis."""
+
+  def one(n, o):
+    return jnp.where(mask_T.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+
+  return jax.tree.map(one, new, old)
+
+
+def _all_finite_T(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1) for x in jax.tree.leaves(tree)]
+  return functools.reduce(jnp.logical_and, leaves)
+
+
+@functools.partial(
+    jax.jit, static_argnames=('model_config', 'ttt_config', 'mesh'), donate_argnames=('slots',)
+)
+def train_step(
+    base_params: Any,
+    slots: Slots,
+    data: TTTArrays,
+    *,
+    model_config: ModelConfig,
+    ttt_config: TTTConfig,
+    mesh: Mesh | None = None,
+) -> tuple[Slots, dict]:
+  """One optimizer step of every RUNNING slot; other slots pass through unchanged.
+
+  Returns the new slots and per-slot metrics [T]: loss, lr, grad_norm, tokens
+  (real tokens in the batch), step, status, job, trained (the update was
+  applied), finished (stopped this step).
+  """
+  tx = ttt_config.optimizer()
+  batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.seed, slots.step, ttt_config)
+  loss_and_grad = jax.value_and_grad(loss_one, argnums=1)
+  loss_T, grads_T = jax.vmap(loss_and_grad, in_axes=(None, 0, 0, None, None, None))(
+      base_params, slots.lora, batch_T, model_config, ttt_config.lora, ttt_config.loss_capacity
+  )
+  new_lora, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
+      slots.lora,
+      slots.opt_state,
+      grads_T,
+      slots.step,
+      slots.total_steps,
+      slots.lr,
+      tx,
+      ttt_config.warmup_frac,
+  )
+
+  running_T = slots.status == Status.RUNNING
+  finite_T = jnp.isfinite(loss_T) & _all_finite_T(grads_T) & _all_finite_T(new_lora)
+  trained_T = running_T & finite_T
+  failed_T = running_T & ~finite_T
+  step_T = slots.step + trained_T.astype(jnp.int32)
+  status_T = jnp.where(failed_T, Status.FAILED, slots.status)
+  status_T = jnp.where(trained_T & (step_T >= slots.total_steps), Status.DONE, status_T)
+  if ttt_config.adaptive_stop_loss is not None:
+    stop_T = trained_T & (loss_T < ttt_config.adaptive_stop_loss) & (status_T == Status.RUNNING)
+    status_T = jnp.where(stop_T, Status.CONVERGED, status_T)
+  lora = select_slots(trained_T, new_lora, slots.lora)
+  opt_state = select_slots(trained_T, new_opt, slots.opt_state)
+
+  # A failed slot goes back to its initial adapter and optimizer state; the
+  # cond keeps the re-initialisation off the common path.
+  def reset_failed(lora_and_opt):
+    fresh = fresh_slot_states(slots.seed, model_config, ttt_config)
+    return select_slots(failed_T, fresh, lora_and_opt)
+
+  lora, opt_state = jax.lax.cond(jnp.any(failed_T), reset_failed, lambda x: x, (lora, opt_state))
+
+  slots = slots._replace(lora=lora, opt_state=opt_state, step=step_T, status=status_T)
+  metrics = {
+      'loss': loss_T,
+      'lr': lr_T,
+      'grad_norm': jax.vmap(optax.global_norm)(grads_T),
+      'tokens': jnp.sum(batch_T['mask'], axis=(1, 2)),
+      'step': step_T,
+      'status': status_T,
+      'job': slots.job,
+      'trained': trained_T,
+      'finished': running_T & (status_T != Status.RUNNING),
+  }
+  return parallel.constrain(slots, mesh, parallel.TASK_SPEC), parallel.constrain(metrics, mesh, P())

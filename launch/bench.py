@@ -59,6 +59,9 @@ flags.DEFINE_list('mesh', ['data:-1'], "memory: axis:size list, e.g. 'data:4,fsd
 flags.DEFINE_integer('max_examples', 250, 'memory: examples per task (N).')
 flags.DEFINE_float('budget_gb', 80.0, 'memory: per-device budget for the fits column.')
 flags.DEFINE_list('targets', None, 'LoRA targets (ttt-step: all 7; memory/mfu: paper).')
+flags.DEFINE_integer(
+    'loss_capacity', None, 'memory: LM head on at most this many targets per task batch.'
+)
 _OWN_FLAGS = (
     'preset',
     'num_tasks',
@@ -81,6 +84,7 @@ _OWN_FLAGS = (
     'max_examples',
     'budget_gb',
     'targets',
+    'loss_capacity',
 )
 
 
@@ -205,7 +209,7 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
       **({'vocab_size': a['vocab_size']} if a['vocab_size'] else {}),
   )
   lora = LoraConfig(rank=a['rank'], **({'targets': a['targets']} if a['targets'] else {}))
-  ttt_config = TTTConfig(lora=lora, batch_size=a['batch_size'])
+  ttt_config = TTTConfig(lora=lora, batch_size=a['batch_size'], loss_capacity=a['loss_capacity'])
   rows = memory.plan_rows(
       model_config,
       ttt_config,
@@ -219,7 +223,8 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
       f'TTT step memory per device (CPU-compiled estimate), {preset}, '
       f'{model_config.param_dtype} weights, {model_config.compute_dtype} compute, '
       f'remat {model_config.remat}, LoRA r{ttt_config.lora.rank} on '
-      f'{",".join(ttt_config.lora.targets)}, batch {ttt_config.batch_size}',
+      f'{",".join(ttt_config.lora.targets)}, batch {ttt_config.batch_size}, '
+      f'vocab {model_config.vocab_size}, loss capacity {ttt_config.loss_capacity}',
       rows,
       out=a['out'],
   )

@@ -5,6 +5,7 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ttt_jax.data import format as F
+from ttt_jax.formats.stats import token_length_stats
 from ttt_jax.data.arc import Pair, Task
 
 A = np.array([[1, 2], [3, 4]])
@@ -116,7 +117,7 @@ def test_masked_tokens_decode_to_the_target_grids():
 
 def test_token_length_stats_counts_exact_lengths():
   task = Task('t', (Pair(A, B), Pair(C, D)), (Pair(B, C),))
-  stats = F.token_length_stats([task], budgets=(10, 32, 100))
+  stats = token_length_stats([task], budgets=(10, 32, 100))
   tokens, _ = F.encode_task(task.train, B, C)
   assert stats['tasks'] == {
       'count': 1,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ttt_jax.data import format as fmt
+from ttt_jax.formats.compact import CompactFormat
 from ttt_jax.infer import decode
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
@@ -167,7 +168,7 @@ def test_dfs_returns_exactly_the_completions_above_threshold(threshold):
   prompts = [np.array([0, 1, 2, 3], np.int32), np.array([3, 3, 1], np.int32)]
   tokens, lengths = decode.pad_prompts(prompts, length_multiple=8, pad_id=0)
   out = decode.dfs(
-      params, SMALL, tokens, lengths, threshold=threshold, max_new_tokens=3, eos_id=SMALL_EOS
+      params, SMALL, tokens, lengths, threshold=threshold, max_new_tokens=3, stop_ids=(SMALL_EOS,)
   )
   assert out.tokens_BKN.shape == (2, decode.dfs_capacity(threshold), 3)
   for b, prompt in enumerate(prompts):
@@ -202,7 +203,7 @@ def test_dfs_with_per_row_adapters_and_determinism():
       threshold=0.05,
       adapters=adapters,
       max_new_tokens=3,
-      eos_id=SMALL_EOS,
+      stop_ids=(SMALL_EOS,),
   )
   a, b = run(), run()
   for x, y in zip(a, b):
@@ -228,6 +229,7 @@ def test_dfs_capacity_and_bad_threshold():
 
 
 def test_malformed_tokens_give_none_not_an_error():
-  assert decode.to_grid(np.array([fmt.OUTPUT, 1, fmt.EOS])) is None
-  assert decode.to_grid(np.array([1, 2, fmt.NEWLINE, 3, fmt.NEWLINE, fmt.EOS])) is None
-  np.testing.assert_array_equal(decode.to_grid(np.array([1, 2, fmt.NEWLINE, fmt.EOS])), [[1, 2]])
+  parse = CompactFormat().parse_answer
+  assert parse(np.array([fmt.OUTPUT, 1, fmt.EOS])) is None
+  assert parse(np.array([1, 2, fmt.NEWLINE, 3, fmt.NEWLINE, fmt.EOS])) is None
+  np.testing.assert_array_equal(parse(np.array([1, 2, fmt.NEWLINE, fmt.EOS])), [[1, 2]])

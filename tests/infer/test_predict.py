@@ -11,7 +11,8 @@ from ttt_jax import checkpoint
 from ttt_jax.data import arc, format as fmt
 from ttt_jax.data.arc import Pair, Task
 from ttt_jax.eval import metrics
-from ttt_jax.infer import decode, predict, prompts, vote
+from ttt_jax.infer import predict, prompts, vote
+from ttt_jax.formats.compact import CompactFormat
 from ttt_jax.infer.candidates import Candidate
 from ttt_jax.model import builtin, llama
 from ttt_jax.model.config import ModelConfig
@@ -100,7 +101,8 @@ def test_end_to_end_writes_submission_report_and_rerun_skips_done(tmp_path, monk
 
 def test_malformed_outputs_still_give_every_task_an_entry(tmp_path, monkeypatch):
   tasks = _tasks()
-  monkeypatch.setattr(decode, 'to_grid', lambda tokens: None)  # every output undecodable
+  # every output undecodable
+  monkeypatch.setattr(CompactFormat, 'parse_answer', lambda self, tokens: None)
   model_config = ModelConfig.preset('tiny')
   params = builtin.load_model('', preset='tiny')[1]
   for decoding in ('greedy', 'dfs'):

@@ -80,7 +80,7 @@ def test_prefill_and_decode_steps_match_full_forward(model):
 def _greedy(params, config, tokens, lengths, max_new, eos_id, lora=None, lora_config=None):
   adapters = None if lora is None else decode.Adapters.shared(lora, lora_config)
   out = decode.generate(
-      params, config, tokens, lengths, adapters=adapters, max_new_tokens=max_new, eos_id=eos_id
+      params, config, tokens, lengths, adapters=adapters, max_new_tokens=max_new, stop_ids=(eos_id,)
   )
   return out.tokens_BN, out.lengths_B
 

@@ -52,3 +52,26 @@ def test_max_targets_per_batch_takes_the_fullest_rows():
   assert loss.max_targets_per_batch(loss_mask, 2) == 9
   with pytest.raises(ValueError, match='loss_capacity'):
     TTTConfig(loss_capacity=0)
+
+
+def test_blocked_cross_entropy_equals_one_block_with_grads():
+  """A large vocabulary's logits go in blocks (recomputed in the backward): same numbers."""
+  config = tl.MODEL.replace(vocab_size=1000)
+  params = tl.base_params(config)
+  rng = np.random.default_rng(0)
+  h_ND = jax.numpy.asarray(rng.normal(size=(37, config.hidden_size)), jax.numpy.float32)
+  targets_N = rng.integers(0, 1000, 37)
+  weights_N = (rng.random(37) < 0.7).astype(np.float32)
+
+  def value_and_grads(block_elements):
+    fn = lambda p, h: loss.weighted_cross_entropy(
+        p, h, targets_N, weights_N, config, block_elements=block_elements
+    )
+    return jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(params, h_ND)
+
+  want, want_grads = value_and_grads(10**9)
+  for block in (1000, 5 * 1000, 8 * 1000):  # 1, 5 and 8 rows a block: 37, 8 and 5 blocks
+    got, got_grads = value_and_grads(block)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads)):
+      np.testing.assert_allclose(g, w, atol=1e-6, rtol=1e-5)

@@ -1,12 +1,14 @@
 """Streaming jobs through slots, no recompilation, and kill-and-resume."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 import ttt_testlib as tl
 from ttt_jax import checkpoint
-from ttt_jax.train import scheduler
+from ttt_jax.train import loss, scheduler
 from ttt_jax.train import slots as slot_ops
 from ttt_jax.train import ttt_step
 
@@ -118,3 +120,24 @@ def test_resume_refuses_a_different_run(params, arrays, tmp_path):
   stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 2), stop_after_steps=3)
   with pytest.raises(ValueError, match='different run'):
     stream(params, arrays, jobs[:3], checkpointer=checkpoint.RunCheckpointer(ckpt, 2))
+
+
+def test_a_job_over_the_loss_capacity_is_skipped_and_the_rest_trains(params, arrays):
+  needed = [loss.max_targets_per_batch(a.loss_mask, TTT.batch_size) for a in (
+      tl.one_task(arrays, t) for t in range(4))]  # fmt: skip
+  capacity = sorted(needed)[-1] - 1  # the fullest task does not fit
+  ttt_config = dataclasses.replace(TTT, loss_capacity=capacity)
+  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(4)]
+  results = scheduler.train_stream(
+      params,
+      jobs,
+      lambda t: tl.one_task(arrays, t),
+      model_config=MODEL,
+      ttt_config=ttt_config,
+      num_slots=2,
+      max_examples=tl.N,
+      seq_len=tl.S,
+  )
+  status = {r.task: r.status for r in results}
+  for t in range(4):
+    assert status[t] == ('over_capacity' if needed[t] > capacity else 'done'), (t, needed)

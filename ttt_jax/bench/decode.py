@@ -82,13 +82,25 @@ def benchmark_decode(
 
   ours = {
       'jax base': lambda: decode.generate(
-          params, config, tokens, lengths, max_new_tokens=new_tokens, eos_id=NEVER
+          params, config, tokens, lengths, max_new_tokens=new_tokens, stop_ids=(NEVER,)
       ),
       f'jax per-row adapters ({num_tasks} tasks, gather)': lambda: decode.generate(
-          params, config, tokens, lengths, adapters=per_row, max_new_tokens=new_tokens, eos_id=NEVER
+          params,
+          config,
+          tokens,
+          lengths,
+          adapters=per_row,
+          max_new_tokens=new_tokens,
+          stop_ids=(NEVER,),
       ),
       'jax one shared adapter (grouped by task)': lambda: decode.generate(
-          params, config, tokens, lengths, adapters=shared, max_new_tokens=new_tokens, eos_id=NEVER
+          params,
+          config,
+          tokens,
+          lengths,
+          adapters=shared,
+          max_new_tokens=new_tokens,
+          stop_ids=(NEVER,),
       ),
   }
   seconds = {name: _timed(fn) for name, fn in ours.items()}

@@ -154,39 +154,6 @@ def shortest_tasks(tasks: Sequence[Task], n: int) -> list[str]:
   return [t.id for t in sorted(solved, key=lambda t: (task_length(t), t.id))[:n]]
 
 
-def token_length_stats(
-    tasks: Sequence[Task], budgets: Sequence[int] = (1024, 2048, 4096, 8192)
-) -> dict:
-  """How long tasks and single pairs are, in tokens; how many fit each budget.
-
-  A task's length is its longest full sequence (all demonstrations plus one
-  test pair with its output), so "fits" means every test input fits.
-  """
-  task_lengths = np.array(
-      [task_length(t) for t in tasks if any(p.output is not None for p in t.test)]
-  )
-  pair_lengths = np.array(
-      [
-          pair_length(p.input, p.output)
-          for t in tasks
-          for p in (*t.train, *t.test)
-          if p.output is not None
-      ]
-  )
-
-  def summary(lengths: np.ndarray) -> dict:
-    if lengths.size == 0:
-      return {'count': 0}
-    return {
-        'count': int(lengths.size),
-        'median': float(np.median(lengths)),
-        'max': int(lengths.max()),
-        'fits': {b: int((lengths <= b).sum()) for b in budgets},
-    }
-
-  return {'tasks': summary(task_lengths), 'pairs': summary(pair_lengths)}
-
-
 def pretrained_token_ids(
     tokenizer_json_path: str, strings: Sequence[str] = LLAMA3_TOKEN_STRINGS
 ) -> list[int]:

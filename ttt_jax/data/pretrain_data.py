@@ -11,9 +11,10 @@ pairs is the query, the others (shuffled) the demonstrations, all under
      every grid,
   3. a random D8 element and colour permutation (0 kept) on every grid,
 
-encoded with `format.encode_task`. Too long: demonstrations are dropped
-from the end until it fits; a query that does not fit with one
-demonstration is re-drawn (counted in `StreamStats`).
+encoded in a token format (ttt_jax/formats; the compact one by default).
+Too long: demonstrations are dropped from the end until it fits; a query
+that does not fit with one demonstration is re-drawn (counted in
+`StreamStats`).
 
 The stream is a pure function of (seed, step): example i uses the task at
 position i % n of the seed's permutation for epoch i // n and its own
@@ -36,7 +37,9 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import NUM_COLORS, Pair, Task, drop_contaminated, load_tasks
-from ttt_jax.data.format import LOSS_MODES, PAD, encode_task, pad_rows, pair_length
+from ttt_jax.data.format import LOSS_MODES, pad_rows
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 
 VARIANT_MODES = ('input', 'output', 'both')
 _MAX_ATTEMPTS = 8
@@ -118,10 +121,16 @@ def split_tasks(tasks: Sequence[Task], val_frac: float, seed: int) -> tuple[list
   return [t for t in tasks if not in_val(t)], [t for t in tasks if in_val(t)]
 
 
-def fits(task: Task, cfg: PretrainDataConfig) -> bool:
+def _shortest_first(task: Task, fmt: Format) -> list[Pair]:
+  return sorted(solved_pairs(task), key=lambda p: fmt.pair_tokens(*p))
+
+
+def fits(task: Task, cfg: PretrainDataConfig, fmt: Format = COMPACT) -> bool:
   """Whether some query with `min_demos` demonstrations fits (untransformed)."""
-  lengths = sorted(pair_length(x, y) for x, y in solved_pairs(task))
-  return len(lengths) > cfg.min_demos and 1 + sum(lengths[: cfg.min_demos + 1]) <= cfg.max_len
+  pairs = _shortest_first(task, fmt)
+  if len(pairs) <= cfg.min_demos:
+    return False
+  return fmt.task_tokens(pairs[1 : cfg.min_demos + 1], pairs[0]) <= cfg.max_len
 
 
 # ---------------------------------------------------------- augmentations
@@ -184,20 +193,25 @@ def augmented_pairs(
 
 
 def query_sequence(
-    pairs: Sequence[Pair], rng: np.random.Generator, cfg: PretrainDataConfig
+    pairs: Sequence[Pair], rng: np.random.Generator, cfg: PretrainDataConfig, fmt: Format = COMPACT
 ) -> tuple[np.ndarray, np.ndarray, int] | None:
   """(tokens, loss_mask, demos cut) with a random query, or None if too long."""
   query = int(rng.integers(len(pairs)))
   demos = [p for i, p in enumerate(pairs) if i != query]
   if cfg.shuffle_order:
     demos = [demos[i] for i in rng.permutation(len(demos))]
-  budget = cfg.max_len - 1 - pair_length(*pairs[query])
-  lengths = np.cumsum([pair_length(x, y) for x, y in demos])
+  budget = cfg.max_len - 1 - fmt.pair_tokens(*pairs[query])
+  lengths = np.cumsum([fmt.pair_tokens(x, y) for x, y in demos])
   keep = int(np.searchsorted(lengths, budget, side='right'))
-  if keep < min(cfg.min_demos, len(demos)) or budget < 0:
-    return None
-  tokens, loss_mask = encode_task(demos[:keep], pairs[query].input, pairs[query].output, cfg.loss)
-  return tokens, loss_mask, len(demos) - keep
+  # The estimate is exact for the compact format; a text format's prompt text costs more.
+  while keep >= min(cfg.min_demos, len(demos)) and budget >= 0:
+    tokens, loss_mask = fmt.encode_task(
+        demos[:keep], pairs[query].input, pairs[query].output, cfg.loss
+    )
+    if len(tokens) <= cfg.max_len:
+      return tokens, loss_mask, len(demos) - keep
+    keep -= 1
+  return None
 
 
 # ------------------------------------------------------------------ stream
@@ -206,9 +220,9 @@ def query_sequence(
 class PretrainStream:
   """Batches of augmented task sequences; `batch(step)` is pure in (seed, step)."""
 
-  def __init__(self, tasks: Sequence[Task], cfg: PretrainDataConfig):
-    self.cfg = cfg
-    self.tasks = [t for t in tasks if fits(t, cfg)]
+  def __init__(self, tasks: Sequence[Task], cfg: PretrainDataConfig, fmt: Format = COMPACT):
+    self.cfg, self.fmt = cfg, fmt
+    self.tasks = [t for t in tasks if fits(t, cfg, fmt)]
     self.num_unfit_tasks = len(tasks) - len(self.tasks)
     if not self.tasks:
       raise ValueError(
@@ -228,16 +242,16 @@ class PretrainStream:
     for attempt in range(_MAX_ATTEMPTS):
       rng = np.random.default_rng([self.cfg.seed, index, attempt])
       pairs = augmented_pairs(task, rng, self.cfg)
-      made = None if pairs is None else query_sequence(pairs, rng, self.cfg)
+      made = None if pairs is None else query_sequence(pairs, rng, self.cfg, self.fmt)
       if made is not None:
         self.stats.examples += 1
         self.stats.demos_cut += made[2] > 0
         return made[0], made[1]
       self.stats.redrawn += 1
     # The plain task with its shortest pairs fits (checked by `fits`).
-    pairs = sorted(solved_pairs(task), key=lambda p: pair_length(*p))
+    pairs = _shortest_first(task, self.fmt)
     self.stats.examples += 1
-    return encode_task(
+    return self.fmt.encode_task(
         pairs[1 : self.cfg.min_demos + 1], pairs[0].input, pairs[0].output, self.cfg.loss
     )
 
@@ -255,16 +269,19 @@ class PretrainStream:
   def batch(self, step: int) -> dict[str, np.ndarray]:
     """Step's batch: tokens, mask (real tokens), loss_mask, all int32 [B, S]."""
     examples = self._bucket(step // self.cfg.bucket_steps)[step % self.cfg.bucket_steps]
-    return pad_batch(examples, self.cfg.pad_multiple, self.cfg.max_len)
+    return pad_batch(examples, self.cfg.pad_multiple, self.cfg.max_len, self.fmt.pad_id)
 
 
 def pad_batch(
-    examples: Sequence[tuple[np.ndarray, np.ndarray]], pad_multiple: int, max_len: int
+    examples: Sequence[tuple[np.ndarray, np.ndarray]],
+    pad_multiple: int,
+    max_len: int,
+    pad_id: int = COMPACT.pad_id,
 ) -> dict[str, np.ndarray]:
-  """Right-pads with PAD to the longest example rounded up to `pad_multiple`."""
+  """Right-pads with `pad_id` to the longest example rounded up to `pad_multiple`."""
   pad = lambda rows, fill: pad_rows(rows, pad_multiple, fill, max_len)
   return {
-      'tokens': pad([t for t, _ in examples], PAD),
+      'tokens': pad([t for t, _ in examples], pad_id),
       'mask': pad([np.ones(len(t), np.int32) for t, _ in examples], 0),
       'loss_mask': pad([m for _, m in examples], 0),
   }
@@ -274,7 +291,7 @@ def pad_batch(
 
 
 def validation_examples(
-    tasks: Sequence[Task], cfg: PretrainDataConfig, max_examples: int
+    tasks: Sequence[Task], cfg: PretrainDataConfig, max_examples: int, fmt: Format = COMPACT
 ) -> tuple[list[dict], int]:
   """Each held-out task's test pairs, unaugmented: the full sequence (for the
   loss), the prompt (for greedy decoding) and the expected grid. Returns the
@@ -284,11 +301,11 @@ def validation_examples(
     for pair in task.test:
       if pair.output is None:
         continue
-      tokens, loss_mask = encode_task(task.train, pair.input, pair.output, cfg.loss)
+      tokens, loss_mask = fmt.encode_task(task.train, pair.input, pair.output, cfg.loss)
       if len(tokens) > cfg.max_len:
         too_long += 1
         continue
-      prompt, _ = encode_task(task.train, pair.input, None, cfg.loss)
+      prompt, _ = fmt.encode_task(task.train, pair.input, None, cfg.loss)
       examples.append(
           {
               'task_id': task.id,

@@ -31,7 +31,9 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import Pair, Task
-from ttt_jax.data.format import LOSS_MODES, PAD, encode_task
+from ttt_jax.data.format import LOSS_MODES
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 
 Example = tuple[np.ndarray, np.ndarray]  # (tokens int32 [S], loss_mask int32 [S])
 _Base = tuple[tuple[int, ...], int]  # (prompt demo indices, target index)
@@ -188,9 +190,10 @@ def _augmented_demos(
 
 
 def build_ttt_examples(
-    task: Task, cfg: TTTDataConfig, seed: int
+    task: Task, cfg: TTTDataConfig, seed: int, fmt: Format = COMPACT
 ) -> tuple[list[Example], TTTDataStats]:
-  """The TTT examples of one task (see the module docstring) and their stats."""
+  """The TTT examples of one task (see the module docstring), encoded in `fmt`, and
+  their stats."""
   if not task.train:
     raise ValueError(f'{task.source}: task {task.id!r}: no demonstrations')
   rng = np.random.default_rng(seed)
@@ -203,7 +206,7 @@ def build_ttt_examples(
     for demos in copies:
       for prompt, target in bases:
         order = rng.permutation(prompt) if cfg.shuffle_order else prompt
-        tokens, mask = encode_task(
+        tokens, mask = fmt.encode_task(
             [demos[j] for j in order], demos[target].input, demos[target].output, cfg.loss
         )
         counts['candidates'] += 1
@@ -239,11 +242,14 @@ def build_ttt_examples(
 
 
 def pack_tasks(
-    per_task_examples: Sequence[Sequence[Example]], max_examples: int, seq_len: int
+    per_task_examples: Sequence[Sequence[Example]],
+    max_examples: int,
+    seq_len: int,
+    pad_id: int = COMPACT.pad_id,
 ) -> TTTArrays:
   """Pads T tasks' examples into fixed [T, N=max_examples, S=seq_len] arrays."""
   t = len(per_task_examples)
-  tokens = np.full((t, max_examples, seq_len), PAD, np.int32)
+  tokens = np.full((t, max_examples, seq_len), pad_id, np.int32)
   loss_mask = np.zeros((t, max_examples, seq_len), np.int32)
   lengths = np.zeros((t, max_examples), np.int32)
   num_examples = np.zeros(t, np.int32)

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.data import format as fmt
+from ttt_jax.data.format import round_up
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 from ttt_jax.infer import decode, prompts
 from ttt_jax.infer.predict_config import PredictConfig
 from ttt_jax.model.config import ModelConfig
@@ -36,8 +38,10 @@ class Candidate:
   logprob: float
 
   @classmethod
-  def of(cls, variant: prompts.Variant, tokens_N: np.ndarray, logprob: float) -> Candidate:
-    grid = decode.to_grid(tokens_N)
+  def of(
+      cls, variant: prompts.Variant, tokens_N: np.ndarray, logprob: float, fmt: Format
+  ) -> Candidate:
+    grid = fmt.parse_answer(tokens_N)
     return cls(variant.task_id, variant.test_index, variant.d8, variant.colors, grid, logprob)
 
   def to_json(self, score: float | None) -> dict:
@@ -80,9 +84,10 @@ def decode_variants(
     task_index: Sequence[int],
     adapters: decode.Adapters | None,
     config: PredictConfig,
+    fmt: Format = COMPACT,
 ) -> list[Candidate]:
-  """Candidates of every variant (one each, or every DFS completion); `task_index[i]` is
-  variant i's task in the stacked `adapters`."""
+  """Candidates of every variant (one each, or every DFS completion), decoded and parsed in
+  `fmt`; `task_index[i]` is variant i's task in the stacked `adapters`."""
   order = sorted(range(len(variants)), key=lambda i: len(variants[i].tokens))  # less padding
   ordinals = _ordinals(variants)
   candidates: dict[int, list[Candidate]] = {}
@@ -90,16 +95,22 @@ def decode_variants(
     rows = order[start : start + config.batch_size]
     rows_padded = rows + [rows[-1]] * (config.batch_size - len(rows))
     tokens, lengths = decode.pad_prompts(
-        [variants[i].tokens for i in rows], config.batch_size, config.length_multiple
+        [variants[i].tokens for i in rows], config.batch_size, config.length_multiple, fmt.pad_id
     )
     budget_B = np.array(
         [min(config.max_new_tokens, variants[i].answer_budget) for i in rows_padded], np.int32
     )
-    max_new = min(config.max_new_tokens, fmt.round_up(int(budget_B.max()), 32))  # few compiles
+    max_new = min(config.max_new_tokens, round_up(int(budget_B.max()), 32))  # few compiles
     row_adapters = None
     if adapters is not None:
       row_adapters = adapters.for_rows(np.array([task_index[i] for i in rows_padded], np.int32))
-    common = dict(adapters=row_adapters, max_new_B=budget_B, max_new_tokens=max_new)
+    common = dict(
+        adapters=row_adapters,
+        max_new_B=budget_B,
+        max_new_tokens=max_new,
+        stop_ids=fmt.stop_ids,
+        pad_id=fmt.pad_id,
+    )
     if config.decoding == 'dfs':
       out = decode.dfs(
           params, model_config, tokens, lengths, threshold=config.dfs_threshold, **common
@@ -107,7 +118,7 @@ def decode_variants(
       seqs, logps, found = (np.asarray(x) for x in out)
       for b, i in enumerate(rows):
         candidates[i] = [
-            Candidate.of(variants[i], seqs[b, k], float(logps[b, k]))
+            Candidate.of(variants[i], seqs[b, k], float(logps[b, k]), fmt)
             for k in np.flatnonzero(found[b])
         ]
     else:
@@ -122,5 +133,5 @@ def decode_variants(
       )
       seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
       for b, i in enumerate(rows):
-        candidates[i] = [Candidate.of(variants[i], seqs[b], float(logps[b]))]
+        candidates[i] = [Candidate.of(variants[i], seqs[b], float(logps[b]), fmt)]
   return [c for i in range(len(variants)) for c in candidates[i]]

@@ -11,7 +11,7 @@ Samplers are tiny frozen dataclasses with `get_next_tokens(logits, rng)`
 advanced by `lax.while_loop`.
 
 Every row is a function of its own prompt, adapter, budget and key alone:
-row b stops at EOS or after its own `max_new_B[b]` tokens (the loop's static
+row b stops at a stop token or after its own `max_new_B[b]` tokens (the loop's static
 `max_new_tokens` only bounds the buffers), and a sampled row draws step n's
 token with `fold_in(rng_B[b], n)`. So a row's tokens do not depend on which
 rows share its batch, their lengths, or the batch's padded length; its
@@ -160,7 +160,7 @@ def _decode_step(params, config, adapters, tokens_B, cache):
 
 
 class Decoded(NamedTuple):
-  """New tokens [B, N] (PAD after EOS), their count [B] (EOS included), and the sum of
+  """New tokens [B, N] (pad_id after the stop), their count [B] (the stop included), and the sum of
   their log-probabilities [B] under the model (float32, temperature 1)."""
 
   tokens_BN: jax.Array
@@ -179,6 +179,10 @@ class _SamplingState:
   cache: dict
 
 
+def _is_stop(token_B: jax.Array, stop_ids: tuple[int, ...]) -> jax.Array:
+  return jnp.isin(token_B, jnp.asarray(stop_ids, jnp.int32))
+
+
 def row_budgets(max_new_B: jax.Array | None, batch: int, max_new_tokens: int) -> jax.Array:
   """Each row's own token budget [B] (default: `max_new_tokens`), capped by it."""
   if max_new_B is None:
@@ -193,7 +197,9 @@ def row_keys(rng_B: jax.Array | None, batch: int) -> jax.Array:
   return rng_B
 
 
-@functools.partial(jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'eos_id'))
+@functools.partial(
+    jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'stop_ids', 'pad_id')
+)
 def generate(
     params: dict,
     config: ModelConfig,
@@ -205,10 +211,11 @@ def generate(
     adapters: Adapters | None = None,
     max_new_B: jax.Array | None = None,
     max_new_tokens: int = MAX_GRID_TOKENS,
-    eos_id: int = fmt.EOS,
+    stop_ids: tuple[int, ...] = (fmt.EOS,),
+    pad_id: int = fmt.PAD,
 ) -> Decoded:
   """Continues right-padded prompts (row b real for its first lengths[b] tokens) until row b
-  emits `eos_id` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early once every
+  emits one of `stop_ids` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early once every
   row is done. `rng_B` [B]: each row's key (sampling only)."""
   B, S = prompt_tokens_BS.shape
   budget_B = row_budgets(max_new_B, B, max_new_tokens)
@@ -222,17 +229,17 @@ def generate(
   def advance(s: _SamplingState) -> _SamplingState:
     step_rng_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.step)
     token_B = sampler.get_next_tokens(s.logits_BV, step_rng_B)
-    token_B = jnp.where(s.done_B, fmt.PAD, token_B)
+    token_B = jnp.where(s.done_B, pad_id, token_B)
     logp_B = jnp.take_along_axis(jax.nn.log_softmax(s.logits_BV), token_B[:, None], axis=1)[:, 0]
     live_B = ~s.done_B
     lengths_B = s.lengths_B + live_B
-    # Finished rows feed EOS (a token every vocabulary has); their output shows PAD.
-    fed_B = jnp.where(live_B, token_B, eos_id)
+    # Finished rows feed a stop token (any in-vocabulary id would do); their output shows pad_id.
+    fed_B = jnp.where(live_B, token_B, stop_ids[0])
     logits_BV, cache = _decode_step(params, config, adapters, fed_B, s.cache)
     return _SamplingState(
         step=s.step + 1,
         tokens_BN=jax.lax.dynamic_update_index_in_dim(s.tokens_BN, token_B, s.step, axis=1),
-        done_B=s.done_B | (token_B == eos_id) | (lengths_B >= budget_B),
+        done_B=s.done_B | _is_stop(token_B, stop_ids) | (lengths_B >= budget_B),
         lengths_B=lengths_B,
         logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0),
         logits_BV=logits_BV,
@@ -241,7 +248,7 @@ def generate(
 
   state = _SamplingState(
       step=jnp.int32(0),
-      tokens_BN=jnp.full((B, max_new_tokens), fmt.PAD, jnp.int32),
+      tokens_BN=jnp.full((B, max_new_tokens), pad_id, jnp.int32),
       done_B=budget_B <= 0,
       lengths_B=jnp.zeros((B,), jnp.int32),
       logprob_B=jnp.zeros((B,), jnp.float32),
@@ -263,8 +270,8 @@ def dfs_capacity(threshold: float) -> int:
 
 
 class Searched(NamedTuple):
-  """Per row, K = dfs_capacity(p) slots, best first: tokens [B, K, N] (PAD after EOS),
-  log-probs [B, K], and `found` [B, K]: the slot holds a completion ending in EOS whose
+  """Per row, K = dfs_capacity(p) slots, best first: tokens [B, K, N] (pad_id after the stop),
+  log-probs [B, K], and `found` [B, K]: the slot holds a completion ending in a stop token whose
   probability is >= p (the other slots are empty or ran out of tokens)."""
 
   tokens_BKN: jax.Array
@@ -278,12 +285,14 @@ class _SearchState:
   tokens_BKN: jax.Array
   logprob_BK: jax.Array
   live_BK: jax.Array  # a prefix still being expanded
-  finished_BK: jax.Array  # a completion that ended in EOS
+  finished_BK: jax.Array  # a completion that ended in a stop token
   logits_BKV: jax.Array
   cache: dict
 
 
-@functools.partial(jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'eos_id'))
+@functools.partial(
+    jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'stop_ids', 'pad_id')
+)
 def dfs(
     params: dict,
     config: ModelConfig,
@@ -294,7 +303,8 @@ def dfs(
     adapters: Adapters | None = None,
     max_new_B: jax.Array | None = None,
     max_new_tokens: int = MAX_GRID_TOKENS,
-    eos_id: int = fmt.EOS,
+    stop_ids: tuple[int, ...] = (fmt.EOS,),
+    pad_id: int = fmt.PAD,
 ) -> Searched:
   """Every completion whose probability is >= `threshold` and whose length is within its
   row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob.
@@ -339,11 +349,12 @@ def dfs(
     best_BK, pick_BK = jax.lax.top_k(scores_BC, K)
     is_keep_BK = pick_BK < K
     parent_BK = jnp.where(is_keep_BK, pick_BK, (pick_BK - K) // V)
-    token_BK = jnp.where(is_keep_BK, fmt.PAD, (pick_BK - K) % V).astype(jnp.int32)
+    token_BK = jnp.where(is_keep_BK, pad_id, (pick_BK - K) % V).astype(jnp.int32)
     filled_BK = best_BK > -jnp.inf
-    token_BK = jnp.where(filled_BK, token_BK, fmt.PAD)
-    new_live_BK = filled_BK & ~is_keep_BK & (token_BK != eos_id)
-    new_finished_BK = filled_BK & (is_keep_BK | (token_BK == eos_id))
+    token_BK = jnp.where(filled_BK, token_BK, pad_id)
+    stopped_BK = _is_stop(token_BK, stop_ids)
+    new_live_BK = filled_BK & ~is_keep_BK & ~stopped_BK
+    new_finished_BK = filled_BK & (is_keep_BK | stopped_BK)
 
     tokens_BKN = jnp.take_along_axis(s.tokens_BKN, parent_BK[..., None], axis=1)
     tokens_BKN = jax.lax.dynamic_update_index_in_dim(tokens_BKN, token_BK, s.step, axis=2)
@@ -354,7 +365,7 @@ def dfs(
         'v': jnp.take(s.cache['v'], rows, axis=1),
         'end': jnp.take(s.cache['end'], rows),
     }
-    fed_BK = jnp.where(new_live_BK, token_BK, eos_id)  # idle slots feed a harmless EOS
+    fed_BK = jnp.where(new_live_BK, token_BK, stop_ids[0])  # idle slots feed a harmless stop
     logits, cache = _decode_step(params, config, slot_adapters, fed_BK.reshape(-1), cache)
     return _SearchState(
         step=s.step + 1,
@@ -368,7 +379,7 @@ def dfs(
 
   state = _SearchState(
       step=jnp.int32(0),
-      tokens_BKN=jnp.full((B, K, max_new_tokens), fmt.PAD, jnp.int32),
+      tokens_BKN=jnp.full((B, K, max_new_tokens), pad_id, jnp.int32),
       logprob_BK=jnp.where(first_K, 0.0, -jnp.inf)[None].repeat(B, 0),
       live_BK=jnp.broadcast_to(first_K, (B, K)),
       finished_BK=jnp.zeros((B, K), bool),
@@ -403,8 +414,3 @@ def pad_prompts(
     raise ValueError(f'pad_prompts: {len(prompts)} prompts exceed batch {batch}')
   rows = list(prompts) + [prompts[-1]] * (batch - len(prompts))
   return fmt.pad_rows(rows, length_multiple, pad_id), np.array([len(p) for p in rows], np.int32)
-
-
-def to_grid(tokens_N: np.ndarray) -> np.ndarray | None:
-  """A row of generated tokens -> grid, or None when malformed (never raises)."""
-  return fmt.decode_grid(np.asarray(tokens_N))

@@ -30,6 +30,8 @@ from ttt_jax.data import arc, augment
 from ttt_jax.data.arc import Task
 from ttt_jax.errors import UserError, blame
 from ttt_jax.eval import metrics
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 from ttt_jax.infer import decode, prompts, score, vote
 from ttt_jax.infer.candidates import Candidate, decode_variants
 from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 (re-exported)
@@ -114,7 +116,7 @@ def _vote(grids, shapes, valid, transforms, scores, *, config):
 
 
 def _candidate_scores(
-    params, model_config, task: Task, test_index: int, cands, adapter_kwargs: dict, config
+    params, model_config, task: Task, test_index: int, cands, adapter_kwargs: dict, config, fmt
 ) -> np.ndarray:
   """Each candidate's product-of-experts score (shared by equal answers), -inf if invalid."""
   originals = {}
@@ -139,6 +141,7 @@ def _candidate_scores(
       [originals[k] for k in distinct],
       transforms,
       length_multiple=config.length_multiple,
+      fmt=fmt,
       **adapter_kwargs,
   )
   by_key = dict(zip(distinct, values))
@@ -174,9 +177,15 @@ def vote_test_input(
 
 
 def truth_nll(
-    params, model_config, task: Task, test_index: int, adapter_kwargs: dict, config
+    params,
+    model_config,
+    task: Task,
+    test_index: int,
+    adapter_kwargs: dict,
+    config,
+    fmt: Format = COMPACT,
 ) -> float | None:
-  """Mean NLL per token of the true test output (rows + EOS) given the unaugmented task.
+  """Mean NLL per token of the true test output (its answer tokens) given the unaugmented task.
 
   A diagnostic for reports, never used to predict: it shows how far TTT moved
   the model towards the answer even when no attempt is exactly right. None
@@ -186,7 +195,7 @@ def truth_nll(
   if truth is None:
     return None
   identity = (0, prompts.IDENTITY_COLORS)
-  _, target_mask = score.scoring_sequences(task, test_index, truth, *identity)
+  _, target_mask = score.scoring_sequences(task, test_index, truth, *identity, fmt)
   (logprob,) = score.score_candidates(
       params,
       model_config,
@@ -195,6 +204,7 @@ def truth_nll(
       [truth],
       [identity],
       length_multiple=config.length_multiple,
+      fmt=fmt,
       **adapter_kwargs,
   )
   return float(-logprob / target_mask.sum())
@@ -208,6 +218,7 @@ def predict_task(
     cands: Sequence[Candidate],
     adapter_kwargs: dict,
     config: PredictConfig,
+    fmt: Format = COMPACT,
 ) -> dict:
   """One task's record for attempts.jsonl: entries, details (with `truth_nll` where the
   test output is known) and the candidates per test input. `adapter_kwargs`: the task's
@@ -217,9 +228,9 @@ def predict_task(
     mine = [c for c in cands if c.test_index == n]
     scores = None
     if config.score_augmentations > 0:
-      scores = _candidate_scores(params, model_config, task, n, mine, adapter_kwargs, config)
+      scores = _candidate_scores(params, model_config, task, n, mine, adapter_kwargs, config, fmt)
     entry, info = vote_test_input(mine, config, scores)
-    nll = truth_nll(params, model_config, task, n, adapter_kwargs, config)
+    nll = truth_nll(params, model_config, task, n, adapter_kwargs, config, fmt)
     entries.append(entry)
     details.append(info if nll is None else {**info, 'truth_nll': nll})
     stored.append(
@@ -300,6 +311,7 @@ def predict_tasks(
     config: PredictConfig,
     adapters_dir: str = '',
     adapter_subdir: str = '',
+    fmt: Format = COMPACT,
 ) -> dict[str, dict]:
   """Predicts every task not yet in output_dir/attempts.jsonl, appending as tasks finish;
   returns all records (old and new) by task id."""
@@ -322,17 +334,17 @@ def predict_tasks(
       adapters = None
       if adapters_dir:
         adapters = load_adapters(adapters_dir, [t.id for t in group], model_config, adapter_subdir)
-      per_task = [prompts.task_variants(t, config.prompts) for t in group]
+      per_task = [prompts.task_variants(t, config.prompts, fmt) for t in group]
       variants = [v for vs in per_task for v in vs]
       task_index = [t for t, vs in enumerate(per_task) for _ in vs]
       cands = []
       if variants:
-        cands = decode_variants(params, model_config, variants, task_index, adapters, config)
+        cands = decode_variants(params, model_config, variants, task_index, adapters, config, fmt)
       for t, task in enumerate(group):
         mine = [c for c in cands if c.task_id == task.id]
         adapter_kwargs = {} if adapters is None else adapters.model_kwargs(t)
         record = predict_task(
-            params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config
+            params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config, fmt
         )
         out.write(json.dumps(record) + '\n')
         out.flush()
@@ -364,12 +376,20 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   tasks = _load_tasks(run.selector)
   with blame('config.model.checkpoint_dir'):
     model_config, params, _ = builtin.load_base_model(run.model)
+    fmt = builtin.load_format(run.model, model_config)
   if not run.adapters_dir:
     logging.info('No adapters_dir: predicting with the base model for every task.')
   elif not os.path.isdir(run.adapters_dir):
     raise UserError(f'--config.adapters_dir: {run.adapters_dir!r} is not a directory')
   records = predict_tasks(
-      params, model_config, tasks, output_dir, run.predict, run.adapters_dir, run.adapter_subdir
+      params,
+      model_config,
+      tasks,
+      output_dir,
+      run.predict,
+      run.adapters_dir,
+      run.adapter_subdir,
+      fmt,
   )
   result = write_outputs(records, tasks, output_dir)
   if result is not None:

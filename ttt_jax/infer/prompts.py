@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttt_jax.data import augment
-from ttt_jax.data import format as fmt
 from ttt_jax.data.arc import NUM_COLORS, Task
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 
 # The paper's inference transforms: identity, transpose, flips (two axes), rot90, rot180.
 PAPER_D8 = (0, 4, 5, 7, 1, 2)
@@ -65,8 +66,8 @@ class Variant:
   d8: int
   colors: tuple[int, ...]
   demos: tuple[int, ...]
-  tokens: np.ndarray  # int32 [S], ends with OUTPUT
-  answer_budget: int  # tokens of the largest plausible answer, EOS included
+  tokens: np.ndarray  # int32 [S], the prompt: it ends where the answer starts
+  answer_budget: int  # tokens of the largest plausible answer, its stop token included
 
   @property
   def transform(self) -> augment.Transform:
@@ -110,12 +111,10 @@ def _orders(rng: np.random.Generator, subset: tuple[int, ...], n: int) -> list[t
   return list(dict.fromkeys(orders))  # a short subset has fewer distinct orders
 
 
-def _answer_tokens(grid: np.ndarray) -> int:
-  return grid.shape[0] * (grid.shape[1] + 1) + 1
-
-
-def input_variants(task: Task, test_index: int, config: PromptConfig) -> list[Variant]:
-  """The prompt variants of one test input (possibly none, if nothing fits max_len)."""
+def input_variants(
+    task: Task, test_index: int, config: PromptConfig, fmt: Format = COMPACT
+) -> list[Variant]:
+  """The prompt variants of one test input in `fmt` (possibly none, if nothing fits max_len)."""
   if not task.train:
     raise ValueError(f'task {task.id}: no demonstrations to prompt with')
   rng = _rng(config, task.id, test_index)
@@ -134,7 +133,7 @@ def input_variants(task: Task, test_index: int, config: PromptConfig) -> list[Va
           for p in task.train
       ]
       x = transform_grid(test_input, d8, colors)
-      budget = max(_answer_tokens(g) for g in [x, *(y for _, y in pairs)])
+      budget = max(fmt.answer_tokens(g.shape) for g in [x, *(y for _, y in pairs)])
       for demos in demo_orders:
         tokens, _ = fmt.encode_task([pairs[i] for i in demos], x)
         if len(tokens) + budget <= config.max_len:
@@ -145,6 +144,6 @@ def input_variants(task: Task, test_index: int, config: PromptConfig) -> list[Va
   return variants
 
 
-def task_variants(task: Task, config: PromptConfig) -> list[Variant]:
+def task_variants(task: Task, config: PromptConfig, fmt: Format = COMPACT) -> list[Variant]:
   """Variants of every test input of a task, in test order."""
-  return [v for i in range(len(task.test)) for v in input_variants(task, i, config)]
+  return [v for i in range(len(task.test)) for v in input_variants(task, i, config, fmt)]

@@ -19,16 +19,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.data import format as fmt
+from ttt_jax.data.format import pad_rows, round_up
 from ttt_jax.data import augment
 from ttt_jax.data.arc import Task
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.compact import COMPACT
 from ttt_jax.infer import prompts
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
 
-@functools.partial(jax.jit, static_argnames=('config', 'lora_config'))
+@functools.partial(jax.jit, static_argnames=('config', 'lora_config', 'capacity'))
 def target_logprobs(
     params: dict,
     config: ModelConfig,
@@ -36,18 +38,28 @@ def target_logprobs(
     lengths_B: jax.Array,
     target_mask_BS: jax.Array,
     *,
+    capacity: int,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
 ) -> jax.Array:
-  """float32 [B]: sum over targets s (target_mask[s] = 1, s < length) of log p(tokens[s] | < s)."""
-  mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]
-  logits_BSV, _ = llama.forward(
+  """float32 [B]: sum over targets s (target_mask[s] = 1, s < length) of log p(tokens[s] | < s).
+
+  The LM head runs only on the hidden states that predict a target, at most
+  `capacity` of them in the whole batch (a 128k vocabulary makes [B, S, V] logits
+  too large to form)."""
+  B, S = tokens_BS.shape
+  mask_BS = jnp.arange(S)[None, :] < lengths_B[:, None]
+  h_BSD, _ = llama.hidden_states(
       params, tokens_BS, config, mask_BS=mask_BS, lora=lora, lora_config=lora_config
   )
-  logp_BSV = jax.nn.log_softmax(logits_BSV[:, :-1], axis=-1)
-  logp_BS = jnp.take_along_axis(logp_BSV, tokens_BS[:, 1:, None], axis=-1)[..., 0]
-  weight_BS = (target_mask_BS[:, 1:] > 0) & mask_BS[:, 1:]
-  return jnp.sum(jnp.where(weight_BS, logp_BS, 0.0), axis=1)
+  weight_BS = (target_mask_BS[:, 1:] > 0) & mask_BS[:, 1:]  # position s predicts token s + 1
+  (flat_C,) = jnp.nonzero(weight_BS.reshape(-1), size=capacity, fill_value=0)
+  used_C = jnp.arange(capacity) < jnp.sum(weight_BS)
+  row_C, col_C = flat_C // (S - 1), flat_C % (S - 1)
+  logits_CV = llama.logits_from_hidden(params, h_BSD[row_C, col_C], config)
+  target_C = tokens_BS[row_C, col_C + 1]
+  logp_C = jnp.take_along_axis(jax.nn.log_softmax(logits_CV, axis=-1), target_C[:, None], 1)[:, 0]
+  return jax.ops.segment_sum(jnp.where(used_C, logp_C, 0.0), row_C, num_segments=B)
 
 
 def scoring_transforms(
@@ -65,10 +77,10 @@ def scoring_transforms(
 
 
 def scoring_sequences(
-    task: Task, test_index: int, candidate: np.ndarray, d8: int, colors
+    task: Task, test_index: int, candidate: np.ndarray, d8: int, colors, fmt: Format = COMPACT
 ) -> tuple[np.ndarray, np.ndarray]:
   """(tokens, target mask) of the whole task under (d8, colors) with `candidate` as the
-  test output; the mask covers the candidate's rows and EOS only."""
+  test output; the mask covers the candidate's answer (and its stop token) only."""
   move = lambda g: prompts.transform_grid(g, d8, colors)
   pairs = [(move(x), move(y)) for x, y in task.train]
   return fmt.encode_task(
@@ -87,20 +99,29 @@ def score_candidates(
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
     length_multiple: int = 64,
+    fmt: Format = COMPACT,
 ) -> np.ndarray:
   """float32 [C]: each candidate's summed log-likelihood over the transforms (one forward
   over C x N rows; rows padded to a multiple of `length_multiple` to bound recompiles)."""
   if not candidates:
     return np.zeros((0,), np.float32)
   rows = [
-      scoring_sequences(task, test_index, c, d8, colors)
+      scoring_sequences(task, test_index, c, d8, colors, fmt)
       for c in candidates
       for d8, colors in transforms
   ]
   lengths = np.array([len(t) for t, _ in rows], np.int32)
-  tokens = fmt.pad_rows([t for t, _ in rows], length_multiple, fmt.EOS)
-  targets = fmt.pad_rows([m for _, m in rows], length_multiple, 0)
+  tokens = pad_rows([t for t, _ in rows], length_multiple, fmt.pad_id)
+  targets = pad_rows([m for _, m in rows], length_multiple, 0)
+  capacity = round_up(int(targets[:, 1:].sum()), length_multiple)
   logp = target_logprobs(
-      params, config, tokens, lengths, targets, lora=lora, lora_config=lora_config
+      params,
+      config,
+      tokens,
+      lengths,
+      targets,
+      capacity=capacity,
+      lora=lora,
+      lora_config=lora_config,
   )
   return np.asarray(logp, np.float32).reshape(len(candidates), len(transforms)).sum(axis=1)

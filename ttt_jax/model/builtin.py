@@ -14,6 +14,8 @@ import os
 import jax
 from absl import logging
 
+from ttt_jax import formats
+from ttt_jax.formats import Format
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig
 
@@ -33,6 +35,24 @@ class ModelSpec:
   # 'builtin' (shipped), an HF checkpoint dir, or '': a random init of `preset`.
   checkpoint_dir: str = BUILTIN
   preset: str = 'tiny'
+  # How tasks become tokens (ttt_jax/formats): 'compact' (16 tokens), or the paper's text
+  # prompts through the checkpoint's tokenizer and chat template: 'marc', 'barc'.
+  format: str = 'compact'
+
+  def __post_init__(self):
+    if not isinstance(self.checkpoint_dir, str):
+      raise ValueError(
+          f"ModelSpec.checkpoint_dir must be a path, {BUILTIN!r} or '' (random init), "
+          f'got {self.checkpoint_dir!r}'
+      )
+    if self.format not in formats.FORMATS:
+      raise ValueError(f'ModelSpec.format must be one of {formats.FORMATS}, got {self.format!r}')
+    if self.format != 'compact' and self.checkpoint_dir in ('', BUILTIN):
+      raise ValueError(
+          f'ModelSpec.checkpoint_dir: format {self.format!r} needs a Llama-3 checkpoint with '
+          'its tokenizer files'
+      )
+
   init_seed: int = 0
   param_dtype: str = 'float32'
   compute_dtype: str = 'float32'
@@ -53,6 +73,17 @@ def load_base_model(
       remat=spec.remat,
   )
   return config, params, resolve(spec.checkpoint_dir) or None
+
+
+def load_format(spec: ModelSpec, config: ModelConfig) -> Format:
+  """The token format of a ModelSpec, checked against the model's vocabulary."""
+  fmt = formats.load_format(spec.format, resolve(spec.checkpoint_dir))
+  if fmt.vocab_size > config.vocab_size:
+    raise ValueError(
+        f'format {spec.format!r} uses {fmt.vocab_size} token ids; the model has only '
+        f'{config.vocab_size} (a compact-vocabulary checkpoint needs format=compact)'
+    )
+  return fmt
 
 
 def load_model(

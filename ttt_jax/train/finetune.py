@@ -29,9 +29,12 @@ from tqdm import tqdm
 
 from ttt_jax import checkpoint
 from ttt_jax.dataclass_config import from_config_dict
-from ttt_jax.data import format as fmt
+from ttt_jax.data.format import round_up
 from ttt_jax.data import pretrain_data
 from ttt_jax.errors import blame
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.chat import copy_tokenizer_files
+from ttt_jax.formats.compact import COMPACT
 from ttt_jax.infer import decode
 from ttt_jax.metric_writer import MetricWriter
 from ttt_jax.model import builtin, hf
@@ -186,7 +189,12 @@ def full_params(state_params, frozen, lora_config: LoraConfig | None):
 
 
 def validate(
-    params: Any, model_config: ModelConfig, examples: list[dict], batch_size: int, max_len: int
+    params: Any,
+    model_config: ModelConfig,
+    examples: list[dict],
+    batch_size: int,
+    max_len: int,
+    fmt: Format = COMPACT,
 ) -> dict:
   """Validation loss over the held-out test outputs and greedy exact match."""
   if not examples:
@@ -194,23 +202,23 @@ def validate(
   loss_sum, count, solved = 0.0, 0, 0
   for start in range(0, len(examples), batch_size):
     chunk = examples[start : start + batch_size]
-    batch = pretrain_data.pad_batch([(e['tokens'], e['loss_mask']) for e in chunk], 128, max_len)
+    pad = lambda rows: pretrain_data.pad_batch(rows, 128, max_len, fmt.pad_id)
+    batch = pad([(e['tokens'], e['loss_mask']) for e in chunk])
     s, n = eval_loss_sums(params, None, batch, model_config=model_config, lora_config=None)
     loss_sum, count = loss_sum + float(s), count + int(n)
-    prompts = pretrain_data.pad_batch(
-        [(e['prompt'], np.zeros_like(e['prompt'])) for e in chunk], 128, max_len
-    )
-    longest_output = max(len(fmt.grid_to_tokens(e['output'])) + 1 for e in chunk)
+    prompts = pad([(e['prompt'], np.zeros_like(e['prompt'])) for e in chunk])
+    longest_output = max(fmt.answer_tokens(e['output'].shape) for e in chunk)
     out = decode.generate(
         params,
         model_config,
         prompts['tokens'],
         prompts['mask'].sum(1),
-        max_new_tokens=-(-longest_output // 64) * 64,
+        max_new_tokens=round_up(longest_output, 64),
+        stop_ids=fmt.stop_ids,
+        pad_id=fmt.pad_id,
     )
-    new_tokens = out.tokens_BN
-    for e, row in zip(chunk, np.asarray(new_tokens)):
-      grid = fmt.decode_grid(row)
+    for e, row in zip(chunk, np.asarray(out.tokens_BN)):
+      grid = fmt.parse_answer(row)
       solved += grid is not None and np.array_equal(grid, e['output'])
   return {
       'val_loss': loss_sum / max(count, 1),
@@ -231,13 +239,15 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
   c = FinetuneRun.from_config(config)
   # No checkpoint: training from scratch is the point, not a warning.
   with blame('config.model.checkpoint_dir'):
-    model_config, base_params, _ = builtin.load_base_model(c.model, warn_random=False)
+    model_config, base_params, model_dir = builtin.load_base_model(c.model, warn_random=False)
+  with blame('config.model.format'):
+    fmt = builtin.load_format(c.model, model_config)
   with blame('config.data.train'):
     tasks, report = pretrain_data.load_training_tasks(c.tasks.train, c.tasks.contamination_guard)
   train_tasks, val_tasks = pretrain_data.split_tasks(tasks, c.tasks.val_frac, config.seed)
-  stream = pretrain_data.PretrainStream(train_tasks, c.stream)
+  stream = pretrain_data.PretrainStream(train_tasks, c.stream, fmt)
   val_examples, val_too_long = pretrain_data.validation_examples(
-      val_tasks, c.stream, c.tasks.val_max_examples
+      val_tasks, c.stream, c.tasks.val_max_examples, fmt
   )
   logging.info(
       'tasks: %s; train %d (%d too long), validation %d tasks / %d examples (%d too long)',
@@ -281,6 +291,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
         model_config,
         jax.device_get(full_params(state['params'], frozen, c.lora)),
     )
+    if model_dir:  # a text format needs the tokenizer beside the weights
+      copy_tokenizer_files(model_dir, os.path.join(workdir, 'hf'))
 
   step_fn = functools.partial(train_step, model_config=model_config, lora_config=c.lora, tx=tx)
   last = config.steps if stop_after is None else min(config.steps, stop_after)
@@ -314,7 +326,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       params = full_params(state['params'], frozen, c.lora)
       record = {
           'step': done,
-          **validate(params, model_config, val_examples, c.stream.batch_size, c.stream.max_len),
+          **validate(
+              params, model_config, val_examples, c.stream.batch_size, c.stream.max_len, fmt
+          ),
       }
       log(record, 'validation')
       logging.info('validation: %s', record)

@@ -49,13 +49,35 @@ def loss_one(
   return jnp.where(num_targets <= loss_capacity, loss / total_weight, jnp.nan)
 
 
+# At most this many logits [rows, V] at once (256 MB in float32): a 128k vocabulary over
+# thousands of targets is computed in blocks, each recomputed in the backward pass.
+LOGITS_BLOCK = 2**26
+
+
 def weighted_cross_entropy(
-    base_params, h_ND: jax.Array, targets_N: jax.Array, weights_N: jax.Array, config: ModelConfig
+    base_params,
+    h_ND: jax.Array,
+    targets_N: jax.Array,
+    weights_N: jax.Array,
+    config: ModelConfig,
+    block_elements: int = LOGITS_BLOCK,
 ) -> jax.Array:
   """sum_n weight_n * CE(LM head(h_n), target_n): the LM head only on the rows given."""
-  logits_NV = llama.logits_from_hidden(base_params, h_ND, config)
-  ce_N = optax.softmax_cross_entropy_with_integer_labels(logits_NV, targets_N)
-  return jnp.sum(ce_N * weights_N)
+
+  def block_ce(h_RD, targets_R, weights_R):
+    logits_RV = llama.logits_from_hidden(base_params, h_RD, config)
+    ce_R = optax.softmax_cross_entropy_with_integer_labels(logits_RV, targets_R)
+    return jnp.sum(ce_R * weights_R)
+
+  N, rows = h_ND.shape[0], max(1, block_elements // config.vocab_size)
+  if N <= rows:
+    return block_ce(h_ND, targets_N, weights_N)
+  blocks = -(-N // rows)
+  pad = lambda x: jnp.pad(x, [(0, blocks * rows - N)] + [(0, 0)] * (x.ndim - 1))
+  h_KRD = pad(h_ND).reshape(blocks, rows, -1)
+  targets_KR, weights_KR = (pad(x).reshape(blocks, rows) for x in (targets_N, weights_N))
+  per_block = jax.checkpoint(block_ce)
+  return jnp.sum(jax.lax.map(lambda xs: per_block(*xs), (h_KRD, targets_KR, weights_KR)))
 
 
 def max_targets_per_batch(loss_mask_NS: np.ndarray, batch_size: int) -> int:

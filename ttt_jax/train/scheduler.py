@@ -46,7 +46,7 @@ class JobResult:
   job: int
   task: int
   lr: float
-  status: str  # 'done' | 'converged' | 'failed' | 'no_examples'
+  status: str  # 'done' | 'converged' | 'failed' | 'no_examples' | 'over_capacity'
   steps: int
   losses: tuple[float | None, ...]  # one per step run (None where not finite)
   seconds: float  # wall time from placement to finish
@@ -178,21 +178,31 @@ class Scheduler:
     )
 
   def _arrays(self, task: int) -> TTTArrays:
-    """One task's examples, checked against the slot shapes and the loss capacity."""
+    """One task's examples, checked against the slot shapes."""
     arrays = TTTArrays(*(np.asarray(x) for x in self.task_data(task)))
     if arrays.tokens.shape != self.shape or arrays.lengths.shape != self.shape[:1]:
       raise ValueError(
           f'task_data({task}): tokens {arrays.tokens.shape}, lengths {arrays.lengths.shape}; '
           f'expected {self.shape}, {self.shape[:1]}'
       )
+    return arrays
+
+  def _over_capacity(self, index: int, arrays: TTTArrays) -> bool:
+    """Whether a batch of the job's examples may hold more targets than the LM head's
+    capacity (its loss would be NaN): the job is not trained, the run goes on."""
     capacity = self.ttt_config.loss_capacity
     needed = max_targets_per_batch(arrays.loss_mask, self.ttt_config.batch_size)
-    if capacity is not None and needed > capacity:
-      raise ValueError(
-          f'task_data({task}): a batch can hold {needed} target tokens, more than '
-          f'TTTConfig.loss_capacity={capacity}'
-      )
-    return arrays
+    if capacity is None or needed <= capacity:
+      return False
+    logging.error(
+        'job %d (task %d): a batch can hold %d target tokens, more than '
+        'TTTConfig.loss_capacity=%d; not trained (raise --config.ttt.loss_capacity)',
+        index,
+        self.jobs[index].task,
+        needed,
+        capacity,
+    )
+    return True
 
   def _finish(self, result: JobResult, adapter: Any) -> None:
     self.host.done.append(dataclasses.asdict(result))
@@ -208,8 +218,9 @@ class Scheduler:
         continue
       job = self.jobs[index]
       arrays = self._arrays(job.task)
-      if int(arrays.num_examples) == 0:
-        self._finish(JobResult(index, job.task, job.lr, 'no_examples', 0, (), 0.0), None)
+      if int(arrays.num_examples) == 0 or self._over_capacity(index, arrays):
+        status = 'no_examples' if int(arrays.num_examples) == 0 else 'over_capacity'
+        self._finish(JobResult(index, job.task, job.lr, status, 0, (), 0.0), None)
         continue
       self.slots, self.data = slot_ops.place_job(
           self.slots,

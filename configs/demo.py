@@ -3,11 +3,14 @@
   python -m launch.demo                                   # the built-in default
   python -m launch.demo --config.selector=arc1/eval@slice=0:20 --config.ttt.data.seq_len=2048
 
-Default tasks, chosen by a rule fixed before any result was seen: the 'easy'
-tasks of the paper's 80-task ARC-AGI-1 evaluation subset (H-ARC levels)
-whose whole task, every demonstration and the test pair, fits in 1024 of our
-tokens: 8 tasks. Each is predicted twice with the same prompts and voting,
-by the base model and by the base model + its own TTT adapter.
+Default tasks, chosen by rules fixed before any result was seen:
+- the first 8 of our generated held-out split (configs/data/generated_heldout120.txt):
+  one task of each held-out variant of the trained families, never trained on;
+- ARC-AGI-1 evaluation: the 'easy' tasks of the paper's 80-task subset (H-ARC
+  levels) whose whole task, every demonstration and the test pair, fits in
+  1024 of our tokens: 8 tasks.
+Each is predicted twice with the same prompts and voting, by the base model
+and by the base model + its own TTT adapter.
 """
 
 from ml_collections import config_dict
@@ -15,6 +18,16 @@ from ml_collections import config_dict
 from configs import predict as predict_config
 from configs import ttt as ttt_config
 
+DEMO_GENERATED = (
+    'gen-d8-6-100000',
+    'gen-color_map-4-100001',
+    'gen-upscale-2x3-100002',
+    'gen-tile-2x2-mirror-100003',
+    'gen-boolean-xor-lr-100004',
+    'gen-boolean-or-tb-100005',
+    'gen-recolor_by_size-4-100006',
+    'gen-crop_odd-3-100007',
+)
 DEMO_TASKS = (
     '66e6c45b',
     'f3cdc58f',
@@ -31,7 +44,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   if arg:
     raise ValueError(f'configs/demo.py takes no argument, got {arg!r}')
   c = config_dict.ConfigDict()
-  c.selector = 'arc1/eval@ids=' + ','.join(DEMO_TASKS)
+  c.selector = f'gen:heldout@ids={",".join(DEMO_GENERATED)}|arc1/eval@ids={",".join(DEMO_TASKS)}'
   c.ttt = ttt_config.get_config('runlocal')
   c.predict = predict_config.get_config('runlocal')
   # One task selection for both stages: --config.selector overrides both.
@@ -49,4 +62,6 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   c.predict.prompts.max_variants = 10
   c.predict.max_new_tokens = 256
   c.predict.tasks_per_group = 4
+  # Also predict both arms with free decoding (shapes='none') and print that table too.
+  c.compare_free_decoding = False
   return c

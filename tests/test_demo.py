@@ -28,3 +28,17 @@ def test_comparison_table_rows_and_totals():
   no_details = demo.comparison_table(base, tuned, {}, {}, {})
   assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details
   assert no_details.splitlines()[-1] == '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |'
+
+
+def test_comparison_table_totals_per_kind_of_task():
+  solutions = {'gen-d8-6-100000': [RIGHT], 'abc': [RIGHT]}
+  entry = lambda grid: [{'attempt_1': grid, 'attempt_2': WRONG}]
+  base = metrics.score_submission({'gen-d8-6-100000': entry(WRONG), 'abc': entry(WRONG)}, solutions)
+  tuned = metrics.score_submission(
+      {'gen-d8-6-100000': entry(RIGHT), 'abc': entry(WRONG)}, solutions
+  )
+  lines = demo.comparison_table(base, tuned, {}, {}, {}).splitlines()
+  assert lines[-2:] == [
+      '| generated tasks | | | 0.00 / 1 | 1.00 / 1 |',
+      '| ARC tasks | | | 0.00 / 1 | 0.00 / 1 |',
+  ]

@@ -31,19 +31,33 @@ def _details(predict_dir: str) -> metrics.Details:
 
 
 def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
-  """Trains every selected task's adapter, predicts without and with it, prints the table."""
+  """Trains every selected task's adapter, predicts without and with it, prints the table
+  (and, with config.compare_free_decoding, the same without output-shape constraints)."""
   ttt_dir = os.path.join(workdir, 'ttt')
-  base_dir, tuned_dir = (os.path.join(workdir, d) for d in ('predict_base', 'predict_ttt'))
   ttt.run_ttt(config.ttt, ttt_dir)
-  base = predict.run_from_config(config.predict, base_dir, adapters_dir='')
+  scores = _compare(config.predict, workdir, ttt_dir, suffix='')
+  if config.compare_free_decoding:
+    free = config.predict.copy_and_resolve_references()
+    free.shapes = 'none'
+    _compare(free, workdir, ttt_dir, suffix='_free')
+  return scores
+
+
+def _compare(predict_config, workdir: str, ttt_dir: str, suffix: str):
+  """Predicts without and with the adapters into predict_{base,ttt}SUFFIX/, writes and prints
+  comparisonSUFFIX.md."""
+  base_dir, tuned_dir = (os.path.join(workdir, f'predict_{d}{suffix}') for d in ('base', 'ttt'))
+  base = predict.run_from_config(predict_config, base_dir, adapters_dir='')
   tuned = predict.run_from_config(
-      config.predict, tuned_dir, adapters_dir=os.path.join(ttt_dir, 'adapters')
+      predict_config, tuned_dir, adapters_dir=os.path.join(ttt_dir, 'adapters')
   )
   table = comparison_table(
       base, tuned, _loss_curves(ttt_dir), _details(base_dir), _details(tuned_dir)
   )
-  with open(os.path.join(workdir, 'comparison.md'), 'w') as f:
+  with open(os.path.join(workdir, f'comparison{suffix}.md'), 'w') as f:
     f.write(table + '\n')
+  if suffix:
+    print('\nWithout output-shape constraints (predict shapes=none):')
   print(table)
   return base, tuned
 
@@ -51,6 +65,22 @@ def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
 def _nll(task_id: str, details: metrics.Details) -> str:
   nll = metrics.truth_nll(task_id, details)
   return '-' if nll is None else f'{nll:.3f}'
+
+
+def _group(task_id: str) -> str:
+  return 'generated' if task_id.startswith('gen-') else 'ARC'
+
+
+def _group_totals(base: metrics.Score, tuned: metrics.Score) -> list[str]:
+  """One pass@2 line per kind of task (generated, ARC) when the table mixes them."""
+  groups = sorted({_group(t.task_id) for t in base.tasks}, reverse=True)
+  if len(groups) < 2:
+    return []
+  lines = []
+  for group in groups:
+    b, t = ([s.score for s in score.tasks if _group(s.task_id) == group] for score in (base, tuned))
+    lines.append(f'| {group} tasks | | | {sum(b):.2f} / {len(b)} | {sum(t):.2f} / {len(t)} |')
+  return lines
 
 
 def comparison_table(
@@ -85,6 +115,7 @@ def comparison_table(
       f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
       f'| **{tuned.total:.2f} / {tuned.num_tasks}** |'
   )
+  lines += _group_totals(base, tuned)
   valid = [metrics.valid_candidates(d) for d in (base_details, tuned_details)]
   if all(total for _, total in valid):
     lines.append(

@@ -57,6 +57,12 @@ def test_subset_selectors():
   chained, _ = arc.load_tasks('arc1/eval@slice=0:50@sample=5,seed=0')
   assert len(chained) == 5 and set(t.id for t in chained) <= set(all_ids[:50])
 
+  union, report = arc.load_tasks('gen:heldout@slice=0:2|arc1/eval@slice=10:12')
+  assert [t.id for t in union] == ['gen-d8-6-100000', 'gen-color_map-4-100001'] + all_ids[10:12]
+  assert report.num_loaded == 4
+  with pytest.raises(ValueError, match='names tasks twice'):
+    arc.load_tasks('arc1/eval@slice=0:3|arc1/eval@slice=2:4')
+
   with pytest.raises(ValueError, match='nope'):
     arc.load_tasks('arc1/eval@ids=nope')
   with pytest.raises(ValueError, match='cannot sample'):

@@ -26,9 +26,13 @@ Selectors
     @slice=START:STOP         Python slice of the id-sorted tasks
     @sample=N,seed=S          N tasks drawn without replacement (id order kept)
 
+  UNION
+    A|B                       the tasks of selector A, then those of B (ids must
+                              not repeat)
+
   e.g. `arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt`,
-  `kaggle:/d/challenges.json,/d/solutions.json@slice=0:10`. Paths may not
-  contain '@'.
+  `kaggle:/d/challenges.json,/d/solutions.json@slice=0:10`,
+  `gen:heldout@slice=0:4|arc1/eval@slice=0:4`. Paths may not contain '@' or '|'.
 
 A task that fails validation (bad JSON, ragged grid, value outside 0-9, side
 outside 1..30, no demonstration, ...) is skipped with an error naming its file,
@@ -39,6 +43,7 @@ Nothing is repaired.
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -355,12 +360,22 @@ def _collect(thunks: Iterable[_Thunk], selector: str) -> tuple[list[Task], LoadR
 
 def load_tasks(selector: str) -> tuple[list[Task], LoadReport]:
   """Loads the tasks a selector names (see the module docstring)."""
+  chosen = [_select(part) for part in selector.split('|')]
+  ids = [task_id for part in chosen for task_id, _ in part]
+  repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+  if repeated:
+    raise ValueError(f'selector {selector!r} names tasks twice: {", ".join(repeated[:5])}')
+  return _collect((thunk for part in chosen for thunk in part), selector)
+
+
+def _select(selector: str) -> list[_Thunk]:
+  """The (id, thunk) pairs of one selector without '|', in its order."""
   source, *subsets = selector.split('@')
   thunks = {task_id: (task_id, make) for task_id, make in _source(source)}
   ids = list(thunks)
   for subset in subsets:
     ids = _apply_subset(ids, subset)
-  return _collect((thunks[i] for i in ids), selector)
+  return [thunks[i] for i in ids]
 
 
 def task_to_json(task: Task) -> dict[str, list[dict[str, list[list[int]]]]]:

@@ -20,7 +20,8 @@ import numpy as np
 from ttt_jax.data.format import round_up
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
-from ttt_jax.infer import decode, prompts
+from ttt_jax.infer import decode, prompts, shapes
+from ttt_jax.infer import grammar as grammar_lib
 from ttt_jax.infer.predict_config import PredictConfig
 from ttt_jax.model.config import ModelConfig
 
@@ -77,6 +78,40 @@ def _ordinals(variants: Sequence[prompts.Variant]) -> list[int]:
   return ordinals
 
 
+@dataclasses.dataclass(frozen=True)
+class _Row:
+  """One decoded row: a variant under one shape target ((0, 0): the grammar alone)."""
+
+  variant: int
+  target: tuple[int, int] | None  # None: free decoding
+  budget: int
+  key: int  # the row's sampling ordinal within its task
+
+
+def shape_mode(config: PredictConfig, fmt: Format) -> str:
+  """config.shapes with 'auto' resolved for the format."""
+  if config.shapes == 'auto':
+    return 'hypotheses' if fmt.name == 'compact' else 'none'
+  return config.shapes
+
+
+def _rows(variants, ordinals, config: PredictConfig, fmt: Format) -> list[_Row]:
+  mode = shape_mode(config, fmt)
+  if mode != 'none' and fmt.name != 'compact':
+    raise ValueError(
+        f'PredictConfig.shapes={config.shapes!r} constrains compact grids; format '
+        f'{fmt.name!r} needs shapes=none'
+    )
+  rows = []
+  for i, v in enumerate(variants):
+    targets = {'hypotheses': v.shapes or ((0, 0),), 'grammar': ((0, 0),), 'none': (None,)}[mode]
+    for j, target in enumerate(targets):
+      budget = v.answer_budget if not target or target == (0, 0) else fmt.answer_tokens(target)
+      key = ordinals[i] * shapes.MAX_HYPOTHESES + j
+      rows.append(_Row(i, target, min(config.max_new_tokens, budget), key))
+  return rows
+
+
 def decode_variants(
     params: dict,
     model_config: ModelConfig,
@@ -86,52 +121,53 @@ def decode_variants(
     config: PredictConfig,
     fmt: Format = COMPACT,
 ) -> list[Candidate]:
-  """Candidates of every variant (one each, or every DFS completion), decoded and parsed in
-  `fmt`; `task_index[i]` is variant i's task in the stacked `adapters`."""
-  order = sorted(range(len(variants)), key=lambda i: len(variants[i].tokens))  # less padding
-  ordinals = _ordinals(variants)
+  """Candidates of every variant (one per shape hypothesis, or every DFS completion),
+  decoded and parsed in `fmt`; `task_index[i]` is variant i's task in `adapters`."""
+  rows = _rows(variants, _ordinals(variants), config, fmt)
+  order = sorted(range(len(rows)), key=lambda r: len(variants[rows[r].variant].tokens))
+  grammar = None if shape_mode(config, fmt) == 'none' else grammar_lib.GridGrammar()
   candidates: dict[int, list[Candidate]] = {}
   for start in range(0, len(order), config.batch_size):
-    rows = order[start : start + config.batch_size]
-    rows_padded = rows + [rows[-1]] * (config.batch_size - len(rows))
+    batch = [rows[r] for r in order[start : start + config.batch_size]]
+    names = order[start : start + config.batch_size]
+    padded = batch + [batch[-1]] * (config.batch_size - len(batch))
+    prompts_ = [variants[r.variant].tokens for r in padded]
     tokens, lengths = decode.pad_prompts(
-        [variants[i].tokens for i in rows], config.batch_size, config.length_multiple, fmt.pad_id
+        prompts_, config.batch_size, config.length_multiple, fmt.pad_id
     )
-    budget_B = np.array(
-        [min(config.max_new_tokens, variants[i].answer_budget) for i in rows_padded], np.int32
-    )
+    budget_B = np.array([r.budget for r in padded], np.int32)
     max_new = min(config.max_new_tokens, round_up(int(budget_B.max()), 32))  # few compiles
     row_adapters = None
     if adapters is not None:
-      row_adapters = adapters.for_rows(np.array([task_index[i] for i in rows_padded], np.int32))
+      row_adapters = adapters.for_rows(np.array([task_index[r.variant] for r in padded], np.int32))
     common = dict(
         adapters=row_adapters,
         max_new_B=budget_B,
         max_new_tokens=max_new,
         stop_ids=fmt.stop_ids,
         pad_id=fmt.pad_id,
+        grammar=grammar,
+        target_shape_B2=None if grammar is None else np.array([r.target for r in padded], np.int32),
     )
     if config.decoding == 'dfs':
       out = decode.dfs(
           params, model_config, tokens, lengths, threshold=config.dfs_threshold, **common
       )
       seqs, logps, found = (np.asarray(x) for x in out)
-      for b, i in enumerate(rows):
-        candidates[i] = [
-            Candidate.of(variants[i], seqs[b, k], float(logps[b, k]), fmt)
+      for b, (name, r) in enumerate(zip(names, batch)):
+        candidates[name] = [
+            Candidate.of(variants[r.variant], seqs[b, k], float(logps[b, k]), fmt)
             for k in np.flatnonzero(found[b])
         ]
     else:
       sampler = (
           decode.Greedy() if config.decoding == 'greedy' else decode.Sampling(config.temperature)
       )
-      rng_B = jnp.stack(
-          [row_key(config.seed, variants[i].task_id, ordinals[i]) for i in rows_padded]
-      )
+      rng_B = jnp.stack([row_key(config.seed, variants[r.variant].task_id, r.key) for r in padded])
       out = decode.generate(
           params, model_config, tokens, lengths, sampler=sampler, rng_B=rng_B, **common
       )
       seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
-      for b, i in enumerate(rows):
-        candidates[i] = [Candidate.of(variants[i], seqs[b], float(logps[b]), fmt)]
-  return [c for i in range(len(variants)) for c in candidates[i]]
+      for b, (name, r) in enumerate(zip(names, batch)):
+        candidates[name] = [Candidate.of(variants[r.variant], seqs[b], float(logps[b]), fmt)]
+  return [c for r in range(len(rows)) for c in candidates[r]]

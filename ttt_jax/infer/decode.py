@@ -37,6 +37,8 @@ from flax import struct
 
 from ttt_jax.data import format as fmt
 from ttt_jax.data.arc import MAX_SIDE
+from ttt_jax.formats import positions as grid_positions
+from ttt_jax.infer import grammar as grammar_lib
 from ttt_jax.model import kv_cache
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
@@ -148,12 +150,40 @@ def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_a
   return logits_BV, {'k': k, 'v': v, 'end': end}
 
 
-def _prefill(params, config, adapters, tokens_BS, lengths_B, cache):
-  return _run(kv_cache.prefill, params, config, adapters, cache, tokens_BS, lengths_B)
+def _prefill_rows(params, config, tokens_BS, lengths_B, positions_BS, cache, **lora):
+  return kv_cache.prefill(
+      params, config, tokens_BS, lengths_B, cache, positions_BS=positions_BS, **lora
+  )
 
 
-def _decode_step(params, config, adapters, tokens_B, cache):
-  return _run(kv_cache.decode_step, params, config, adapters, cache, tokens_B)
+def _decode_rows(params, config, tokens_B, positions_B, cache, **lora):
+  return kv_cache.decode_step(params, config, tokens_B, cache, positions_B=positions_B, **lora)
+
+
+def _prefill(params, config, adapters, tokens_BS, lengths_B, positions_BS, cache):
+  return _run(_prefill_rows, params, config, adapters, cache, tokens_BS, lengths_B, positions_BS)
+
+
+def _decode_step(params, config, adapters, tokens_B, positions_B, cache):
+  return _run(_decode_rows, params, config, adapters, cache, tokens_B, positions_B)
+
+
+def _prompt_positions(config, tokens_BS, lengths_B):
+  """The prompts' position ids under `config.positions`, and the next token's (position,
+  row start): one after each prompt's last."""
+  positions_BS = grid_positions.position_ids(tokens_BS, config)
+  if positions_BS is None:
+    S = tokens_BS.shape[1]
+    positions_BS = jnp.broadcast_to(jnp.arange(S, dtype=jnp.int32), lengths_B.shape + (S,))
+  last_B = jnp.take_along_axis(positions_BS, (lengths_B - 1)[:, None], axis=1)[:, 0]
+  return positions_BS, last_B + 1
+
+
+def _step_position(config, token_B, position_B, row_start_B):
+  position_rule = grid_positions.rule(config)
+  if position_rule is None:
+    return position_B + 1, row_start_B
+  return grid_positions.next_position(position_rule, token_B, position_B, row_start_B)
 
 
 # ------------------------------------------------------------ greedy / sampling
@@ -176,6 +206,9 @@ class _SamplingState:
   lengths_B: jax.Array
   logprob_B: jax.Array
   logits_BV: jax.Array
+  position_B: jax.Array  # of the token to be fed next
+  row_start_B: jax.Array  # grid positions: where the current row started
+  grammar: grammar_lib.GrammarState | None
   cache: dict
 
 
@@ -197,9 +230,28 @@ def row_keys(rng_B: jax.Array | None, batch: int) -> jax.Array:
   return rng_B
 
 
+def _masked(grammar, state, logits_BV):
+  """Logits under the grid grammar (unchanged without one)."""
+  if grammar is None:
+    return logits_BV
+  allowed_BV = grammar_lib.allowed(grammar, state, logits_BV.shape[-1])
+  return grammar_lib.constrain(logits_BV, allowed_BV)
+
+
+def _grammar_start(grammar, target_shape_B2, batch: int):
+  if grammar is None:
+    return None
+  if target_shape_B2 is None:
+    target_shape_B2 = jnp.zeros((batch, 2), jnp.int32)
+  return grammar_lib.GrammarState.start(target_shape_B2)
+
+
 @functools.partial(
-    jax.jit, static_argnames=('config', 'sampler', 'max_new_tokens', 'stop_ids', 'pad_id')
-)
+    jax.jit,
+    static_argnames=(
+        'config', 'sampler', 'max_new_tokens', 'stop_ids', 'pad_id', 'grammar'
+    ),
+)  # fmt: skip
 def generate(
     params: dict,
     config: ModelConfig,
@@ -213,36 +265,48 @@ def generate(
     max_new_tokens: int = MAX_GRID_TOKENS,
     stop_ids: tuple[int, ...] = (fmt.EOS,),
     pad_id: int = fmt.PAD,
+    grammar: grammar_lib.GridGrammar | None = None,
+    target_shape_B2: jax.Array | None = None,
 ) -> Decoded:
   """Continues right-padded prompts (row b real for its first lengths[b] tokens) until row b
-  emits one of `stop_ids` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early once every
-  row is done. `rng_B` [B]: each row's key (sampling only)."""
+  emits one of `stop_ids` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early
+  once every row is done. `rng_B` [B]: each row's key (sampling only). Position ids follow
+  `config.positions`. With a `grammar`, only well-formed grids (of `target_shape_B2`
+  [B, 2] where non-zero) are generated."""
   B, S = prompt_tokens_BS.shape
   budget_B = row_budgets(max_new_B, B, max_new_tokens)
   rng_B = row_keys(rng_B, B)
+  positions_BS, next_B = _prompt_positions(config, prompt_tokens_BS, prompt_lengths_B)
   cache = kv_cache.init_cache(config, B, S + max_new_tokens)
-  logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
+  logits_BV, cache = _prefill(
+      params, config, adapters, prompt_tokens_BS, prompt_lengths_B, positions_BS, cache
+  )
 
   def running(s: _SamplingState):
     return (s.step < max_new_tokens) & ~jnp.all(s.done_B)
 
   def advance(s: _SamplingState) -> _SamplingState:
     step_rng_B = jax.vmap(jax.random.fold_in, in_axes=(0, None))(rng_B, s.step)
-    token_B = sampler.get_next_tokens(s.logits_BV, step_rng_B)
+    logits_BV = _masked(grammar, s.grammar, s.logits_BV)
+    token_B = sampler.get_next_tokens(logits_BV, step_rng_B)
     token_B = jnp.where(s.done_B, pad_id, token_B)
-    logp_B = jnp.take_along_axis(jax.nn.log_softmax(s.logits_BV), token_B[:, None], axis=1)[:, 0]
+    logp_B = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), token_B[:, None], axis=1)[:, 0]
     live_B = ~s.done_B
     lengths_B = s.lengths_B + live_B
     # Finished rows feed a stop token (any in-vocabulary id would do); their output shows pad_id.
     fed_B = jnp.where(live_B, token_B, stop_ids[0])
-    logits_BV, cache = _decode_step(params, config, adapters, fed_B, s.cache)
+    next_logits_BV, cache = _decode_step(params, config, adapters, fed_B, s.position_B, s.cache)
+    position_B, row_start_B = _step_position(config, fed_B, s.position_B, s.row_start_B)
     return _SamplingState(
         step=s.step + 1,
         tokens_BN=jax.lax.dynamic_update_index_in_dim(s.tokens_BN, token_B, s.step, axis=1),
         done_B=s.done_B | _is_stop(token_B, stop_ids) | (lengths_B >= budget_B),
         lengths_B=lengths_B,
         logprob_B=s.logprob_B + jnp.where(live_B, logp_B, 0.0),
-        logits_BV=logits_BV,
+        logits_BV=next_logits_BV,
+        position_B=position_B,
+        row_start_B=row_start_B,
+        grammar=None if grammar is None else grammar_lib.advance(grammar, s.grammar, token_B),
         cache=cache,
     )
 
@@ -253,6 +317,9 @@ def generate(
       lengths_B=jnp.zeros((B,), jnp.int32),
       logprob_B=jnp.zeros((B,), jnp.float32),
       logits_BV=logits_BV,
+      position_B=next_B,
+      row_start_B=next_B,
+      grammar=_grammar_start(grammar, target_shape_B2, B),
       cache=cache,
   )
   state = jax.lax.while_loop(running, advance, state)
@@ -287,12 +354,18 @@ class _SearchState:
   live_BK: jax.Array  # a prefix still being expanded
   finished_BK: jax.Array  # a completion that ended in a stop token
   logits_BKV: jax.Array
+  position_R: jax.Array  # R = B * K slot rows: the position of the token fed next
+  row_start_R: jax.Array
+  grammar: grammar_lib.GrammarState | None  # per slot row
   cache: dict
 
 
 @functools.partial(
-    jax.jit, static_argnames=('config', 'threshold', 'max_new_tokens', 'stop_ids', 'pad_id')
-)
+    jax.jit,
+    static_argnames=(
+        'config', 'threshold', 'max_new_tokens', 'stop_ids', 'pad_id', 'grammar'
+    ),
+)  # fmt: skip
 def dfs(
     params: dict,
     config: ModelConfig,
@@ -305,9 +378,12 @@ def dfs(
     max_new_tokens: int = MAX_GRID_TOKENS,
     stop_ids: tuple[int, ...] = (fmt.EOS,),
     pad_id: int = fmt.PAD,
+    grammar: grammar_lib.GridGrammar | None = None,
+    target_shape_B2: jax.Array | None = None,
 ) -> Searched:
   """Every completion whose probability is >= `threshold` and whose length is within its
-  row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob.
+  row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob. Positions and the
+  grammar as in `generate` (probabilities then under the constrained distribution).
 
   A prefix is expanded only while its cumulative probability stays >= p, so
   this is exactly the set depth-first search finds; it is computed breadth
@@ -320,8 +396,11 @@ def dfs(
   V = config.vocab_size
   min_logp = jnp.float32(math.log(threshold))
   budget_B = row_budgets(max_new_B, B, max_new_tokens)
+  positions_BS, next_B = _prompt_positions(config, prompt_tokens_BS, prompt_lengths_B)
   cache = kv_cache.init_cache(config, B, S + max_new_tokens)
-  logits_BV, cache = _prefill(params, config, adapters, prompt_tokens_BS, prompt_lengths_B, cache)
+  logits_BV, cache = _prefill(
+      params, config, adapters, prompt_tokens_BS, prompt_lengths_B, positions_BS, cache
+  )
   # Every slot starts from the prompt: copy its cache row K times.
   cache = {
       'k': jnp.repeat(cache['k'], K, axis=1),
@@ -340,7 +419,8 @@ def dfs(
 
   def advance(s: _SearchState) -> _SearchState:
     # Candidates per row: K "keep" entries (finished slots stay) + K*V expansions.
-    expand_BKV = s.logprob_BK[..., None] + jax.nn.log_softmax(s.logits_BKV, axis=-1)
+    logits_BKV = _masked(grammar, s.grammar, s.logits_BKV.reshape(B * K, V)).reshape(B, K, V)
+    expand_BKV = s.logprob_BK[..., None] + jax.nn.log_softmax(logits_BKV, axis=-1)
     expand_BKV = jnp.where(
         expandable(s)[..., None] & (expand_BKV >= min_logp), expand_BKV, -jnp.inf
     )
@@ -365,8 +445,13 @@ def dfs(
         'v': jnp.take(s.cache['v'], rows, axis=1),
         'end': jnp.take(s.cache['end'], rows),
     }
-    fed_BK = jnp.where(new_live_BK, token_BK, stop_ids[0])  # idle slots feed a harmless stop
-    logits, cache = _decode_step(params, config, slot_adapters, fed_BK.reshape(-1), cache)
+    fed_R = jnp.where(new_live_BK, token_BK, stop_ids[0]).reshape(-1)  # idle: a harmless stop
+    position_R, row_start_R = jnp.take(s.position_R, rows), jnp.take(s.row_start_R, rows)
+    logits, cache = _decode_step(params, config, slot_adapters, fed_R, position_R, cache)
+    position_R, row_start_R = _step_position(config, fed_R, position_R, row_start_R)
+    slot_grammar = None
+    if grammar is not None:
+      slot_grammar = grammar_lib.advance(grammar, s.grammar.take(rows), token_BK.reshape(-1))
     return _SearchState(
         step=s.step + 1,
         tokens_BKN=tokens_BKN,
@@ -374,6 +459,9 @@ def dfs(
         live_BK=new_live_BK,
         finished_BK=new_finished_BK,
         logits_BKV=logits.reshape(B, K, V),
+        position_R=position_R,
+        row_start_R=row_start_R,
+        grammar=slot_grammar,
         cache=cache,
     )
 
@@ -384,6 +472,11 @@ def dfs(
       live_BK=jnp.broadcast_to(first_K, (B, K)),
       finished_BK=jnp.zeros((B, K), bool),
       logits_BKV=jnp.repeat(logits_BV[:, None], K, axis=1),
+      position_R=jnp.repeat(next_B, K),
+      row_start_R=jnp.repeat(next_B, K),
+      grammar=None
+      if grammar is None
+      else _grammar_start(grammar, target_shape_B2, B).take(jnp.repeat(jnp.arange(B), K)),
       cache=cache,
   )
   s = jax.lax.while_loop(running, advance, state)

@@ -7,11 +7,17 @@ import dataclasses
 from ttt_jax.infer import decode, prompts, vote
 
 DECODINGS = ('greedy', 'sample', 'dfs')
+# 'hypotheses': decode once per output-shape hypothesis (infer/shapes.py) with forced row
+# ends and EOS; 'grammar': any well-formed grid; 'none': free decoding. The constrained
+# modes are for the compact format; 'auto' is 'hypotheses' there and 'none' for the text
+# formats.
+SHAPE_MODES = ('auto', 'hypotheses', 'grammar', 'none')
 
 
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
   decoding: str = 'greedy'  # one of DECODINGS
+  shapes: str = 'auto'  # one of SHAPE_MODES
   temperature: float = 1.0  # 'sample'
   dfs_threshold: float = 0.1  # 'dfs': keep completions with probability >= this
   # Per row, at most its largest plausible answer (prompts.Variant.answer_budget): an answer
@@ -28,6 +34,8 @@ class PredictConfig:
   def __post_init__(self):
     if self.decoding not in DECODINGS:
       raise ValueError(f'PredictConfig.decoding {self.decoding!r} is not one of {DECODINGS}')
+    if self.shapes not in SHAPE_MODES:
+      raise ValueError(f'PredictConfig.shapes {self.shapes!r} is not one of {SHAPE_MODES}')
     if self.vote.rank_mode != 'votes' and self.score_augmentations < 1:
       raise ValueError(
           f'PredictConfig.score_augmentations: vote rank_mode {self.vote.rank_mode!r} needs '

@@ -26,6 +26,7 @@ from ttt_jax.data import augment
 from ttt_jax.data.arc import NUM_COLORS, Task
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
+from ttt_jax.infer import shapes
 
 # The paper's inference transforms: identity, transpose, flips (two axes), rot90, rot180.
 PAPER_D8 = (0, 4, 5, 7, 1, 2)
@@ -68,6 +69,7 @@ class Variant:
   demos: tuple[int, ...]
   tokens: np.ndarray  # int32 [S], the prompt: it ends where the answer starts
   answer_budget: int  # tokens of the largest plausible answer, its stop token included
+  shapes: tuple[tuple[int, int], ...] = ()  # output-shape hypotheses, in this variant's frame
 
   @property
   def transform(self) -> augment.Transform:
@@ -137,7 +139,10 @@ def input_variants(
       for demos in demo_orders:
         tokens, _ = fmt.encode_task([pairs[i] for i in demos], x)
         if len(tokens) + budget <= config.max_len:
-          variants.append(Variant(task.id, test_index, d8, colors, demos, tokens, budget))
+          hypotheses = tuple(shapes.task_hypotheses([pairs[i] for i in demos], x))
+          variants.append(
+              Variant(task.id, test_index, d8, colors, demos, tokens, budget, hypotheses)
+          )
   if len(variants) > config.max_variants:
     keep = np.sort(rng.choice(np.arange(1, len(variants)), config.max_variants - 1, replace=False))
     variants = [variants[0]] + [variants[i] for i in keep]

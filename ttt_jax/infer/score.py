@@ -24,6 +24,7 @@ from ttt_jax.data import augment
 from ttt_jax.data.arc import Task
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
+from ttt_jax.formats.positions import position_ids
 from ttt_jax.infer import prompts
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
@@ -50,7 +51,13 @@ def target_logprobs(
   B, S = tokens_BS.shape
   mask_BS = jnp.arange(S)[None, :] < lengths_B[:, None]
   h_BSD, _ = llama.hidden_states(
-      params, tokens_BS, config, mask_BS=mask_BS, lora=lora, lora_config=lora_config
+      params,
+      tokens_BS,
+      config,
+      positions_BS=position_ids(tokens_BS, config),
+      mask_BS=mask_BS,
+      lora=lora,
+      lora_config=lora_config,
   )
   weight_BS = (target_mask_BS[:, 1:] > 0) & mask_BS[:, 1:]  # position s predicts token s + 1
   (flat_C,) = jnp.nonzero(weight_BS.reshape(-1), size=capacity, fill_value=0)

@@ -9,6 +9,7 @@ Hugging Face format, or '' for a randomly initialised preset.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -17,9 +18,12 @@ from absl import logging
 from ttt_jax import formats
 from ttt_jax.formats import Format
 from ttt_jax.model import hf, llama
-from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.config import POSITION_SCHEMES, ModelConfig
 
 BUILTIN = 'builtin'
+# Beside an HF export: the position scheme the weights were trained with (HF config.json
+# has no field for it; transformers users pass these ids as position_ids).
+SIDECAR = 'ttt_jax.json'
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets', 'builtin_model')
 
 
@@ -38,12 +42,19 @@ class ModelSpec:
   # How tasks become tokens (ttt_jax/formats): 'compact' (16 tokens), or the paper's text
   # prompts through the checkpoint's tokenizer and chat template: 'marc', 'barc'.
   format: str = 'compact'
+  # Position ids (ModelConfig.positions): 'auto' is the checkpoint's own scheme, from its
+  # ttt_jax.json (written by our stage 1 export), else 'sequential'.
+  positions: str = 'auto'
 
   def __post_init__(self):
     if not isinstance(self.checkpoint_dir, str):
       raise ValueError(
           f"ModelSpec.checkpoint_dir must be a path, {BUILTIN!r} or '' (random init), "
           f'got {self.checkpoint_dir!r}'
+      )
+    if self.positions not in ('auto', *POSITION_SCHEMES):
+      raise ValueError(
+          f'ModelSpec.positions must be auto or one of {POSITION_SCHEMES}, got {self.positions!r}'
       )
     if self.format not in formats.FORMATS:
       raise ValueError(f'ModelSpec.format must be one of {formats.FORMATS}, got {self.format!r}')
@@ -62,7 +73,8 @@ class ModelSpec:
 def load_base_model(
     spec: ModelSpec, *, warn_random: bool = True
 ) -> tuple[ModelConfig, dict, str | None]:
-  """(config, params, checkpoint dir or None) of a ModelSpec."""
+  """(config, params, checkpoint dir or None) of a ModelSpec; the config carries the
+  position scheme (`spec.positions`, or the checkpoint's own with 'auto')."""
   config, params = load_model(
       spec.checkpoint_dir,
       preset=spec.preset,
@@ -72,7 +84,29 @@ def load_base_model(
       compute_dtype=spec.compute_dtype,
       remat=spec.remat,
   )
-  return config, params, resolve(spec.checkpoint_dir) or None
+  directory = resolve(spec.checkpoint_dir) or None
+  positions = spec.positions
+  if positions == 'auto':
+    positions = (
+        read_sidecar(directory).get('positions', 'sequential') if directory else 'sequential'
+    )
+  if positions != 'sequential' and spec.format != 'compact':
+    raise ValueError(f'ModelSpec.positions: {positions!r} positions exist for format=compact only')
+  return config.replace(positions=positions), params, directory
+
+
+def read_sidecar(directory: str) -> dict:
+  """What our stage 1 records beside an HF export (SIDECAR): how to run the model."""
+  path = os.path.join(directory, SIDECAR)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_sidecar(directory: str, config: ModelConfig) -> None:
+  with open(os.path.join(directory, SIDECAR), 'w') as f:
+    json.dump({'positions': config.positions}, f)
 
 
 def load_format(spec: ModelSpec, config: ModelConfig) -> Format:

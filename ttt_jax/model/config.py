@@ -18,6 +18,9 @@ REMAT_MODES = ('none', 'full', 'dots')
 # 'blockwise' serves full-sequence forwards (training); the KV-cache path always
 # uses 'xla' (see ttt_jax/model/attention.py).
 ATTENTION_IMPLS = ('xla', 'blockwise')
+# Position ids: 0, 1, 2, ... (Llama's), or from grid coordinates of compact-format
+# tokens (ttt_jax/formats/positions.py); a model trained with one must run with it.
+POSITION_SCHEMES = ('sequential', 'grid')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,7 @@ class ModelConfig:
   compute_dtype: str = 'float32'  # matmuls; softmax, norms and logits stay float32
   remat: str = 'none'  # 'none' | 'full' | 'dots': jax.checkpoint on each layer
   attention_impl: str = 'blockwise'  # 'xla' | 'blockwise'; not part of config.json
+  positions: str = 'sequential'  # one of POSITION_SCHEMES; not part of config.json
 
   def __post_init__(self):
     for name in (
@@ -87,6 +91,10 @@ class ModelConfig:
       raise ValueError(
           f'ModelConfig.attention_impl must be one of {ATTENTION_IMPLS}, '
           f'got {self.attention_impl!r}'
+      )
+    if self.positions not in POSITION_SCHEMES:
+      raise ValueError(
+          f'ModelConfig.positions must be one of {POSITION_SCHEMES}, got {self.positions!r}'
       )
     for name in ('param_dtype', 'compute_dtype'):
       value = getattr(self, name)

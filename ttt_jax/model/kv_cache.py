@@ -36,15 +36,23 @@ def prefill(
     lengths_B: jax.Array,
     cache: dict,
     *,
+    positions_BS: jax.Array | None = None,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
 ) -> tuple[jax.Array, dict]:
   """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into the
   cache; returns the float32 logits [B, V] after each row's last real token, and the cache
-  with end advanced by lengths."""
+  with end advanced by lengths. Positions default to 0, 1, 2, ..."""
   mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]
   h_BSD, cache = llama.hidden_states(
-      params, tokens_BS, config, mask_BS=mask_BS, lora=lora, lora_config=lora_config, cache=cache
+      params,
+      tokens_BS,
+      config,
+      positions_BS=positions_BS,
+      mask_BS=mask_BS,
+      lora=lora,
+      lora_config=lora_config,
+      cache=cache,
   )
   last_BD = jnp.take_along_axis(h_BSD, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
   return llama.logits_from_hidden(params, last_BD, config), cache
@@ -56,11 +64,19 @@ def decode_step(
     tokens_B: jax.Array,
     cache: dict,
     *,
+    positions_B: jax.Array | None = None,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
 ) -> tuple[jax.Array, dict]:
-  """Feeds one token per row at position end[b]; returns float32 logits [B, V] and the cache."""
+  """Feeds one token per row at its cache slot end[b], at position `positions_B` (default:
+  end[b]); returns float32 logits [B, V] and the cache."""
   logits_B1V, cache = llama.forward(
-      params, tokens_B[:, None], config, lora=lora, lora_config=lora_config, cache=cache
+      params,
+      tokens_B[:, None],
+      config,
+      positions_BS=None if positions_B is None else positions_B[:, None],
+      lora=lora,
+      lora_config=lora_config,
+      cache=cache,
   )
   return logits_B1V[:, 0], cache

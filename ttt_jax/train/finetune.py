@@ -291,6 +291,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
         model_config,
         jax.device_get(full_params(state['params'], frozen, c.lora)),
     )
+    builtin.write_sidecar(os.path.join(workdir, 'hf'), model_config)  # e.g. grid positions
     if model_dir:  # a text format needs the tokenizer beside the weights
       copy_tokenizer_files(model_dir, os.path.join(workdir, 'hf'))
 

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ttt_jax.formats.positions import position_ids
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
@@ -34,7 +35,13 @@ def loss_one(
   """
   tokens_BS = jnp.asarray(batch['tokens'])
   h_BSD, _ = llama.hidden_states(
-      base_params, tokens_BS, config, mask_BS=batch['mask'], lora=adapter, lora_config=lora_config
+      base_params,
+      tokens_BS,
+      config,
+      positions_BS=position_ids(tokens_BS, config),
+      mask_BS=batch['mask'],
+      lora=adapter,
+      lora_config=lora_config,
   )
   h_ND = h_BSD[:, :-1].reshape(-1, h_BSD.shape[-1])  # position s predicts token s + 1
   targets_N = tokens_BS[:, 1:].reshape(-1)

@@ -41,13 +41,13 @@ def mean_target_loss(config, params, tasks):
 
 
 def test_builtin_model_loads_and_beats_random_init():
-  config, params = builtin.load_model('builtin')
-  assert config.vocab_size == fmt.VOCAB_SIZE
+  config, params, _ = builtin.load_base_model(builtin.ModelSpec())
+  assert config.vocab_size == fmt.VOCAB_SIZE and config.positions == 'grid'  # its ttt_jax.json
   # Training tasks it saw in stage 1: a trained model predicts their outputs
   # far better than the same architecture at random init (~ln 16 = 2.77).
   tasks, _ = arc.load_tasks('arc1/train@slice=0:8')
   tasks = [t for t in tasks if len(fmt.task_sequences(t)[0][0]) <= 1024]
-  _, random_params = builtin.load_model('', preset='tiny', warn_random=False)
+  _, random_params = builtin.load_model('', preset='tiny', warn_random=False)  # same config
   trained, untrained = mean_target_loss(config, params, tasks), mean_target_loss(
       config, random_params, tasks
   )

@@ -62,8 +62,12 @@ def test_each_config_is_its_dataclasses_defaults_plus_overrides():
   p = predict.PredictRun.from_config(_config('predict'))
   assert p.predict == predict.PredictConfig(batch_size=64, length_multiple=256)
   f = finetune.FinetuneRun.from_config(_config('finetune'))
-  assert f.optim == finetune.OptimConfig() and f.tasks == finetune.TrainingTasks()
-  assert f.lora is None and f.stream.train_only_prob == 0.1
+  assert f.optim == finetune.OptimConfig(warmup_steps=50)
+  assert f.tasks == finetune.TrainingTasks(
+      train=('gen:train@slice=0:20000', 'arc1/train'), val_max_examples=32
+  )
+  assert f.model == ModelSpec(checkpoint_dir='', positions='grid')
+  assert f.lora is None and f.stream.train_only_prob == 0.1 and f.stream.max_len == 512
   # A reference, not a copy: the top-level seed drives the prompts and the data stream.
   c = _config('predict')
   c.seed = 3

@@ -11,7 +11,7 @@ from configs.finetune import get_config
 from ttt_jax import metric_writer
 from ttt_jax.data import pretrain_data
 from ttt_jax.data.arc import Pair, Task, save_task_dir
-from ttt_jax.model import hf
+from ttt_jax.model import builtin, hf
 from ttt_jax.train import finetune
 
 
@@ -87,8 +87,10 @@ def test_kill_and_resume_equals_uninterrupted_and_hf_export_loads(task_dir, tmp_
   assert full['host'] == resumed['host'] and full['host']['tokens_seen'] > 0
   assert _losses(str(tmp_path / 'full')) == _losses(killed)  # killed tail rewritten
 
-  model_config, params = hf.load_hf(os.path.join(killed, 'hf'))
-  assert model_config == full['model_config']
+  # The HF files hold the weights; the sidecar the position scheme they were trained with.
+  model_config, params, _ = builtin.load_base_model(builtin.ModelSpec(os.path.join(killed, 'hf')))
+  assert model_config == full['model_config'] and model_config.positions == 'grid'
+  assert hf.load_hf(os.path.join(killed, 'hf'))[0] == model_config.replace(positions='sequential')
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(resumed['state']['params'])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

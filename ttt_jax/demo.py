@@ -10,6 +10,7 @@ import json
 import os
 
 from ttt_jax import checkpoint
+from ttt_jax.data import generators
 from ttt_jax.eval import metrics
 from ttt_jax.infer import predict
 from ttt_jax.train import ttt
@@ -68,7 +69,7 @@ def _nll(task_id: str, details: metrics.Details) -> str:
 
 
 def _group(task_id: str) -> str:
-  return 'generated' if task_id.startswith('gen-') else 'ARC'
+  return 'generated' if generators.is_generated(task_id) else 'ARC'
 
 
 def _group_totals(base: metrics.Score, tuned: metrics.Score) -> list[str]:

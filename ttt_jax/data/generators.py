@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from ttt_jax.data.format import task_length
 
 MAX_TOKENS = 512  # compact tokens of a whole task (demonstrations + test pair)
 SPLITS = ('train', 'heldout')
+ID_PREFIX = 'gen-'  # every generated task id: gen-<family>-<variant>-<seed>
 SPLIT_SIZE = 100_000  # task ids of a split run 0..SPLIT_SIZE-1
 _MAX_DRAWS = 50
 
@@ -270,18 +271,30 @@ def generate(family: str, variant: str, seed: int, num_demos: int | None = None)
     # A task whose demonstrations show nothing to learn (every output equals its input,
     # or every pair the same) is redrawn.
     trivial = all(p.input.shape == p.output.shape and (p.input == p.output).all() for p in pairs)
-    task = Task(f'gen-{family}-{variant}-{seed}', pairs[:n], pairs[n:], source='generated')
+    task = Task(generated_id(family, variant, seed), pairs[:n], pairs[n:], source='generated')
     if not too_big and not trivial and task_length(task) <= MAX_TOKENS:
       return task
   raise RuntimeError(f'{family}/{variant} seed {seed}: no valid task in {_MAX_DRAWS} draws')
 
 
-def task_of(split: str, index: int) -> Task:
-  """Task `index` of a split: variants in turn, each task with its own seed."""
-  variants = _variants(split)
+def generated_id(family: str, variant: str, seed: int) -> str:
+  return f'{ID_PREFIX}{family}-{variant}-{seed}'
+
+
+def is_generated(task_id: str) -> bool:
+  return task_id.startswith(ID_PREFIX)
+
+
+def _locate(variants: Sequence[tuple[str, str]], split: str, index: int) -> tuple[str, str, int]:
+  """(family, variant, seed) of task `index` of a split: variants in turn, each task with
+  its own seed (the splits' seeds are disjoint)."""
   family, variant = variants[index % len(variants)]
-  offset = 0 if split == 'train' else SPLIT_SIZE  # disjoint seeds
-  return generate(family, variant, offset + index)
+  return family, variant, (0 if split == 'train' else SPLIT_SIZE) + index
+
+
+def task_of(split: str, index: int) -> Task:
+  """Task `index` of a split."""
+  return generate(*_locate(_variants(split), split, index))
 
 
 def source(split: str) -> Iterator[tuple[str, Callable[[], Task]]]:
@@ -289,14 +302,12 @@ def source(split: str) -> Iterator[tuple[str, Callable[[], Task]]]:
   (use @slice=, @sample= to take some)."""
   variants = _variants(split)
   for index in range(SPLIT_SIZE):
-    family, variant = variants[index % len(variants)]
-    offset = 0 if split == 'train' else SPLIT_SIZE
-    yield f'gen-{family}-{variant}-{offset + index}', (lambda i=index: task_of(split, i))
+    yield generated_id(*_locate(variants, split, index)), (lambda i=index: task_of(split, i))
 
 
 def family_of(task_id: str) -> tuple[str, str]:
   """(family, variant) of a generated task id."""
-  _, rest = task_id.split('-', 1)
+  rest = task_id[len(ID_PREFIX) :] if is_generated(task_id) else ''
   for fam in FAMILIES:
     if rest.startswith(fam.name + '-'):
       return fam.name, rest[len(fam.name) + 1 :].rsplit('-', 1)[0]

@@ -20,7 +20,7 @@ from ttt_jax.eval import metrics
 def group_of(task_id: str) -> str:
   """'<family>' of a generated task ('<family> (held-out family)' for the one never
   trained on), else 'ARC'."""
-  if not task_id.startswith('gen-'):
+  if not generators.is_generated(task_id):
     return 'ARC'
   family, _ = generators.family_of(task_id)
   return f'{family} (held-out family)' if family == generators.HELD_OUT_FAMILY else family

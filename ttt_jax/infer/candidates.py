@@ -128,8 +128,8 @@ def decode_variants(
   grammar = None if shape_mode(config, fmt) == 'none' else grammar_lib.GridGrammar()
   candidates: dict[int, list[Candidate]] = {}
   for start in range(0, len(order), config.batch_size):
-    batch = [rows[r] for r in order[start : start + config.batch_size]]
-    names = order[start : start + config.batch_size]
+    names = order[start : start + config.batch_size]  # row indices
+    batch = [rows[r] for r in names]
     padded = batch + [batch[-1]] * (config.batch_size - len(batch))
     prompts_ = [variants[r.variant].tokens for r in padded]
     tokens, lengths = decode.pad_prompts(

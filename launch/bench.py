@@ -37,6 +37,7 @@ flags.DEFINE_integer('batch_size', None, 'Sequences per task per step (decode: r
 flags.DEFINE_integer('seq_len', None, 'Tokens per sequence (decode: prompt length).')
 flags.DEFINE_integer('rank', None, 'LoRA rank.')
 flags.DEFINE_integer('steps', 3, 'Timed steps (after one warm-up).')
+flags.DEFINE_integer('rounds', 5, 'ttt-step/decode: interleaved rounds (each times every method).')
 flags.DEFINE_string('out', None, 'Write the results JSON here.')
 # ttt-step
 flags.DEFINE_integer('torch_threads', 2, 'ttt-step: torch.set_num_threads for the HF peer.')
@@ -69,6 +70,7 @@ _OWN_FLAGS = (
     'seq_len',
     'rank',
     'steps',
+    'rounds',
     'out',
     'torch_threads',
     'new_tokens',
@@ -139,13 +141,14 @@ def main(argv):
         a['rank'],
         targets=a['targets'] or hf_peer.ALL_TARGETS,
         torch_threads=a['torch_threads'],
+        rounds=a['rounds'],
         out=out,
     )
   elif bench == 'decode':
     from ttt_jax.bench import decode  # pylint: disable=import-outside-toplevel
 
     decode.benchmark_decode(
-        preset, a['batch_size'], a['seq_len'], a['new_tokens'], a['num_tasks'][0], out
+        preset, a['batch_size'], a['seq_len'], a['new_tokens'], a['num_tasks'][0], a['rounds'], out
     )
   elif bench == 'end-to-end':
     from configs import predict as predict_configs  # pylint: disable=import-outside-toplevel

@@ -103,6 +103,7 @@ def test_hf_peer_does_the_same_work(tmp_path):
       rank=4,
       check_steps=2,
       torch_threads=1,
+      rounds=2,
       out=str(tmp_path / 'hf.json'),
   )
   check = result['check']
@@ -111,3 +112,45 @@ def test_hf_peer_does_the_same_work(tmp_path):
   assert check['b_grad_max_rel_diff'] <= 1e-3
   assert [r['method'] for r in result['rows']] == ['hf', 'vmap', 'loop']
   assert all(r['tokens/s'] > 0 for r in result['rows'])
+  assert all(len(s) == 2 for s in result['seconds_per_round'].values())
+  hf_row, vmap_row = result['rows'][:2]
+  assert hf_row['vs hf (median)'] == 1.0
+  assert vmap_row['GFLOP/s'] == pytest.approx(
+      result['step_flops'] / vmap_row['s/step (T tasks)'] / 1e9
+  )
+  assert result['matmul_peak_flops'] > 0
+
+
+def test_interleaved_rotates_and_ratios_are_per_round():
+  from ttt_jax.bench import interleave  # pylint: disable=import-outside-toplevel
+
+  calls = []
+  # 'a' is slow in round 1 only (a loaded minute): its per-round ratio shows it, the
+  # median does not move.
+  times = {'a': iter([1.0, 4.0, 1.0]), 'b': iter([2.0, 8.0, 2.0])}
+  runs = {name: (lambda n=name: calls.append(n) or next(times[n])) for name in times}
+  seconds = interleave.interleaved(runs, rounds=3)
+  assert calls == ['a', 'b', 'b', 'a', 'a', 'b']
+  assert seconds == {'a': [1.0, 4.0, 1.0], 'b': [2.0, 8.0, 2.0]}
+  stats = interleave.ratio_stats(seconds, 'b')
+  assert stats['a'] == {'median_s': 1.0, 'ratio_median': 2.0, 'ratio_min': 2.0, 'ratio_max': 2.0}
+  assert stats['b']['ratio_median'] == 1.0
+
+
+def test_decode_bench_runs_interleaved(tmp_path):
+  pytest.importorskip('transformers')
+  from ttt_jax.bench import decode  # pylint: disable=import-outside-toplevel
+
+  result = decode.benchmark_decode(
+      'tiny',
+      batch=2,
+      prompt_len=16,
+      new_tokens=4,
+      num_tasks=2,
+      rounds=2,
+      out=str(tmp_path / 'decode.json'),
+  )
+  assert set(result['results']) == set(result['seconds_per_round'])
+  assert all(len(s) == 2 for s in result['seconds_per_round'].values())
+  assert result['results'][decode.HF]['vs_generate'] == 1.0
+  assert all(r['new_tokens_per_s'] > 0 for r in result['results'].values())

@@ -4,8 +4,9 @@ Same random model (exported with hf.save_hf), same prompts, batch B, prompt
 length P, N new tokens (EOS never stops a row, so every row makes N tokens).
 Ours runs three ways: the base model; per-row adapters gathered from a stack
 of T tasks (decode.Adapters, the vmap path); one shared adapter (what
-grouping rows by task runs: decode.generate with Adapters.shared). One timed
-run each, after a compile/warm-up run. Prints a table and writes JSON.
+grouping rows by task runs: decode.generate with Adapters.shared). Timed in
+interleaved rounds after a compile/warm-up run of each (interleave.py; ratios
+to `generate` per round). Prints a table and writes JSON.
 
   python -m ttt_jax.bench.decode --preset=tiny --batch=16 --prompt_len=800 \
       --new_tokens=200 --out=/tmp/bench_decode.json
@@ -22,22 +23,29 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from ttt_jax.bench import interleave
 from ttt_jax.infer import decode
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
 NEVER = -1  # an EOS id no token has: every row decodes the full N tokens
+HF = 'transformers generate (base)'
 
 
-def _timed(fn) -> float:
-  jax.block_until_ready(fn())  # compile and warm up
-  start = time.perf_counter()
+def _timer(fn):
+  """A callable that times one run of `fn`, after a compile/warm-up run now."""
   jax.block_until_ready(fn())
-  return time.perf_counter() - start
+
+  def timed() -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+  return timed
 
 
-def _hf_generate_seconds(directory: str, tokens: np.ndarray, new_tokens: int) -> float:
+def _hf_generate_timer(directory: str, tokens: np.ndarray, new_tokens: int):
   import torch  # test-only dependencies, imported here only
   import transformers
 
@@ -55,11 +63,16 @@ def _hf_generate_seconds(directory: str, tokens: np.ndarray, new_tokens: int) ->
   )
   with torch.no_grad():
     model.generate(ids[:, :16], **{**kwargs, 'max_new_tokens': 2, 'min_new_tokens': 2})
-    start = time.perf_counter()
-    out = model.generate(ids, **kwargs)
-  seconds = time.perf_counter() - start
-  assert out.shape == (tokens.shape[0], tokens.shape[1] + new_tokens), out.shape
-  return seconds
+
+  def timed() -> float:
+    with torch.no_grad():
+      start = time.perf_counter()
+      out = model.generate(ids, **kwargs)
+      seconds = time.perf_counter() - start
+    assert out.shape == (tokens.shape[0], tokens.shape[1] + new_tokens), out.shape
+    return seconds
+
+  return timed
 
 
 def benchmark_decode(
@@ -68,6 +81,7 @@ def benchmark_decode(
     prompt_len: int = 800,
     new_tokens: int = 200,
     num_tasks: int = 4,
+    rounds: int = 3,
     out: str | None = None,
 ) -> dict:
   """Decode tokens/s of each way; returns (and optionally writes) the results."""
@@ -103,29 +117,46 @@ def benchmark_decode(
           stop_ids=(NEVER,),
       ),
   }
-  seconds = {name: _timed(fn) for name, fn in ours.items()}
+  timers = {name: _timer(fn) for name, fn in ours.items()}
   with tempfile.TemporaryDirectory() as directory:
     hf.save_hf(directory, config, params)
-    seconds['transformers generate (base)'] = _hf_generate_seconds(directory, tokens, new_tokens)
+    timers[HF] = _hf_generate_timer(directory, tokens, new_tokens)
+  per_round = interleave.interleaved(timers, rounds)
+  stats = interleave.ratio_stats(per_round, HF)
 
   generated = batch * new_tokens
-  rows = {name: {'seconds': s, 'new_tokens_per_s': generated / s} for name, s in seconds.items()}
+  rows = {
+      name: {
+          'seconds': st['median_s'],
+          'new_tokens_per_s': generated / st['median_s'],
+          'vs_generate': st['ratio_median'],
+          'vs_generate_min_max': (st['ratio_min'], st['ratio_max']),
+      }
+      for name, st in stats.items()
+  }
   result = {
       'preset': preset,
       'batch': batch,
       'prompt_len': prompt_len,
       'new_tokens': new_tokens,
       'device': str(jax.devices()[0]),
+      'rounds': rounds,
       'results': rows,
+      'seconds_per_round': per_round,
   }
   print(
       f'decode, {preset}, batch {batch}, prompt {prompt_len}, {new_tokens} new tokens '
-      f'({result["device"]}); seconds include the prefill'
+      f'({result["device"]}); seconds include the prefill; medians of {rounds} interleaved '
+      'rounds'
   )
-  print(f'| {"method":46s} | seconds | new tokens/s |')
-  print(f'|{"-" * 48}|---------|--------------|')
+  print(f'| {"method":46s} | seconds | new tokens/s | vs generate (median, min-max) |')
+  print(f'|{"-" * 48}|---------|--------------|-------------------------------|')
   for name, r in rows.items():
-    print(f'| {name:46s} | {r["seconds"]:7.2f} | {r["new_tokens_per_s"]:12.0f} |')
+    lo, hi = r['vs_generate_min_max']
+    print(
+        f'| {name:46s} | {r["seconds"]:7.2f} | {r["new_tokens_per_s"]:12.0f} | '
+        f'{r["vs_generate"]:.2f} ({lo:.2f}-{hi:.2f}) |'
+    )
   if out:
     with open(out, 'w') as f:
       json.dump(result, f, indent=1)
@@ -140,6 +171,7 @@ def main(argv):
       _PROMPT_LEN.value,
       _NEW_TOKENS.value,
       _NUM_TASKS.value,
+      _ROUNDS.value,
       _OUT.value,
   )
 
@@ -152,5 +184,6 @@ if __name__ == '__main__':
   _PROMPT_LEN = flags.DEFINE_integer('prompt_len', 800, 'Prompt tokens per row.')
   _NEW_TOKENS = flags.DEFINE_integer('new_tokens', 200, 'New tokens per row.')
   _NUM_TASKS = flags.DEFINE_integer('num_tasks', 4, 'Stacked adapters for the per-row run.')
+  _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Interleaved rounds.')
   _OUT = flags.DEFINE_string('out', None, 'Write the results JSON here.')
   app.run(main)

@@ -11,7 +11,10 @@ AdamW, same lr schedule, betas, eps, weight decay), float32. Three ways:
   loop  T single-task jitted steps
   hf    T tasks one after another, each a torch AdamW loop (peft model)
 
-The same run checks that it is the same work: after `check_steps` steps of
+They are timed in interleaved rounds (interleave.py: each round runs all three, in a
+rotated order; ratios are per round), and the table gives achieved GFLOP/s (model
+FLOPs as mfu.py counts them, the same for all three) against the machine's measured
+f32 matmul peak. The same run checks that it is the same work: after `check_steps` steps of
 each task, peft's adapters (read back with `checkpoint.load_peft_adapter`)
 equal ours, and the first step's losses and B-gradients agree.
 
@@ -28,7 +31,7 @@ import jax
 import numpy as np
 
 from ttt_jax import checkpoint
-from ttt_jax.bench import report, workload
+from ttt_jax.bench import interleave, mfu, report, workload
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ModelConfig
@@ -177,14 +180,24 @@ def _check_same_work(
   }
 
 
-def _time_hf(trainer, arrays, tmp, steps: int, ttt_config) -> float:
+class _Ours:
+  """Our step on fixed slots, timed `steps` steps at a time (after a compile step)."""
+
+  def __init__(self, params, states, steps, model_config, ttt_config):
+    self.args = (params, steps, model_config, ttt_config)
+    self.states = workload.run_steps(params, states, 1, model_config, ttt_config)[1]
+
+  def __call__(self) -> float:
+    params, steps, model_config, ttt_config = self.args
+    seconds, self.states = workload.run_steps(params, self.states, steps, model_config, ttt_config)
+    return seconds
+
+
+def _hf_round(trainer, arrays, tmp, steps: int, ttt_config) -> float:
   """Seconds for `steps` steps of every task, tasks one after another (fresh adapter and
-  optimizer each), after one untimed warm-up step."""
-  num_tasks = arrays.tokens.shape[0]
-  warm = _batches(arrays, 0, 1, ttt_config)[0]
-  trainer.step(trainer.load(os.path.join(tmp, 'init_0')), warm, ttt_config.lr)
+  optimizer each, loading included)."""
   seconds = 0.0
-  for t in range(num_tasks):
+  for t in range(arrays.tokens.shape[0]):
     batches, lrs = _batches(arrays, t, steps, ttt_config), _lrs(arrays, t, steps, ttt_config)
     start = time.perf_counter()
     optimizer = trainer.load(os.path.join(tmp, f'init_{t}'))
@@ -207,9 +220,11 @@ def bench_vs_hf(
     torch_threads: int = 2,
     check_steps: int = 1,
     check_tol: float = 1e-4,
+    rounds: int = 5,
     out: str | None = None,
 ) -> dict:
-  """tokens/s of vmap / loop / hf on the same work; raises if the check fails."""
+  """tokens/s of vmap / loop / hf on the same work, timed in interleaved rounds
+  (interleave.py); raises if the same-work check fails."""
   import torch  # pylint: disable=import-outside-toplevel
 
   torch.set_num_threads(torch_threads)
@@ -223,6 +238,10 @@ def bench_vs_hf(
   )
   params = llama.init_params(model_config, jax.random.key(0))
   arrays = workload.random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)
+  fill = lambda tasks: workload.fill_slots(arrays, tasks, model_config, ttt_config)
+  vmapped = _Ours(params, [fill(range(num_tasks))], steps, model_config, ttt_config)
+  looped = [fill(range(t, t + 1)) for t in range(num_tasks)]
+  looped = _Ours(params, looped, steps, model_config, ttt_config)
 
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_hf(os.path.join(tmp, 'model'), model_config, params)
@@ -235,33 +254,44 @@ def bench_vs_hf(
       )
     trainer = _PeftTrainer(os.path.join(tmp, 'model'), os.path.join(tmp, 'init_0'), ttt_config)
     check = _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config, check_steps)
-    seconds = {'hf': _time_hf(trainer, arrays, tmp, steps, ttt_config)}
-
-  vmapped = [workload.fill_slots(arrays, range(num_tasks), model_config, ttt_config)]
-  looped = [
-      workload.fill_slots(arrays, range(t, t + 1), model_config, ttt_config)
-      for t in range(num_tasks)
-  ]
-  seconds['vmap'] = workload.time_steps(params, vmapped, steps, model_config, ttt_config)
-  seconds['loop'] = workload.time_steps(params, looped, steps, model_config, ttt_config)
-
-  tokens = num_tasks * batch_size * seq_len * steps
-  rows = [
-      {
-          'method': name,
-          's/step (T tasks)': s / steps,
-          'tokens/s': tokens / s,
-          'vs hf': seconds['hf'] / s,
-      }
-      for name, s in seconds.items()
-  ]
+    hf_round = lambda: _hf_round(trainer, arrays, tmp, steps, ttt_config)
+    hf_round()  # warm-up
+    seconds = interleave.interleaved({'hf': hf_round, 'vmap': vmapped, 'loop': looped}, rounds)
+  stats = interleave.ratio_stats(seconds, 'hf')
+  peak = interleave.matmul_peak_flops()
+  flops = mfu.ttt_step_flops(model_config, ttt_config.lora, num_tasks, batch_size, seq_len).total
+  tokens = num_tasks * batch_size * seq_len
+  rows = []
+  for name, st in stats.items():
+    per_step = st['median_s'] / steps
+    rows.append(
+        {
+            'method': name,
+            's/step (T tasks)': per_step,
+            'tokens/s': tokens / per_step,
+            'vs hf (median)': st['ratio_median'],
+            'vs hf (min-max)': f'{st["ratio_min"]:.2f}-{st["ratio_max"]:.2f}',
+            'GFLOP/s': flops / per_step / 1e9,
+            '% of matmul peak': 100 * flops / per_step / peak,
+        }
+    )
   title = (
       f'TTT step: ours vs transformers+peft, {preset} ({model_config.num_params / 1e6:.2f}M '
       f'params), T={num_tasks}, batch {batch_size} x {seq_len}, LoRA r{rank} on '
-      f'{",".join(targets)}, float32, torch threads {torch_threads}'
+      f'{",".join(targets)}, float32, torch threads {torch_threads}, {rounds} interleaved '
+      f'rounds of {steps} steps'
   )
   result = report.report(
-      title, rows, out=out, check=check, steps=steps, torch_threads=torch_threads
+      title,
+      rows,
+      out=out,
+      check=check,
+      steps=steps,
+      rounds=rounds,
+      torch_threads=torch_threads,
+      seconds_per_round=seconds,
+      step_flops=flops,
+      matmul_peak_flops=peak,
   )
   if check['adapter_max_abs_diff'] > check_tol or check['b_grad_max_rel_diff'] > 1e-3:
     raise AssertionError(f'ours and peft disagree: {check}')

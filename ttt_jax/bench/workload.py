@@ -42,24 +42,20 @@ def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
   return slots, data
 
 
+def run_steps(params, states, steps: int, model_config, ttt_config):
+  """(seconds, states) after `steps` steps of every (slots, data) in `states`: the
+  step donates its slots, so a caller that times again goes on from the returned ones."""
+  start = time.perf_counter()
+  for _ in range(steps):
+    states = [
+        (ttt_step.train_step(params, s, d, model_config=model_config, ttt_config=ttt_config)[0], d)
+        for s, d in states
+    ]
+  jax.block_until_ready([s for s, _ in states])
+  return time.perf_counter() - start, states
+
+
 def time_steps(params, states, steps: int, model_config, ttt_config) -> float:
   """Seconds for `steps` steps of every (slots, data) in `states`, after a warm-up."""
-
-  def run(states, n):
-    for _ in range(n):
-      states = [
-          (
-              ttt_step.train_step(params, s, d, model_config=model_config, ttt_config=ttt_config)[
-                  0
-              ],
-              d,
-          )
-          for s, d in states
-      ]
-    jax.block_until_ready([s for s, _ in states])
-    return states
-
-  states = run(states, 1)  # compile
-  start = time.perf_counter()
-  run(states, steps)
-  return time.perf_counter() - start
+  _, states = run_steps(params, states, 1, model_config, ttt_config)  # compile
+  return run_steps(params, states, steps, model_config, ttt_config)[0]

@@ -16,6 +16,12 @@ Per task (the paper's recipe, ekinakyurek/marc in spirit):
      added under the same draws, deduplicated and filtered alike.
   5. A seeded shuffle, then at most `max_examples` kept.
 The result is deterministic for a seed.
+
+`pack_tasks` lays them out as arrays: one example per row, padded to
+`seq_len`, or, with `pack`, whole examples packed into rows (first-fit
+decreasing) with segment ids, so that the step's compute follows real tokens
+rather than padding. A packed row is one draw of a batch: an epoch is then a
+pass over rows, each step trains on more examples, and there are fewer steps.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ class TTTDataConfig:
   shuffle_order: bool = True
   leave_two_out: bool = True
   train_only_prob: float = 0.0
+  pack: bool = False  # several examples per row of seq_len (see the module docstring)
 
   def __post_init__(self):
     if self.loss not in LOSS_MODES:
@@ -79,7 +86,13 @@ class TTTArrays(NamedTuple):
   tokens: np.ndarray  # int32 [T, N, S], PAD-filled
   loss_mask: np.ndarray  # int32 [T, N, S]
   lengths: np.ndarray  # int32 [T, N], 0 for empty rows
-  num_examples: np.ndarray  # int32 [T]
+  num_examples: np.ndarray  # int32 [T]: rows in use
+  segments: np.ndarray  # int32 [T, N, S]: 1, 2, ... the example of each token; 0 padding
+
+
+def row_segments(lengths_TN: np.ndarray, seq_len: int) -> np.ndarray:
+  """Segment ids of one-example rows: 1 on each row's first `length` tokens, else 0."""
+  return (np.arange(seq_len) < np.asarray(lengths_TN)[..., None]).astype(np.int32)
 
 
 # ------------------------------------------------------- leave-n-out tasks
@@ -241,31 +254,54 @@ def build_ttt_examples(
 # ----------------------------------------------------------------- packing
 
 
+def pack_rows(lengths: Sequence[int], seq_len: int) -> list[list[int]]:
+  """Example indices per row: first-fit decreasing (ties by index), so deterministic."""
+  rows, free = [], []
+  for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    fit = next((r for r, room in enumerate(free) if room >= lengths[i]), None)
+    if fit is None:
+      rows.append([]), free.append(seq_len)
+      fit = len(rows) - 1
+    rows[fit].append(i)
+    free[fit] -= lengths[i]
+  return rows
+
+
 def pack_tasks(
     per_task_examples: Sequence[Sequence[Example]],
     max_examples: int,
     seq_len: int,
     pad_id: int = COMPACT.pad_id,
+    pack: bool = False,
 ) -> TTTArrays:
-  """Pads T tasks' examples into fixed [T, N=max_examples, S=seq_len] arrays."""
+  """Lays T tasks' examples out in fixed [T, N=max_examples, S=seq_len] arrays: one per
+  row, or packed several to a row (segment ids 1, 2, ... in each)."""
   t = len(per_task_examples)
   tokens = np.full((t, max_examples, seq_len), pad_id, np.int32)
   loss_mask = np.zeros((t, max_examples, seq_len), np.int32)
+  segments = np.zeros((t, max_examples, seq_len), np.int32)
   lengths = np.zeros((t, max_examples), np.int32)
-  num_examples = np.zeros(t, np.int32)
+  num_rows = np.zeros(t, np.int32)
   for ti, examples in enumerate(per_task_examples):
     if len(examples) > max_examples:
       raise ValueError(
           f'task {ti} has {len(examples)} examples, ' f'more than max_examples={max_examples}'
       )
-    num_examples[ti] = len(examples)
     for ni, (toks, mask) in enumerate(examples):
       if len(toks) > seq_len or len(mask) != len(toks):
         raise ValueError(
             f'task {ti} example {ni}: {len(toks)} tokens '
             f'(mask {len(mask)}) do not fit seq_len={seq_len}'
         )
-      tokens[ti, ni, : len(toks)] = toks
-      loss_mask[ti, ni, : len(toks)] = mask
-      lengths[ti, ni] = len(toks)
-  return TTTArrays(tokens, loss_mask, lengths, num_examples)
+    if pack:
+      rows = pack_rows([len(toks) for toks, _ in examples], seq_len)
+    else:
+      rows = [[i] for i in range(len(examples))]
+    num_rows[ti] = len(rows)
+    for ri, row in enumerate(rows):
+      for segment, i in enumerate(row, start=1):
+        toks, mask = examples[i]
+        span = slice(lengths[ti, ri], lengths[ti, ri] + len(toks))
+        tokens[ti, ri, span], loss_mask[ti, ri, span], segments[ti, ri, span] = toks, mask, segment
+        lengths[ti, ri] += len(toks)
+  return TTTArrays(tokens, loss_mask, lengths, num_rows, segments)

@@ -14,6 +14,8 @@ be run with them: the positions are part of the format, not of the weights.
 `ModelConfig.positions` names the scheme of a model; `position_ids` gives a
 batch's ids under it (training, scoring, prefill), and during decoding
 `next_position` steps a (position, row start) state one token at a time.
+Rows packed with several examples (TTT with `data.pack`) carry segment ids;
+every example's positions then start afresh at its first token, as if alone.
 """
 
 from __future__ import annotations
@@ -38,16 +40,33 @@ class GridRule:
   row_stride: int = ROW_STRIDE
 
 
-def grid_positions(tokens_BS) -> jax.Array:
+def _cummax(x):
+  return jax.lax.cummax(x, axis=x.ndim - 1)
+
+
+def segment_starts(segments_BS) -> jax.Array:
+  """int32 [..., S]: the slot where each token's segment (a packed example) begins."""
+  segments_BS = jnp.asarray(segments_BS)
+  s_S = jnp.arange(segments_BS.shape[-1])
+  first = jnp.ones_like(segments_BS[..., :1], bool)
+  begins = jnp.concatenate([first, segments_BS[..., 1:] != segments_BS[..., :-1]], axis=-1)
+  return _cummax(jnp.where(begins, s_S, 0)).astype(jnp.int32)
+
+
+def grid_positions(tokens_BS, segments_BS=None) -> jax.Array:
   """int32 [..., S]: the grid position of every token of compact sequences or prompts
-  (BOS and padding at 0). Vectorized: runs under jit on a batch, or on one host array."""
+  (BOS and padding at 0), each segment on its own when segment ids are given.
+  Vectorized: runs under jit on a batch, or on one host array."""
   tokens_BS = jnp.asarray(tokens_BS)
   s_S = jnp.arange(tokens_BS.shape[-1])
   is_in, is_out = tokens_BS == fmt.INPUT, tokens_BS == fmt.OUTPUT
   is_nl = tokens_BS == fmt.NEWLINE
-  cummax = lambda x: jax.lax.cummax(x, axis=x.ndim - 1)
+  cummax = _cummax
   take = lambda x, i: jnp.take_along_axis(x, jnp.maximum(i, 0), axis=-1)
-  start = 1 + PAIR_STRIDE * (jnp.cumsum(is_in, axis=-1) - 1)
+  seg_start = jnp.zeros_like(tokens_BS) if segments_BS is None else segment_starts(segments_BS)
+  inputs = jnp.cumsum(is_in, axis=-1)
+  inputs = inputs - take(inputs - is_in, seg_start)  # INPUT markers of this segment so far
+  start = 1 + PAIR_STRIDE * (inputs - 1)
   marker = cummax(jnp.where(is_in | is_out, s_S, -1))  # the last INPUT / OUTPUT so far
   origin = start + jnp.where(take(is_out, marker), GRID_STRIDE, 0) + 1  # the grid's first cell
   newlines = jnp.cumsum(is_nl, axis=-1)
@@ -56,14 +75,18 @@ def grid_positions(tokens_BS) -> jax.Array:
   previous = jnp.concatenate([jnp.full_like(boundary[..., :1], -1), boundary[..., :-1]], -1)
   position = origin + ROW_STRIDE * row + (s_S - previous - 1)
   position = jnp.where(is_in, start, jnp.where(is_out, start + GRID_STRIDE, position))
-  before_any = marker < 0
+  before_any = marker < seg_start  # no marker yet in this segment
   return jnp.where(before_any | (tokens_BS == fmt.PAD), 0, position).astype(jnp.int32)
 
 
-def position_ids(tokens_BS, config) -> jax.Array | None:
+def position_ids(tokens_BS, config, segments_BS=None) -> jax.Array | None:
   """The position ids a model with `config.positions` gives these tokens (None: the
-  default 0, 1, 2, ... of llama.forward)."""
-  return grid_positions(tokens_BS) if config.positions == 'grid' else None
+  default 0, 1, 2, ... of llama.forward), restarting at every segment when given."""
+  if config.positions == 'grid':
+    return grid_positions(tokens_BS, segments_BS)
+  if segments_BS is None:
+    return None
+  return jnp.arange(jnp.shape(segments_BS)[-1]) - segment_starts(segments_BS)
 
 
 def rule(config) -> GridRule | None:

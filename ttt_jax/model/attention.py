@@ -13,8 +13,9 @@
   contracts the score's minor axis or puts the token axis first, so dK and dV
   are formed transposed ([D, T], small) and keys are transposed once per call.
 
-Convention of both: query s sees key t iff t <= query_slot[s] and key_valid[t];
-a query that sees no key (a left-padding slot) outputs zeros, never NaN.
+Convention of both: query s sees key t iff t <= query_slot[s] and key_valid[t]
+(and, in rows packed with several examples, segment[t] == segment[s]); a query
+that sees no key (a left-padding slot) outputs zeros, never NaN.
 Scores, softmax and the log-sum-exp are float32.
 """
 
@@ -35,14 +36,19 @@ def xla_attention(
     v_BTKD: jax.Array,
     query_slot_BS: jax.Array,
     key_valid_BT: jax.Array,
+    segments_BS: jax.Array | None = None,
 ) -> jax.Array:
-  """Masked softmax over all T keys; query head h reads kv head h // (H/K)."""
+  """Masked softmax over all T keys; query head h reads kv head h // (H/K).
+
+  `segments_BS` (packed rows, no cache: S == T) keeps each query within its segment."""
   num_kv_heads, head_dim = k_BTKD.shape[-2:]
   q_BSKGD = einops.rearrange(q_BSHD, 'b s (k g) d -> b s k g d', k=num_kv_heads)
   scores = jnp.einsum('bskgd,btkd->bkgst', q_BSKGD, k_BTKD, preferred_element_type=jnp.float32)
   scores = scores * (head_dim**-0.5)
   key_slot_T = jnp.arange(k_BTKD.shape[1])
   visible_BST = (key_slot_T[None, None, :] <= query_slot_BS[:, :, None]) & key_valid_BT[:, None, :]
+  if segments_BS is not None:
+    visible_BST &= segments_BS[:, :, None] == segments_BS[:, None, :]
   scores = jnp.where(visible_BST[:, None, None], scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1)
   # A query that sees no key would average all keys uniformly: zero it instead.
@@ -57,8 +63,10 @@ def blockwise_attention(
     v_BSKD: jax.Array,
     key_valid_BS: jax.Array,
     block_size: int = BLOCK_SIZE,
+    segments_BS: jax.Array | None = None,
 ) -> jax.Array:
-  """Causal self-attention (query s at slot s) over keys marked by `key_valid_BS`.
+  """Causal self-attention (query s at slot s) over keys marked by `key_valid_BS`, each
+  query within its own segment when `segments_BS` is given (packed rows).
 
   S need not be a multiple of `block_size`: the sequence is padded with
   invalid keys and the padded queries are dropped.
@@ -70,7 +78,11 @@ def blockwise_attention(
   # Heads first, sequence next to the head dim: the layout every block matmul wants.
   q_BKGSD = einops.rearrange(pad(q_BSHD), 'b s (k g) d -> b k g s d', k=K)
   k_BKSD, v_BKSD = (einops.rearrange(pad(x), 'b s k d -> b k s d') for x in (k_BSKD, v_BSKD))
-  out_BKGSD = _blockwise(q_BKGSD, k_BKSD, v_BKSD, pad(key_valid_BS.astype(bool)), block_size)
+  if segments_BS is None:
+    segments_BS = jnp.zeros((B, S), jnp.int32)  # one segment: the mask is key_valid alone
+  out_BKGSD = _blockwise(
+      q_BKGSD, k_BKSD, v_BKSD, pad(key_valid_BS.astype(bool)), pad(segments_BS), block_size
+  )
   return einops.rearrange(out_BKGSD, 'b k g s d -> b s (k g) d')[:, :S]
 
 
@@ -79,7 +91,7 @@ def blockwise_attention(
 # Block i holds queries [i*Q, (i+1)*Q) and sees keys [0, (i+1)*Q).
 
 
-def _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, i, block_size):
+def _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, segments_BS, i, block_size):
   """Block i's float32 scaled scores [B, K, G, Q, end], -inf where a key is not visible."""
   start, end = i * block_size, (i + 1) * block_size
   scores = jnp.einsum(
@@ -90,14 +102,16 @@ def _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, i, block_size):
   ) * (q_BKGSD.shape[-1] ** -0.5)
   causal_QT = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
   visible = causal_QT[None, None, None] & key_valid_BS[:, None, None, None, :end]
+  same_segment_BQT = segments_BS[:, start:end, None] == segments_BS[:, None, :end]
+  visible &= same_segment_BQT[:, None, None]
   return scores + jnp.where(visible, 0.0, -jnp.inf)
 
 
-def _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size):
+def _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, block_size):
   outs, lses = [], []
   kT_BKDS = jnp.swapaxes(k_BKSD, -1, -2)
   for i in range(q_BKGSD.shape[3] // block_size):
-    scores = _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, i, block_size)
+    scores = _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, segments_BS, i, block_size)
     max_BKGQ = jnp.max(scores, axis=-1)
     max_BKGQ = jnp.where(jnp.isfinite(max_BKGQ), max_BKGQ, 0.0)  # a query that sees no key
     unnormed = jnp.exp(scores - max_BKGQ[..., None])
@@ -115,19 +129,21 @@ def _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size):
   return jnp.concatenate(outs, axis=3), jnp.concatenate(lses, axis=3)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _blockwise(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size):
-  return _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _blockwise(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, block_size):
+  return _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, block_size)[0]
 
 
-def _blockwise_fwd(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size):
-  out_BKGSD, lse_BKGS = _forward_blocks(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, block_size)
-  return out_BKGSD, (q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, out_BKGSD, lse_BKGS)
+def _blockwise_fwd(q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, block_size):
+  out_BKGSD, lse_BKGS = _forward_blocks(
+      q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, block_size
+  )
+  return out_BKGSD, (q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, out_BKGSD, lse_BKGS)
 
 
 def _blockwise_bwd(block_size, residuals, dout_BKGSD):
   """Flash-attention backward: probabilities from the saved log-sum-exp, dS = P (dP - delta)."""
-  q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, out_BKGSD, lse_BKGS = residuals
+  q_BKGSD, k_BKSD, v_BKSD, key_valid_BS, segments_BS, out_BKGSD, lse_BKGS = residuals
   f32 = jnp.float32
   delta_BKGS = jnp.sum(dout_BKGSD.astype(f32) * out_BKGSD.astype(f32), axis=-1)
   scale = q_BKGSD.shape[-1] ** -0.5
@@ -140,7 +156,7 @@ def _blockwise_bwd(block_size, residuals, dout_BKGSD):
   dvT_BKDS = jnp.zeros(vT_BKDS.shape, f32)
   for i in range(q_BKGSD.shape[3] // block_size):
     start, end = i * block_size, (i + 1) * block_size
-    scores = _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, i, block_size)
+    scores = _block_scores(q_BKGSD, kT_BKDS, key_valid_BS, segments_BS, i, block_size)
     probs = jnp.exp(scores - lse_BKGS[:, :, :, start:end, None])
     dout = dout_BKGSD[:, :, :, start:end].astype(f32)
     dprobs = jnp.einsum('bkgqd,bkdt->bkgqt', dout, vT_BKDS[..., :end])
@@ -155,6 +171,7 @@ def _blockwise_bwd(block_size, residuals, dout_BKGSD):
       dq_BKGSD.astype(q_BKGSD.dtype),
       dk_BKSD.astype(k_BKSD.dtype),
       dv_BKSD.astype(v_BKSD.dtype),
+      None,
       None,
   )
 

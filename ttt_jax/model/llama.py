@@ -137,6 +137,7 @@ def _decoder_layer(
     query_slot_BS,
     key_valid_BT,
     end_B,
+    segments_BS,
 ):
   """One pre-norm block: x + attn(norm(x)), then + mlp(norm(x)). Returns (x, cache_kv)."""
   B, S, _ = x_BSD.shape
@@ -161,9 +162,13 @@ def _decoder_layer(
     keys, values = read(cache_k), read(cache_v)
 
   if cache_kv is None and config.attention_impl == 'blockwise':  # queries at slots 0..S-1
-    attn_BSHD = attention.blockwise_attention(q_BSHD, keys, values, key_valid_BT)
+    attn_BSHD = attention.blockwise_attention(
+        q_BSHD, keys, values, key_valid_BT, segments_BS=segments_BS
+    )
   else:
-    attn_BSHD = attention.xla_attention(q_BSHD, keys, values, query_slot_BS, key_valid_BT)
+    attn_BSHD = attention.xla_attention(
+        q_BSHD, keys, values, query_slot_BS, key_valid_BT, segments_BS
+    )
   x_BSD = x_BSD + proj(attn_BSHD.reshape(B, S, -1), 'o')
 
   h_BSD = rms_norm(x_BSD, layer['mlp_norm'], config.rms_norm_eps)
@@ -216,10 +221,13 @@ def hidden_states(
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
     cache: dict | None = None,
+    segments_BS: jax.Array | None = None,
 ) -> tuple[jax.Array, dict | None]:
   """Final-normed hidden states [B, S, D] (compute dtype) and the updated cache.
 
   `mask_BS` marks real tokens; padding may be on either side without a cache.
+  `segments_BS` (no cache) marks the examples of packed rows: a token attends
+  only within its segment; give each segment its own positions too.
   With a cache the chunk is written at each row's `cache['end']` and padding
   must be on the right: `end` advances by the number of real tokens, so the
   next chunk overwrites the padding. Callers keep end + S <= max_len.
@@ -232,6 +240,8 @@ def hidden_states(
     raise ValueError(f'forward: mask shape {mask_BS.shape} != tokens shape {(B, S)}')
   lora = _check_lora(lora, lora_config, config)
   scale = lora_config.scale if lora else 0.0
+  if segments_BS is not None and cache is not None:
+    raise ValueError('forward: segments_BS (packed rows) cannot be used with a cache')
 
   steps_BS = jnp.maximum(jnp.cumsum(mask_BS, axis=1, dtype=jnp.int32) - 1, 0)
   if cache is None:
@@ -256,6 +266,7 @@ def hidden_states(
       query_slot_BS=query_slot_BS,
       key_valid_BT=key_valid_BT,
       end_B=end_B,
+      segments_BS=segments_BS,
   )
 
   def body(carry, xs):

@@ -27,21 +27,25 @@ def loss_one(
   model alone when `adapter` is None).
 
   batch: tokens [B, S] int32, mask [B, S] (real tokens), loss_mask [B, S]
-  (token s is a target predicted from tokens < s).
+  (token s is a target predicted from tokens < s), optionally segments [B, S]
+  (packed rows: each example attends within itself, positions restart per
+  example; its first token is never a target, so nothing is predicted across).
   With `loss_capacity` C the LM head runs only on the hidden states of (at
   most C) target positions, gathered into a fixed [C, D] block, instead of all
   B x S; a batch with more than C targets gets a NaN loss (its slot fails)
   rather than a silently truncated one. The TTT scheduler checks the data first.
   """
   tokens_BS = jnp.asarray(batch['tokens'])
+  segments_BS = batch.get('segments')
   h_BSD, _ = llama.hidden_states(
       base_params,
       tokens_BS,
       config,
-      positions_BS=position_ids(tokens_BS, config),
+      positions_BS=position_ids(tokens_BS, config, segments_BS),
       mask_BS=batch['mask'],
       lora=adapter,
       lora_config=lora_config,
+      segments_BS=segments_BS,
   )
   h_ND = h_BSD[:, :-1].reshape(-1, h_BSD.shape[-1])  # position s predicts token s + 1
   targets_N = tokens_BS[:, 1:].reshape(-1)

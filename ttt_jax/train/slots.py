@@ -106,6 +106,7 @@ def empty_slots(
         loss_mask=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
         lengths=jnp.zeros((num_slots, max_examples), jnp.int32),
         num_examples=zeros_T,
+        segments=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
     )
     return slots, data
 

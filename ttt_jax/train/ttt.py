@@ -135,7 +135,9 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   @functools.lru_cache(maxsize=2 * len(lrs))
   def task_data(t: int) -> TTTArrays:
     examples, _ = ttt_data.build_ttt_examples(tasks[t], c.data, seeds[t] ^ c.ttt.seed, fmt)
-    packed = ttt_data.pack_tasks([examples], c.data.max_examples, c.data.seq_len, fmt.pad_id)
+    packed = ttt_data.pack_tasks(
+        [examples], c.data.max_examples, c.data.seq_len, fmt.pad_id, c.data.pack
+    )
     return TTTArrays(*(x[0] for x in packed))
 
   os.makedirs(workdir, exist_ok=True)

@@ -65,7 +65,8 @@ def epoch_order(rng: jax.Array, num_examples, max_examples: int) -> jax.Array:
 
 
 def draw_batch(data: TTTArrays, job_seed, step, ttt_config: TTTConfig) -> dict:
-  """One task's batch for `step`: rows i*B..i*B+B-1 of epoch e's shuffle.
+  """One task's batch for `step`: rows i*B..i*B+B-1 of epoch e's shuffle (a row may
+  hold several packed examples: its segment ids come along).
 
   A short last batch repeats a valid example with zero loss weight, so the
   forward never sees an empty row and the mean is over real targets only.
@@ -80,11 +81,12 @@ def draw_batch(data: TTTArrays, job_seed, step, ttt_config: TTTConfig) -> dict:
   pos_B = within * batch + jnp.arange(batch)
   valid_B = pos_B < n
   rows_B = order_N[jnp.clip(pos_B, 0, jnp.maximum(n - 1, 0))]
-  lengths_B = data.lengths[rows_B]
+  segments_BS = data.segments[rows_B]
   return {
       'tokens': data.tokens[rows_B],
-      'mask': jnp.arange(seq_len)[None, :] < lengths_B[:, None],
+      'mask': segments_BS > 0,
       'loss_mask': data.loss_mask[rows_B] * valid_B[:, None].astype(data.loss_mask.dtype),
+      'segments': segments_BS,
   }
 
 

@@ -120,6 +120,7 @@ def main(argv):
   if _BENCH.value is None:
     raise app.UsageError(f'give --bench, one of {BENCHES}')
   knobs.apply_xla_flags()
+  knobs.apply_compilation_cache()
   a = _args()
   remat, compute_dtype = knobs.REMAT.value, knobs.COMPUTE_DTYPE.value
   if a['num_devices']:

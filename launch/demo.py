@@ -19,6 +19,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   knobs.apply_xla_flags()  # before anything touches a device
+  knobs.apply_compilation_cache()
   config = _CONFIG.value
   knobs.override_model(config.ttt.model)
   knobs.override_model(config.predict.model)

@@ -37,6 +37,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   knobs.apply_xla_flags()  # before anything touches a device
+  knobs.apply_compilation_cache()
   c = _CONFIG.value
   knobs.override_model(c.model)
   with errors.as_usage_errors():

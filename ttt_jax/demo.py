@@ -13,6 +13,7 @@ from ttt_jax import checkpoint
 from ttt_jax.data import generators
 from ttt_jax.eval import metrics
 from ttt_jax.infer import predict
+from ttt_jax.stage_timer import StageTimer
 from ttt_jax.train import ttt
 
 
@@ -33,25 +34,33 @@ def _details(predict_dir: str) -> metrics.Details:
 
 def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   """Trains every selected task's adapter, predicts without and with it, prints the table
-  (and, with config.compare_free_decoding, the same without output-shape constraints)."""
+  (and, with config.compare_free_decoding, the same without output-shape constraints),
+  then where the time went: each stage's wall seconds and its compiling (timings.json)."""
   ttt_dir = os.path.join(workdir, 'ttt')
-  ttt.run_ttt(config.ttt, ttt_dir)
-  scores = _compare(config.predict, workdir, ttt_dir, suffix='')
+  timer = StageTimer()
+  with timer.stage('ttt'):
+    ttt.run_ttt(config.ttt, ttt_dir)
+  scores = _compare(config.predict, workdir, ttt_dir, '', timer)
   if config.compare_free_decoding:
     free = config.predict.copy_and_resolve_references()
     free.shapes = 'none'
-    _compare(free, workdir, ttt_dir, suffix='_free')
+    _compare(free, workdir, ttt_dir, '_free', timer)
+  timer.write(os.path.join(workdir, 'timings.json'))
+  print('\nWall time by stage (a rerun in the same workdir resumes, so it skips done work):')
+  print(timer.table())
   return scores
 
 
-def _compare(predict_config, workdir: str, ttt_dir: str, suffix: str):
+def _compare(predict_config, workdir: str, ttt_dir: str, suffix: str, timer: StageTimer):
   """Predicts without and with the adapters into predict_{base,ttt}SUFFIX/, writes and prints
   comparisonSUFFIX.md."""
   base_dir, tuned_dir = (os.path.join(workdir, f'predict_{d}{suffix}') for d in ('base', 'ttt'))
-  base = predict.run_from_config(predict_config, base_dir, adapters_dir='')
-  tuned = predict.run_from_config(
-      predict_config, tuned_dir, adapters_dir=os.path.join(ttt_dir, 'adapters')
-  )
+  with timer.stage(f'predict without TTT{suffix}'):
+    base = predict.run_from_config(predict_config, base_dir, adapters_dir='')
+  with timer.stage(f'predict with TTT{suffix}'):
+    tuned = predict.run_from_config(
+        predict_config, tuned_dir, adapters_dir=os.path.join(ttt_dir, 'adapters')
+    )
   table = comparison_table(
       base, tuned, _loss_curves(ttt_dir), _details(base_dir), _details(tuned_dir)
   )

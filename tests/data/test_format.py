@@ -175,3 +175,13 @@ def test_pretrained_token_ids_with_a_byte_level_tokenizer(tmp_path):
   repeated[F.PAD] = repeated[F.EOS]
   with pytest.raises(ValueError, match='repeated'):
     F.pretrained_token_ids(str(path), repeated)
+
+
+def test_bucket_length_two_sizes_per_octave():
+  from ttt_jax.data.format import bucket_length  # pylint: disable=import-outside-toplevel
+
+  sizes = sorted({bucket_length(n, 64) for n in range(1, 8193)})
+  assert sizes == [64 * k for k in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)]
+  for n in range(1, 8193):
+    b = bucket_length(n, 64)
+    assert n <= b and (b <= 64 or b < 2 * n) and (b <= 128 or b < 1.5 * n)

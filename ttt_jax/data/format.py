@@ -49,13 +49,29 @@ def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
 
 
+def bucket_length(n: int, multiple: int) -> int:
+  """The smallest of multiple x (1, 2, 3, 4, 6, 8, 12, 16, 24, ...) that holds n: two
+  sizes per octave, so a run compiles O(log n) shapes (each a few seconds on a CPU)
+  whatever its spread of lengths, for padding under 1.5x the length above 2 multiples
+  (linear multiples pad less but compile once per multiple)."""
+  k = 1
+  while k * multiple < n:
+    k = k * 3 // 2 if k >= 2 and k & (k - 1) == 0 else (k * 4 // 3 if k > 2 else k + 1)
+  return k * multiple
+
+
 def pad_rows(
-    rows: Sequence[np.ndarray], multiple: int, fill: int, max_len: int | None = None
+    rows: Sequence[np.ndarray],
+    multiple: int,
+    fill: int,
+    max_len: int | None = None,
+    round_to=round_up,
 ) -> np.ndarray:
-  """int32 [N, S]: rows right-padded with `fill` to the longest rounded up to `multiple`
-  (the rounding capped at `max_len`, never below the longest row)."""
+  """int32 [N, S]: rows right-padded with `fill` to the longest rounded up by `round_to`
+  (to a multiple, or `bucket_length`), the rounding capped at `max_len`, never below the
+  longest row."""
   longest = max(len(r) for r in rows)
-  length = round_up(longest, multiple)
+  length = round_to(longest, multiple)
   if max_len is not None:
     length = min(length, max(max_len, longest))
   out = np.full((len(rows), length), fill, np.int32)

@@ -504,12 +504,14 @@ def pad_prompts(
     length_multiple: int = 64,
     pad_id: int = fmt.PAD,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Right-pads token lists to [batch, S] (S rounded up to `length_multiple`, so a few shapes
-  cover all batches and jit compiles once per shape); missing rows repeat the last prompt."""
+  """Right-pads token lists to [batch, S] (S: format.bucket_length of the longest, so a few
+  shapes cover all batches and jit compiles once per shape); missing rows repeat the last
+  prompt."""
   if not prompts:
     raise ValueError('pad_prompts: no prompts')
   batch = len(prompts) if batch is None else batch
   if len(prompts) > batch:
     raise ValueError(f'pad_prompts: {len(prompts)} prompts exceed batch {batch}')
   rows = list(prompts) + [prompts[-1]] * (batch - len(prompts))
-  return fmt.pad_rows(rows, length_multiple, pad_id), np.array([len(p) for p in rows], np.int32)
+  tokens = fmt.pad_rows(rows, length_multiple, pad_id, round_to=fmt.bucket_length)
+  return tokens, np.array([len(p) for p in rows], np.int32)

@@ -25,7 +25,8 @@ class PredictConfig:
   max_new_tokens: int = decode.MAX_GRID_TOKENS
   batch_size: int = 16  # decode rows per call (fixed: one compile per length)
   tasks_per_group: int = 8  # tasks whose adapters are stacked and decoded together
-  length_multiple: int = 64  # prompt lengths rounded up to this (fewer compiles)
+  # Prompt lengths padded to this x (1, 2, 3, 4, 6, 8, ...): few shapes, few compiles.
+  length_multiple: int = 64
   score_augmentations: int = 0  # product-of-experts re-scoring; 0 = off
   seed: int = 0
   prompts: prompts.PromptConfig = prompts.PromptConfig()

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.data.format import pad_rows, round_up
+from ttt_jax.data.format import bucket_length, pad_rows
 from ttt_jax.data import augment
 from ttt_jax.data.arc import Task
 from ttt_jax.formats.base import Format
@@ -109,7 +109,7 @@ def score_candidates(
     fmt: Format = COMPACT,
 ) -> np.ndarray:
   """float32 [C]: each candidate's summed log-likelihood over the transforms (one forward
-  over C x N rows; rows padded to a multiple of `length_multiple` to bound recompiles)."""
+  over C x N rows; rows padded to a bucket_length of `length_multiple` to bound recompiles)."""
   if not candidates:
     return np.zeros((0,), np.float32)
   rows = [
@@ -118,9 +118,9 @@ def score_candidates(
       for d8, colors in transforms
   ]
   lengths = np.array([len(t) for t, _ in rows], np.int32)
-  tokens = pad_rows([t for t, _ in rows], length_multiple, fmt.pad_id)
-  targets = pad_rows([m for _, m in rows], length_multiple, 0)
-  capacity = round_up(int(targets[:, 1:].sum()), length_multiple)
+  tokens = pad_rows([t for t, _ in rows], length_multiple, fmt.pad_id, round_to=bucket_length)
+  targets = pad_rows([m for _, m in rows], length_multiple, 0, round_to=bucket_length)
+  capacity = bucket_length(int(targets[:, 1:].sum()), length_multiple)
   logp = target_logprobs(
       params,
       config,

@@ -141,7 +141,7 @@ def test_cached_prefill_matches_blockwise_forward(model):
 
 
 def test_config_attention_impl():
-  assert ModelConfig.preset('tiny').attention_impl == 'blockwise'
+  assert ModelConfig.preset('tiny').attention_impl == 'auto'
   assert 'attention_impl' not in ModelConfig.preset('tiny').to_hf()
   with pytest.raises(ValueError, match='attention_impl'):
     ModelConfig.preset('tiny', attention_impl='flash')

@@ -18,7 +18,7 @@ from absl import logging
 from ttt_jax import formats
 from ttt_jax.formats import Format
 from ttt_jax.model import hf, llama
-from ttt_jax.model.config import POSITION_SCHEMES, ModelConfig
+from ttt_jax.model.config import ATTENTION_IMPLS, DEFAULT_ATTENTION, POSITION_SCHEMES, ModelConfig
 
 BUILTIN = 'builtin'
 # Beside an HF export: the position scheme the weights were trained with (HF config.json
@@ -56,6 +56,10 @@ class ModelSpec:
       raise ValueError(
           f'ModelSpec.positions must be auto or one of {POSITION_SCHEMES}, got {self.positions!r}'
       )
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(
+          f'ModelSpec.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}'
+      )
     if self.format not in formats.FORMATS:
       raise ValueError(f'ModelSpec.format must be one of {formats.FORMATS}, got {self.format!r}')
     if self.format != 'compact' and self.checkpoint_dir in ('', BUILTIN):
@@ -68,6 +72,10 @@ class ModelSpec:
   param_dtype: str = 'float32'
   compute_dtype: str = 'float32'
   remat: str = 'none'
+  # The attention kernel of full-sequence forwards (ModelConfig.attention_impl): 'auto' is
+  # blockwise on CPU, cuDNN flash attention on a GPU where it applies, else XLA's
+  # (ttt_jax/model/attention_dispatch.py).
+  attention: str = DEFAULT_ATTENTION
 
 
 def load_base_model(
@@ -92,7 +100,7 @@ def load_base_model(
     )
   if positions != 'sequential' and spec.format != 'compact':
     raise ValueError(f'ModelSpec.positions: {positions!r} positions exist for format=compact only')
-  return config.replace(positions=positions), params, directory
+  return config.replace(positions=positions, attention_impl=spec.attention), params, directory
 
 
 def read_sidecar(directory: str) -> dict:

@@ -15,9 +15,11 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 REMAT_MODES = ('none', 'full', 'dots')
-# 'blockwise' serves full-sequence forwards (training); the KV-cache path always
-# uses 'xla' (see ttt_jax/model/attention.py).
-ATTENTION_IMPLS = ('xla', 'blockwise')
+# The attention kernel of full-sequence forwards (training, scoring, prefill without a
+# cache); 'auto' picks one by backend, dtype and head_dim (model/attention_dispatch.py).
+# The KV-cache path always runs attention.xla_attention.
+ATTENTION_IMPLS = ('auto', 'cudnn', 'xla', 'blockwise')
+DEFAULT_ATTENTION = 'auto'
 # Position ids: 0, 1, 2, ... (Llama's), or from grid coordinates of compact-format
 # tokens (ttt_jax/formats/positions.py); a model trained with one must run with it.
 POSITION_SCHEMES = ('sequential', 'grid')
@@ -62,7 +64,7 @@ class ModelConfig:
   param_dtype: str = 'float32'  # how params are stored
   compute_dtype: str = 'float32'  # matmuls; softmax, norms and logits stay float32
   remat: str = 'none'  # 'none' | 'full' | 'dots': jax.checkpoint on each layer
-  attention_impl: str = 'blockwise'  # 'xla' | 'blockwise'; not part of config.json
+  attention_impl: str = DEFAULT_ATTENTION  # one of ATTENTION_IMPLS; not part of config.json
   positions: str = 'sequential'  # one of POSITION_SCHEMES; not part of config.json
 
   def __post_init__(self):

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.model import attention, lora_ops
+from ttt_jax.model import attention_dispatch, lora_ops
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import TARGETS, LoraConfig, projection_shapes
 
@@ -161,14 +161,17 @@ def _decoder_layer(
     )
     keys, values = read(cache_k), read(cache_v)
 
-  if cache_kv is None and config.attention_impl == 'blockwise':  # queries at slots 0..S-1
-    attn_BSHD = attention.blockwise_attention(
-        q_BSHD, keys, values, key_valid_BT, segments_BS=segments_BS
-    )
-  else:
-    attn_BSHD = attention.xla_attention(
-        q_BSHD, keys, values, query_slot_BS, key_valid_BT, segments_BS
-    )
+  attn_BSHD = attention_dispatch.attend(
+      q_BSHD,
+      keys,
+      values,
+      query_slot_BS,
+      key_valid_BT,
+      segments_BS,
+      impl=config.attention_impl,
+      compute_dtype=config.compute_dtype,
+      cached=cache_kv is not None,
+  )
   x_BSD = x_BSD + proj(attn_BSHD.reshape(B, S, -1), 'o')
 
   h_BSD = rms_norm(x_BSD, layer['mlp_norm'], config.rms_norm_eps)

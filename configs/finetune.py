@@ -8,10 +8,13 @@ The default is the built-in model's recipe (docs/BUILTIN_MODEL.md), sized for
 generators' training split beside ARC-AGI-1 training. `runlocal` shrinks it
 for tests: the tiny model, 24 tasks, short sequences, a few steps. From an HF checkpoint: --config.model.checkpoint_dir=DIR
 (and a smaller lr, e.g. --config.optim.lr=1e-5); LoRA: --config.lora.enabled=True.
+`gpu`: the default recipe with bf16 matmuls on float32 weights (configs/gpu.py).
 Every block starts from its dataclass's defaults and overrides what this recipe changes.
 """
 
 from ml_collections import config_dict
+
+from configs import gpu
 
 from ttt_jax.dataclass_config import to_config_dict
 from ttt_jax.data.pretrain_data import PretrainDataConfig
@@ -22,8 +25,8 @@ from ttt_jax.train.finetune import OptimConfig, TrainingTasks
 
 def get_config(arg: str = '') -> config_dict.ConfigDict:
   runlocal = arg == 'runlocal'
-  if arg not in ('', 'runlocal'):
-    raise ValueError(f"configs/finetune.py: unknown argument {arg!r}; use '' or 'runlocal'")
+  if arg not in ('', 'runlocal', 'gpu'):
+    raise ValueError(f"configs/finetune.py: unknown argument {arg!r}; use '', 'runlocal' or 'gpu'")
   c = config_dict.ConfigDict()
   c.seed = 0
   c.steps = 20 if runlocal else 3000  # ~1 s/step for 'tiny' at 16 x <= 512 tokens
@@ -35,6 +38,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # <= 512 tokens on the 2-core CPU; 'small' (~5M) is several times slower. Grid positions
   # (ttt_jax/formats/positions.py) reach a loss in fewer steps; the export records them.
   c.model = to_config_dict(ModelSpec(checkpoint_dir='', positions='grid'))
+  if arg == 'gpu':  # bf16 matmuls, float32 weights: stage 1 trains them (configs/gpu.py)
+    gpu.apply(c.model, trains_weights=True)
 
   # Full fine-tuning unless lora.enabled (ttt_jax.model.lora.LoraConfig).
   c.lora = to_config_dict(LoraConfig())

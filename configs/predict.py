@@ -8,9 +8,12 @@ The block starts from ttt_jax.infer.predict.PredictConfig's defaults (prompts:
 the paper's transforms and orders; voting: hierarchical) and overrides what
 this recipe changes. `runlocal` shrinks it for a laptop CPU: 2 tasks, few
 variants, greedy decoding, the built-in model unless a checkpoint_dir is given.
+`gpu`: bf16 weights and matmuls (configs/gpu.py).
 """
 
 from ml_collections import config_dict
+
+from configs import gpu
 
 from ttt_jax.dataclass_config import to_config_dict
 from ttt_jax.infer.predict import PredictConfig
@@ -19,8 +22,8 @@ from ttt_jax.model.builtin import ModelSpec
 
 def get_config(arg: str = '') -> config_dict.ConfigDict:
   runlocal = arg == 'runlocal'
-  if arg not in ('', 'runlocal'):
-    raise ValueError(f"configs/predict.py: unknown argument {arg!r}; use '' or 'runlocal'")
+  if arg not in ('', 'runlocal', 'gpu'):
+    raise ValueError(f"configs/predict.py: unknown argument {arg!r}; use '', 'runlocal' or 'gpu'")
   # Decoding ('greedy', the paper; 'sample'; 'dfs', the ARChitects), batching, product-of-
   # experts re-scoring (score_augmentations, 0 = off), prompts and voting.
   c = to_config_dict(PredictConfig())
@@ -29,6 +32,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # 'builtin' (shipped), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or '': a
   # random-init preset.
   c.model = to_config_dict(ModelSpec(compute_dtype='bfloat16'))
+  if arg == 'gpu':  # bf16 base weights too (configs/gpu.py)
+    gpu.apply(c.model)
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''
   c.adapter_subdir = ''

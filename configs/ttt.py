@@ -7,10 +7,13 @@
 Every block starts from its dataclass's defaults (the paper's values, written
 once there) and overrides only what this recipe changes. `runlocal` shrinks
 the same recipe for a laptop CPU: 4 tasks, short sequences, few examples, a
-small adapter, a handful of steps.
+small adapter, a handful of steps. `gpu` is the paper's recipe with bf16 base weights
+(float32 adapters, optimizer state and loss: configs/gpu.py).
 """
 
 from ml_collections import config_dict
+
+from configs import gpu
 
 from ttt_jax.dataclass_config import to_config_dict
 from ttt_jax.data.ttt_data import TTTDataConfig
@@ -21,8 +24,8 @@ from ttt_jax.train.ttt_config import TTTConfig
 
 def get_config(arg: str = '') -> config_dict.ConfigDict:
   runlocal = arg == 'runlocal'
-  if arg not in ('', 'runlocal'):
-    raise ValueError(f"configs/ttt.py: unknown argument {arg!r}; use '' or 'runlocal'")
+  if arg not in ('', 'runlocal', 'gpu'):
+    raise ValueError(f"configs/ttt.py: unknown argument {arg!r}; use '', 'runlocal' or 'gpu'")
   c = config_dict.ConfigDict()
 
   # Base model (ttt_jax.model.builtin.ModelSpec): 'builtin' (the shipped stage-1 model,
@@ -31,6 +34,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   c.model = to_config_dict(ModelSpec())
   if not runlocal:
     c.model.compute_dtype, c.model.remat = 'bfloat16', 'full'
+  if arg == 'gpu':  # the paper's recipe with bf16 base weights (configs/gpu.py)
+    gpu.apply(c.model)
 
   # TTT data per task (ttt_jax.data.ttt_data.TTTDataConfig): leave-one-out x invertible
   # augmentations; d8 = colors = shuffle_order = False is the paper's "no transformation"

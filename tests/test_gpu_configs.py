@@ -1,0 +1,46 @@
+"""The GPU recipes: each config's default plus the numerics of configs/gpu.py, nothing else."""
+
+import dataclasses
+import importlib.util
+import os
+
+import pytest
+
+from configs import gpu
+from ttt_jax.infer import predict
+from ttt_jax.train import finetune, ttt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name, arg=''):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+BF16 = dict(param_dtype=gpu.PARAM_DTYPE, compute_dtype=gpu.COMPUTE_DTYPE)
+
+
+@pytest.mark.parametrize(
+    'name,run_cls,model_changes',
+    [
+        ('ttt', ttt.TTTRun, BF16),
+        ('predict', predict.PredictRun, BF16),
+        # stage 1 trains the weights: float32 weights, bf16 matmuls
+        ('finetune', finetune.FinetuneRun, dict(compute_dtype=gpu.COMPUTE_DTYPE)),
+    ],
+)
+def test_gpu_recipe_is_the_default_with_gpu_numerics(name, run_cls, model_changes):
+  default, on_gpu = (run_cls.from_config(_config(name, arg)) for arg in ('', 'gpu'))
+  assert on_gpu.model == dataclasses.replace(default.model, **model_changes)
+  assert on_gpu.model.attention == 'auto'  # cuDNN on a GPU for bf16
+  others = [f.name for f in dataclasses.fields(run_cls) if f.name != 'model']
+  assert [getattr(on_gpu, f) for f in others] == [getattr(default, f) for f in others]
+  assert gpu.PARAM_DTYPE == gpu.COMPUTE_DTYPE == 'bfloat16'
+
+
+def test_unknown_argument_names_the_choices():
+  with pytest.raises(ValueError, match="'gpu'"):
+    _config('ttt', 'h100')

@@ -125,3 +125,12 @@ def test_validation_reports_loss_and_exact_match(task_dir, tmp_path):
     records = [r for r in map(json.loads, f) if 'val_loss' in r]
   assert records and records[0]['val_examples'] >= 1
   assert np.isfinite(records[0]['val_loss']) and 0.0 <= records[0]['val_exact'] <= 1.0
+
+
+def test_deadline_ends_the_run_as_its_last_step_would(task_dir, tmp_path):
+  config = _config(task_dir, steps=50, checkpoint_every=50)
+  result = finetune.train(config, str(tmp_path), deadline=0.0)  # passed before step 1
+  assert int(result['state']['step']) == 1 and len(_losses(str(tmp_path))) == 1
+  _, params = hf.load_hf(os.path.join(str(tmp_path), 'hf'))  # exported at the stop
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(result['state']['params'])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

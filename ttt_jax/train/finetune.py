@@ -231,10 +231,15 @@ def validate(
 # The run
 
 
-def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
+def train(
+    config, workdir: str, *, stop_after: int | None = None, deadline: float | None = None
+) -> dict:
   """Fine-tunes per `config` (configs/finetune.py); returns the final state and
   host counters. `stop_after` ends the run early after that step, as a kill
-  would (no final checkpoint beyond the regular ones): for tests and time boxes."""
+  would (no final checkpoint beyond the regular ones): for tests and time boxes.
+  `deadline` (a time.monotonic() value) ends it after the first step past it as the
+  last step would end it: validation, checkpoint and export (a time-budgeted run,
+  its lr schedule sized for config.steps)."""
   os.makedirs(workdir, exist_ok=True)
   c = FinetuneRun.from_config(config)
   # No checkpoint: training from scratch is the point, not a warning.
@@ -306,7 +311,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
     host['targets_seen'] += int(metrics['targets'])
     window_tokens += int(metrics['tokens'])
     done = step + 1
-    if done % config.log_every == 0 or done == last:
+    out_of_time = deadline is not None and time.monotonic() > deadline
+    final = done == config.steps or out_of_time
+    if done % config.log_every == 0 or done == last or out_of_time:
       record = {
           'step': done,
           'loss': float(metrics['loss']),
@@ -319,11 +326,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       log(record, 'train')
       progress.set_postfix(loss=f'{record["loss"]:.3f}', tok_s=f'{record["tokens_per_s"]:.0f}')
       window_tokens, window_start = 0, time.perf_counter()
-    if (
-        val_examples
-        and config.eval_every
-        and (done % config.eval_every == 0 or done == config.steps)
-    ):
+    if val_examples and config.eval_every and (done % config.eval_every == 0 or final):
       params = full_params(state['params'], frozen, c.lora)
       record = {
           'step': done,
@@ -333,8 +336,11 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> dict:
       }
       log(record, 'validation')
       logging.info('validation: %s', record)
-    if done % config.checkpoint_every == 0 or done == config.steps:
+    if done % config.checkpoint_every == 0 or final:
       save(done)
+    if out_of_time:
+      logging.info('deadline passed: stopping after step %d of %d', done, config.steps)
+      break
   progress.close()
   checkpointer.close()
   scalars.close()

@@ -367,6 +367,20 @@ PRESETS: dict[str, ModelConfig] = {
         rope_theta=10_000.0,
         max_position_embeddings=8192,
     ),
+    # The GPU built-in model (~19M params, launch/gpu_suite.py trains it): as bf16
+    # safetensors 38 MB, three shards of < 16 MB.
+    'medium': ModelConfig(
+        vocab_size=16,
+        hidden_size=512,
+        intermediate_size=1024,
+        num_layers=8,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=64,
+        rms_norm_eps=1e-5,
+        rope_theta=10_000.0,
+        max_position_embeddings=8192,
+    ),
     # A candidate built-in model (~5M params).
     'small': ModelConfig(
         vocab_size=16,

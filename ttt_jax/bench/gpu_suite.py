@@ -1,0 +1,583 @@
+"""The one-shot GPU suite (launch/gpu_suite.py): every GPU figure of docs/BENCHMARKS.md
+and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
+
+  (a) MFU of the TTT step, Llama-3.2-1B shape (vocab 16), bf16, batch 2 x 2048, LoRA
+      r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py); greedy decode
+      tokens/s at that shape;
+  (b) stage 1 of the 'medium' preset (~19M parameters) with configs/finetune.py's
+      recipe and data on GPU numerics (configs/gpu.py), its steps sized from a few
+      timed steps so that it trains for `train_s` (a deadline guards the estimate),
+      exported as bf16 HF safetensors in shards < 16 MB, with ttt_jax.json;
+  (c) docs/RESULTS.md's protocol with that model: the 100 tasks of
+      configs/data/arc1_eval_shortest100.txt, no TTT vs TTT (ttt_jax/demo.py: the
+      same prompts and voting), pass@2, sign test, true-output NLL;
+  (d) summary.json + summary.md: the machine, versions, every figure.
+
+out_dir receives at most 8 files (summary.json, summary.md, model/: config.json,
+ttt_jax.json, the shard index, 3 shards), each < 16 MB: what a device call brings
+back. Each part rewrites the summary when it ends; a part that fails records its
+error and the others go on ((c) falls back to the shipped built-in model).
+`smoke` runs all of it at a tiny size on CPU (tests/bench/test_gpu_suite.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import demo as demo_configs
+from configs import finetune as finetune_configs
+from configs import gpu
+from ttt_jax import checkpoint, demo
+from ttt_jax.bench import mfu, report
+from ttt_jax.data import pretrain_data
+from ttt_jax.eval import compare, metrics
+from ttt_jax.formats.compact import COMPACT
+from ttt_jax.formats.positions import position_ids
+from ttt_jax.infer import decode
+from ttt_jax.model import builtin, hf, llama
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.train import finetune, ttt
+
+SUMMARY_JSON, SUMMARY_MD, MODEL_DIR = 'summary.json', 'summary.md', 'model'
+MAX_FILES, MAX_FILE_BYTES = 8, 16 * 2**20  # what a device call returns from $OUT
+SHORTEST100 = 'arc1/eval@ids_file=configs/data/arc1_eval_shortest100.txt'
+# A slice of the recipe's task mix (~2% ARC, as 20,000 generated + 400 ARC): what one
+# batch costs the host, measured without loading all 20,400 tasks.
+CALIBRATION_TASKS = ('gen:train@slice=0:400', 'arc1/train@slice=0:8')
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+  """The sizes of every part; FULL is the GPU run, SMOKE the CPU test."""
+
+  # (a)
+  mfu_preset: str = 'llama3.2-1b'
+  mfu_tasks: tuple[int, ...] = (1, 8, 16)
+  mfu_batch: int = 2
+  mfu_seq_len: int = 2048
+  mfu_rank: int = 128
+  mfu_steps: int = 3
+  decode_batch: int = 32
+  decode_prompt_len: int = 2048
+  decode_new_tokens: int = 256
+  # (b)
+  train_preset: str = 'medium'
+  finetune_recipe: str = 'gpu'  # the argument of configs/finetune.py
+  train_s: float = 300.0  # stage-1 training time, at most
+  calibration_steps: int = 5
+  shard_bytes: int = 15 * 2**20
+  # (c): throughput knobs only (a row's decode, a slot's training do not depend on them)
+  selector: str = SHORTEST100
+  protocol_overrides: tuple[tuple[str, object], ...] = (
+      ('ttt.run.num_slots', 25),
+      ('ttt.run.checkpoint_every', 0),  # a one-shot run: no resumable TTT checkpoints
+      ('predict.batch_size', 128),
+      ('predict.tasks_per_group', 16),
+      ('predict.length_multiple', 256),
+  )
+  # the whole suite: training gets what is left of `budget_s` minus `reserve_s` for (c)
+  budget_s: float = 520.0
+  reserve_s: float = 200.0
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    mfu_preset='tiny',
+    mfu_tasks=(1, 2),
+    mfu_batch=1,
+    mfu_seq_len=128,
+    mfu_rank=4,
+    mfu_steps=1,
+    decode_batch=2,
+    decode_prompt_len=32,
+    decode_new_tokens=4,
+    train_preset='tiny',
+    finetune_recipe='runlocal',
+    train_s=8.0,
+    calibration_steps=2,
+    shard_bytes=900_000,  # the tiny model's 2 MB of bf16 in 3 shards
+    selector=SHORTEST100 + '@slice=0:2',
+    protocol_overrides=(
+        ('ttt.run.num_slots', 2),
+        ('ttt.ttt.max_steps', 2),
+        ('ttt.data.max_examples', 4),
+        ('ttt.data.augmentations_per_task', 2),
+        ('predict.prompts.max_variants', 2),
+        ('predict.max_new_tokens', 64),
+    ),
+    budget_s=170.0,
+    reserve_s=0.0,
+)
+
+
+# --- (a) the TTT step and decoding at the 1B shape -----------------------------------------
+
+
+def mfu_part(sizes: Sizes) -> dict:
+  """bench/mfu.py's rows, one T at a time with attention 'auto' (cuDNN on a GPU); a T that
+  fails runs once more with 'xla', its error kept."""
+  rows, errors = [], {}
+  for num_tasks in sizes.mfu_tasks:
+    for attention in ('auto', 'xla'):
+      try:
+        result = mfu.bench_mfu(
+            sizes.mfu_preset,
+            (num_tasks,),
+            sizes.mfu_batch,
+            sizes.mfu_seq_len,
+            sizes.mfu_rank,
+            steps=sizes.mfu_steps,
+            config_overrides={'attention_impl': attention},
+        )
+        rows += [{**r, 'attention': attention} for r in result['rows']]
+        break
+      except Exception as e:  # pylint: disable=broad-except
+        errors[f'T={num_tasks} attention={attention}'] = _error(e)
+  if not rows:
+    raise RuntimeError(f'mfu: every run failed: {errors}')
+  return {
+      'title': result['title'],
+      'peak_flops': result['peak_flops'],
+      'rows': rows,
+      'vmap_over_loop': vmap_speedups(rows),
+      **({'errors': errors} if errors else {}),
+  }
+
+
+def vmap_speedups(rows: list[dict]) -> dict[str, float]:
+  """Per T: tokens/s of the vmapped step over the per-task loop's."""
+  rate = {(r['T'], r['mode']): r['tokens/s'] for r in rows}
+  return {
+      str(t): rate[t, 'vmap'] / rate[t, 'loop']
+      for t, mode in rate
+      if mode == 'vmap' and (t, 'loop') in rate
+  }
+
+
+def decode_part(sizes: Sizes) -> dict:
+  """Greedy KV-cache decoding of random bf16 weights at the MFU shape: new tokens/s of
+  the second call (the first compiles), every row decoding all its tokens."""
+  config = ModelConfig.preset(
+      sizes.mfu_preset, vocab_size=16, param_dtype='bfloat16', compute_dtype='bfloat16'
+  )
+  params = llama.init_params(config, jax.random.key(0))
+  B, P, N = sizes.decode_batch, sizes.decode_prompt_len, sizes.decode_new_tokens
+  tokens_BP = np.random.default_rng(0).integers(0, 13, (B, P)).astype(np.int32)
+  lengths_B = np.full((B,), P, np.int32)
+  run = lambda: decode.generate(
+      params, config, tokens_BP, lengths_B, max_new_tokens=N, stop_ids=(-1,)
+  )
+  first_s = _timed(run)
+  start = time.perf_counter()
+  new_tokens = int(np.sum(np.asarray(jax.block_until_ready(run()).lengths_B)))
+  seconds = time.perf_counter() - start
+  return {
+      'preset': sizes.mfu_preset,
+      'batch': B,
+      'prompt_len': P,
+      'new_tokens': N,
+      'first_call_s': first_s,
+      'seconds': seconds,
+      'new_tokens_per_s': new_tokens / seconds,
+  }
+
+
+def _timed(fn) -> float:
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+# --- (b) stage 1 of the larger built-in model --------------------------------------------
+
+
+def finetune_config(sizes: Sizes, steps: int):
+  """configs/finetune.py's recipe (its `finetune_recipe` argument) on GPU numerics for the
+  `train_preset`, `steps` long, validated and exported once, at the end."""
+  c = finetune_configs.get_config(sizes.finetune_recipe)
+  gpu.apply(c.model, trains_weights=True)
+  c.model.preset = sizes.train_preset
+  c.steps = steps
+  c.log_every = max(1, min(20, steps // 20))
+  c.eval_every = c.checkpoint_every = steps
+  c.optim.warmup_steps = max(1, min(c.optim.warmup_steps, steps // 10))
+  return c
+
+
+def seconds_per_step(config, calibration_steps: int) -> dict:
+  """A step's cost, estimated before training: the host's batch (a slice of the task mix)
+  plus the device's step on the largest batch shape (one compile)."""
+  run = finetune.FinetuneRun.from_config(config)
+  model_config, params, _ = builtin.load_base_model(run.model, warn_random=False)
+  train = CALIBRATION_TASKS if config.data.train[0].startswith('gen:') else config.data.train
+  tasks, _ = pretrain_data.load_training_tasks(train, '')
+  stream = pretrain_data.PretrainStream(tasks, run.stream, COMPACT)
+  start = time.perf_counter()
+  batches = [stream.batch(i) for i in range(calibration_steps)]
+  host_s = (time.perf_counter() - start) / calibration_steps
+  widest = {
+      k: _pad_to(v, run.stream.max_len, COMPACT.pad_id * (k == 'tokens'))
+      for k, v in batches[0].items()
+  }
+  tx, _ = finetune.make_optimizer(run.optim, 1000)
+  state = {'params': params, 'opt_state': tx.init(params), 'step': jnp.int32(0)}
+  step = lambda s: finetune.train_step(
+      s, None, widest, model_config=model_config, lora_config=None, tx=tx
+  )
+  state = jax.block_until_ready(step(state))[0]  # compile
+  start = time.perf_counter()
+  for _ in range(calibration_steps):
+    state = step(state)[0]
+  jax.block_until_ready(state)
+  device_s = (time.perf_counter() - start) / calibration_steps
+  return {'host_batch_s': host_s, 'device_step_s': device_s, 'step_s': host_s + device_s}
+
+
+def _pad_to(x_BS: np.ndarray, length: int, value: int) -> np.ndarray:
+  return np.pad(x_BS, [(0, 0), (0, length - x_BS.shape[1])], constant_values=value)
+
+
+def train_part(sizes: Sizes, train_s: float, work_dir: str, model_dir: str):
+  """Trains for about `train_s` seconds, exports to `model_dir`; (record, config, params)
+  of the exported (bf16) model."""
+  probe = seconds_per_step(finetune_config(sizes, 1000), sizes.calibration_steps)
+  steps = max(2, int(train_s / probe['step_s']))
+  config = finetune_config(sizes, steps)
+  workdir = os.path.join(work_dir, 'finetune')
+  start = time.monotonic()
+  # The guard: a misestimate may overrun by a fifth plus data loading and compiles.
+  result = finetune.train(config, workdir, deadline=start + 1.2 * train_s + 30)
+  seconds = time.monotonic() - start
+  model_config, params = export(
+      model_dir, result['model_config'], jax.device_get(result['state']['params']), sizes
+  )
+  log = list(checkpoint.read_log(os.path.join(workdir, finetune.METRICS_FILE)))
+  last_train = [r for r in log if 'loss' in r][-1]
+  last_val = ([r for r in log if 'val_loss' in r] or [{}])[-1]
+  record = {
+      'preset': sizes.train_preset,
+      'num_params': model_config.num_params,
+      'recipe': f'configs/finetune.py:{sizes.finetune_recipe} + configs/gpu.py',
+      'train_s_budget': train_s,
+      'estimate': probe,
+      'steps_planned': steps,
+      'steps_done': int(result['state']['step']),
+      'seconds': seconds,
+      'tokens_seen': result['host']['tokens_seen'],
+      'targets_seen': result['host']['targets_seen'],
+      'tokens_per_s': result['host']['tokens_seen'] / seconds,
+      'last_train_loss': last_train['loss'],
+      'val_loss': last_val.get('val_loss'),
+      'val_exact': last_val.get('val_exact'),
+      'val_examples': last_val.get('val_examples'),
+      'export': export_check(model_dir, model_config, params),
+  }
+  return record, model_config, params
+
+
+def export(model_dir: str, model_config: ModelConfig, params: dict, sizes: Sizes):
+  """bf16 HF safetensors in shards of at most `shard_bytes`, and ttt_jax.json."""
+  config16 = model_config.replace(param_dtype='bfloat16')
+  params16 = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16)), params)
+  hf.save_hf(model_dir, config16, params16, max_shard_bytes=sizes.shard_bytes)
+  builtin.write_sidecar(model_dir, config16)
+  return config16, params16
+
+
+def export_check(model_dir: str, model_config: ModelConfig, params: dict) -> dict:
+  """The files, and the largest |logit| difference on a probe batch between the model
+  loaded back (as every config loads it) and the one in memory."""
+  spec = builtin.ModelSpec(
+      checkpoint_dir=model_dir,
+      param_dtype=model_config.param_dtype,
+      compute_dtype=model_config.compute_dtype,
+  )
+  loaded_config, loaded, _ = builtin.load_base_model(spec)
+  tokens_BS = jnp.asarray(np.random.default_rng(0).integers(0, 13, (2, 96)), jnp.int32)
+  logits = [
+      llama.forward(p, tokens_BS, c, positions_BS=position_ids(tokens_BS, c))[0]
+      for p, c in ((params, model_config), (loaded, loaded_config))
+  ]
+  return {
+      'files': {
+          f: os.path.getsize(os.path.join(model_dir, f)) for f in sorted(os.listdir(model_dir))
+      },
+      'positions': loaded_config.positions,
+      'max_abs_logit_diff': float(jnp.max(jnp.abs(logits[0] - logits[1]))),
+  }
+
+
+# --- (c) the RESULTS protocol ----------------------------------------------------------
+
+
+def protocol_config(sizes: Sizes, checkpoint_dir: str):
+  """configs/demo.py (the RESULTS.md protocol) on `selector`, GPU numerics, with the
+  throughput overrides of `sizes`."""
+  c = demo_configs.get_config()
+  c.selector = sizes.selector
+  for model in (c.ttt.model, c.predict.model):
+    model.checkpoint_dir = checkpoint_dir
+    gpu.apply(model)
+  for key, value in sizes.protocol_overrides:
+    *parents, leaf = key.split('.')
+    target = c
+    for name in parents:
+      target = target[name]
+    if leaf not in target:
+      raise ValueError(f'protocol override {key!r}: no such config field')
+    target[leaf] = value
+  return c
+
+
+def protocol_part(sizes: Sizes, checkpoint_dir: str, work_dir: str) -> dict:
+  c = protocol_config(sizes, checkpoint_dir)
+  workdir = os.path.join(work_dir, 'protocol')
+  start = time.perf_counter()
+  ttt.run_ttt(c.ttt, os.path.join(workdir, 'ttt'))
+  ttt_s = time.perf_counter() - start
+  base, tuned = demo.run_demo(c, workdir)  # TTT resumes: every job is done
+  details = [
+      _read_json(os.path.join(workdir, f'predict_{arm}', 'details.json')) for arm in ('base', 'ttt')
+  ]
+  with open(os.path.join(workdir, 'comparison.md')) as f:
+    table = f.read()
+  return {
+      'checkpoint_dir': checkpoint_dir,
+      'selector': sizes.selector,
+      'ttt_s': ttt_s,
+      'predict_s': time.perf_counter() - start - ttt_s,
+      **protocol_figures(base, tuned, *details),
+      'comparison_md': table,
+  }
+
+
+def protocol_figures(base, tuned, base_details: dict, tuned_details: dict) -> dict:
+  """pass@2 of both arms, their sign test, true-output NLL and well-formed candidates."""
+  higher, lower, p = compare.sign_test(
+      [t.score for t in base.tasks], [t.score for t in tuned.tasks]
+  )
+  nll = [
+      (metrics.truth_nll(t.task_id, base_details), metrics.truth_nll(t.task_id, tuned_details))
+      for t in base.tasks
+  ]
+  nll = [(a, b) for a, b in nll if a is not None and b is not None]
+  arms = {}
+  for name, score, details in (('no_ttt', base, base_details), ('ttt', tuned, tuned_details)):
+    ok, total = metrics.valid_candidates(details)
+    arms[name] = {
+        'pass2': score.total,
+        'solved': score.num_solved,
+        'nll': sum(pair[name == 'ttt'] for pair in nll) / len(nll) if nll else None,
+        'well_formed': ok,
+        'candidates': total,
+    }
+  return {
+      'num_tasks': base.num_tasks,
+      **arms,
+      'sign_test': {'ttt_higher': higher, 'ttt_lower': lower, 'p': p},
+      'nll_lower_with_ttt': sum(b < a for a, b in nll),
+      'nll_tasks': len(nll),
+  }
+
+
+def _read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+# --- (d) the summary -------------------------------------------------------------------
+
+
+def machine() -> dict:
+  import jaxlib  # pylint: disable=import-outside-toplevel
+
+  return {**report.machine(), 'jaxlib': jaxlib.__version__, 'backend': jax.default_backend()}
+
+
+def write_summary(out_dir: str, summary: dict) -> None:
+  with open(os.path.join(out_dir, SUMMARY_JSON), 'w') as f:
+    json.dump(summary, f, indent=1, default=str)
+  with open(os.path.join(out_dir, SUMMARY_MD), 'w') as f:
+    f.write(summary_markdown(summary))
+
+
+def summary_markdown(s: dict) -> str:
+  m = s['machine']
+  lines = [
+      f'# GPU suite ({"smoke, " if s["smoke"] else ""}{s["started"]})',
+      '',
+      f'{m["device_kind"]} x {m["num_devices"]} ({m["backend"]}), jax {m["jax"]}, jaxlib '
+      f'{m["jaxlib"]}, Python {m["python"]}, {m["cpu_count"]} CPUs; '
+      f'{s.get("seconds", 0):.0f} s so far',
+  ]
+  for part, title in PARTS:
+    lines += ['', f'## {title}', '']
+    record = s.get(part)
+    if record is None:
+      lines.append('not run (yet)')
+    elif 'error' in record:
+      lines.append(f'FAILED after {record["part_s"]:.0f} s: `{record["error"]}`')
+    else:
+      lines += RENDER[part](record)
+  return '\n'.join(lines) + '\n'
+
+
+def _mfu_md(r: dict) -> list[str]:
+  columns = ['T', 'mode', 'attention', 's/step', 'tokens/s', 'TFLOP/s', 'MFU']
+  speedups = ', '.join(f'T={t}: {x:.2f}x' for t, x in r['vmap_over_loop'].items())
+  errors = [f'- {k}: `{v}`' for k, v in r.get('errors', {}).items()]
+  return [
+      r['title'],
+      '',
+      report.markdown_table(r['rows'], columns),
+      '',
+      f'vmap over loop (tokens/s): {speedups}',
+  ] + (['', 'Failed runs:'] + errors if errors else [])
+
+
+def _decode_md(r: dict) -> list[str]:
+  return [
+      f'{r["preset"]} shape, bf16, batch {r["batch"]}, prompt {r["prompt_len"]}, '
+      f'{r["new_tokens"]} new tokens: **{r["new_tokens_per_s"]:.0f} new tokens/s** '
+      f'({r["seconds"]:.2f} s; first call {r["first_call_s"]:.1f} s)'
+  ]
+
+
+def _train_md(r: dict) -> list[str]:
+  rows = [
+      ('preset', f'{r["preset"]} ({r["num_params"] / 1e6:.1f}M parameters)'),
+      ('recipe', r['recipe']),
+      (
+          'estimated s/step (host batch + device step)',
+          f'{r["estimate"]["step_s"]:.4f} ({r["estimate"]["host_batch_s"]:.4f} + {r["estimate"]["device_step_s"]:.4f})',
+      ),
+      ('steps planned / done', f'{r["steps_planned"]} / {r["steps_done"]}'),
+      ('seconds (budget)', f'{r["seconds"]:.0f} ({r["train_s_budget"]:.0f})'),
+      ('tokens seen (targets)', f'{r["tokens_seen"]} ({r["targets_seen"]})'),
+      ('tokens/s', f'{r["tokens_per_s"]:.0f}'),
+      ('last train loss', f'{r["last_train_loss"]:.3f}'),
+      ('validation loss / exact match', _val_md(r)),
+      ('export', ', '.join(f'{f} {b / 2**20:.2f} MiB' for f, b in r['export']['files'].items())),
+      ('exported vs in-memory logits, max abs diff', f'{r["export"]["max_abs_logit_diff"]:.2e}'),
+  ]
+  return ['| | |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]
+
+
+def _val_md(r: dict) -> str:
+  if r['val_loss'] is None:
+    return 'not run'
+  return f'{r["val_loss"]:.3f} / {r["val_exact"] * r["val_examples"]:.0f} of {r["val_examples"]}'
+
+
+def _protocol_md(r: dict) -> list[str]:
+  n, a, b, t = r['num_tasks'], r['no_ttt'], r['ttt'], r['sign_test']
+  fmt = lambda x: '-' if x is None else f'{x:.3f}'
+  return [
+      f'{r["selector"]} with {r["checkpoint_dir"]}; TTT {r["ttt_s"]:.0f} s, predictions '
+      f'{r["predict_s"]:.0f} s',
+      '',
+      '| | no TTT | TTT |',
+      '|---|---|---|',
+      f'| pass@2 ({n} tasks) | {a["pass2"]:.2f} | {b["pass2"]:.2f} |',
+      f'| fully solved tasks | {a["solved"]} | {b["solved"]} |',
+      f'| mean true-output NLL per token | {fmt(a["nll"])} | {fmt(b["nll"])} |',
+      f'| tasks whose NLL fell with TTT | | {r["nll_lower_with_ttt"]} / {r["nll_tasks"]} |',
+      f'| well-formed candidates | {a["well_formed"]} / {a["candidates"]} | '
+      f'{b["well_formed"]} / {b["candidates"]} |',
+      '',
+      f'Sign test of pass@2, TTT vs no TTT: higher on {t["ttt_higher"]}, lower on '
+      f'{t["ttt_lower"]}, p = {t["p"]:.3g}',
+      '',
+      r['comparison_md'],
+  ]
+
+
+PARTS = (
+    ('mfu', '(a) TTT step MFU, vmap vs loop'),
+    ('decode', '(a) decoding'),
+    ('train', '(b) stage 1 of the larger built-in model'),
+    ('protocol', '(c) the RESULTS.md protocol'),
+)
+RENDER = {'mfu': _mfu_md, 'decode': _decode_md, 'train': _train_md, 'protocol': _protocol_md}
+
+
+def out_files(out_dir: str) -> dict[str, int]:
+  """Every file under out_dir (relative path -> bytes)."""
+  found = {}
+  for root, _, files in os.walk(out_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      found[os.path.relpath(path, out_dir)] = os.path.getsize(path)
+  return found
+
+
+def out_problems(files: dict[str, int]) -> list[str]:
+  """Why a device call would not bring every file back (its limits), if it would not."""
+  problems = [f'{len(files)} files > {MAX_FILES}'] if len(files) > MAX_FILES else []
+  for path, size in files.items():
+    if size > MAX_FILE_BYTES:
+      problems.append(f'{path}: {size} bytes > {MAX_FILE_BYTES}')
+    if path.count(os.sep) > 2 or not all(
+        re.fullmatch(r'[A-Za-z0-9._-]+', p) for p in path.split(os.sep)
+    ):
+      problems.append(f'{path}: too deep or an odd name')
+  return problems
+
+
+# --- the suite ---------------------------------------------------------------------------
+
+
+def _error(e: BaseException) -> str:
+  return ''.join(traceback.format_exception_only(type(e), e)).strip()[-2000:]
+
+
+def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple | None]:
+  """Runs (a)-(d); returns the summary and the trained model (config, params) or None."""
+  start = time.monotonic()
+  os.makedirs(out_dir, exist_ok=True)
+  os.makedirs(work_dir, exist_ok=True)
+  summary = {
+      'smoke': sizes != FULL,
+      'started': time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
+      'machine': machine(),
+      'sizes': dataclasses.asdict(sizes),
+  }
+  model_dir, trained = os.path.join(out_dir, MODEL_DIR), None
+
+  def part(name: str, fn):
+    part_start = time.monotonic()
+    try:
+      record = fn()
+    except Exception as e:  # pylint: disable=broad-except
+      traceback.print_exc()
+      record = {'error': _error(e)}
+    record['part_s'] = time.monotonic() - part_start
+    summary[name] = record
+    summary['seconds'] = time.monotonic() - start
+    write_summary(out_dir, summary)
+    return record
+
+  def train():
+    nonlocal trained
+    left = sizes.budget_s - (time.monotonic() - start) - sizes.reserve_s
+    record, *trained = train_part(sizes, max(min(sizes.train_s, left), 1.0), work_dir, model_dir)
+    return record
+
+  part('mfu', lambda: mfu_part(sizes))
+  part('decode', lambda: decode_part(sizes))
+  part('train', train)
+  checkpoint_dir = model_dir if trained else builtin.BUILTIN
+  part('protocol', lambda: protocol_part(sizes, checkpoint_dir, work_dir))
+  summary['out_files'] = out_files(out_dir)
+  summary['out_problems'] = out_problems(summary['out_files'])
+  write_summary(out_dir, summary)
+  return summary, tuple(trained) if trained else None

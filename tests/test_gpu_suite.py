@@ -92,3 +92,27 @@ def test_out_problems_names_what_a_device_call_would_drop():
       {**{f'f{i}': 1 for i in range(8)}, 'big': 2**25, 'a/b/c/d': 1, 'odd name': 1}
   )
   assert len(problems) == 4 and problems[0].startswith('11 files')
+
+
+def test_the_gpu_sizes_build_valid_configs_and_the_model_fits_three_shards(tmp_path):
+  from ttt_jax.infer import predict  # pylint: disable=import-outside-toplevel
+  from ttt_jax.model.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import finetune, ttt  # pylint: disable=import-outside-toplevel
+
+  full = gpu_suite.FULL
+  run = finetune.FinetuneRun.from_config(gpu_suite.finetune_config(full, 5000))
+  assert run.model.preset == 'medium' and run.model.compute_dtype == 'bfloat16'
+  assert run.model.param_dtype == 'float32' and run.tasks.train[0] == 'gen:train@slice=0:20000'
+  c = gpu_suite.protocol_config(full, builtin.BUILTIN)
+  ttt_run, predict_run = ttt.TTTRun.from_config(c.ttt), predict.PredictRun.from_config(c.predict)
+  assert ttt_run.selector == predict_run.selector == gpu_suite.SHORTEST100
+  assert ttt_run.model.param_dtype == predict_run.model.param_dtype == 'bfloat16'
+  # (c) keeps the demo's recipe: only throughput knobs change.
+  assert ttt_run.ttt.lora.rank == 16 and ttt_run.ttt.epochs == 2 and ttt_run.ttt.lr == 1e-3
+  assert predict_run.predict.prompts.max_variants == 10 and predict_run.predict.prompts.orders == 2
+  # The medium model in bf16: 2 summary files + config, sidecar, index + 3 shards = 8.
+  config = ModelConfig.preset('medium')
+  params = jax.jit(llama.init_params, static_argnums=0)(config, jax.random.key(0))
+  gpu_suite.export(str(tmp_path), config, params, full)
+  files = gpu_suite.out_files(str(tmp_path))
+  assert len(files) == 6 and max(files.values()) < gpu_suite.MAX_FILE_BYTES

@@ -37,7 +37,9 @@ def main(argv):
   changes = {'budget_s': _BUDGET_S.value, 'train_s': _TRAIN_S.value, 'reserve_s': _RESERVE_S.value}
   sizes = dataclasses.replace(sizes, **{k: v for k, v in changes.items() if v is not None})
   summary, _ = gpu_suite.run(_OUT_DIR.value, _WORK_DIR.value, sizes)
-  print(f'\nsummary: {_OUT_DIR.value}/{gpu_suite.SUMMARY_MD}; problems: {summary["out_problems"]}')
+  with open(f'{_OUT_DIR.value}/{gpu_suite.SUMMARY_MD}') as f:
+    print('\n' + f.read())  # the end of the output: what a device call's reply shows
+  print(f'files {summary["out_files"]}; problems: {summary["out_problems"] or "none"}')
 
 
 if __name__ == '__main__':

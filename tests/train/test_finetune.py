@@ -134,3 +134,24 @@ def test_deadline_ends_the_run_as_its_last_step_would(task_dir, tmp_path):
   _, params = hf.load_hf(os.path.join(str(tmp_path), 'hf'))  # exported at the stop
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(result['state']['params'])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_data_workers_make_the_same_batches_and_run(task_dir, tmp_path):
+  from ttt_jax.data import prefetch  # pylint: disable=import-outside-toplevel
+  from ttt_jax.formats.compact import COMPACT  # pylint: disable=import-outside-toplevel
+
+  config = _config(task_dir, steps=3, checkpoint_every=3, **{'data.bucket_steps': 2})
+  run = finetune.FinetuneRun.from_config(config)
+  tasks, _ = pretrain_data.load_training_tasks(run.tasks.train, '')
+  stream = pretrain_data.PretrainStream(tasks, run.stream, COMPACT)
+  made = list(prefetch.batches(stream, 1, 6, workers=2))  # starts and stops mid-bucket
+  assert len(made) == 5
+  for step, batch in zip(range(1, 6), made):
+    for key, value in stream.batch(step).items():
+      np.testing.assert_array_equal(batch[key], value)
+  here = finetune.train(config, str(tmp_path / 'here'))
+  there = finetune.train(config, str(tmp_path / 'workers'), data_workers=2)
+  for a, b in zip(
+      jax.tree.leaves(here['state']['params']), jax.tree.leaves(there['state']['params'])
+  ):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -73,7 +73,8 @@ class Sizes:
   train_preset: str = 'medium'
   finetune_recipe: str = 'gpu'  # the argument of configs/finetune.py
   train_s: float = 300.0  # stage-1 training time, at most
-  calibration_steps: int = 5
+  calibration_steps: int = 5  # timed device steps
+  data_workers: int = 12  # processes making batches (the H200 machine has 16 cores)
   shard_bytes: int = 15 * 2**20
   # (c): throughput knobs only (a row's decode, a slot's training do not depend on them)
   selector: str = SHORTEST100
@@ -104,6 +105,7 @@ SMOKE = Sizes(
     finetune_recipe='runlocal',
     train_s=8.0,
     calibration_steps=2,
+    data_workers=1,
     shard_bytes=900_000,  # the tiny model's 2 MB of bf16 in 3 shards
     selector=SHORTEST100 + '@slice=0:2',
     protocol_overrides=(
@@ -213,17 +215,18 @@ def finetune_config(sizes: Sizes, steps: int):
   return c
 
 
-def seconds_per_step(config, calibration_steps: int) -> dict:
-  """A step's cost, estimated before training: the host's batch (a slice of the task mix)
-  plus the device's step on the largest batch shape (one compile)."""
+def seconds_per_step(config, calibration_steps: int, data_workers: int) -> dict:
+  """A step's cost, estimated before training: the device's step on the largest batch
+  shape (one compile) plus the host's batch (one bucket of a slice of the task mix) over
+  the processes making them."""
   run = finetune.FinetuneRun.from_config(config)
   model_config, params, _ = builtin.load_base_model(run.model, warn_random=False)
   train = CALIBRATION_TASKS if config.data.train[0].startswith('gen:') else config.data.train
   tasks, _ = pretrain_data.load_training_tasks(train, '')
   stream = pretrain_data.PretrainStream(tasks, run.stream, COMPACT)
   start = time.perf_counter()
-  batches = [stream.batch(i) for i in range(calibration_steps)]
-  host_s = (time.perf_counter() - start) / calibration_steps
+  batches = [stream.batch(i) for i in range(run.stream.bucket_steps)]  # one bucket
+  host_s = (time.perf_counter() - start) / run.stream.bucket_steps
   widest = {
       k: _pad_to(v, run.stream.max_len, COMPACT.pad_id * (k == 'tokens'))
       for k, v in batches[0].items()
@@ -239,7 +242,12 @@ def seconds_per_step(config, calibration_steps: int) -> dict:
     state = step(state)[0]
   jax.block_until_ready(state)
   device_s = (time.perf_counter() - start) / calibration_steps
-  return {'host_batch_s': host_s, 'device_step_s': device_s, 'step_s': host_s + device_s}
+  return {
+      'host_batch_s': host_s,
+      'device_step_s': device_s,
+      'data_workers': data_workers,
+      'step_s': device_s + host_s / max(1, data_workers),
+  }
 
 
 def _pad_to(x_BS: np.ndarray, length: int, value: int) -> np.ndarray:
@@ -249,13 +257,17 @@ def _pad_to(x_BS: np.ndarray, length: int, value: int) -> np.ndarray:
 def train_part(sizes: Sizes, train_s: float, work_dir: str, model_dir: str):
   """Trains for about `train_s` seconds, exports to `model_dir`; (record, config, params)
   of the exported (bf16) model."""
-  probe = seconds_per_step(finetune_config(sizes, 1000), sizes.calibration_steps)
+  probe = seconds_per_step(
+      finetune_config(sizes, 1000), sizes.calibration_steps, sizes.data_workers
+  )
   steps = max(2, int(train_s / probe['step_s']))
   config = finetune_config(sizes, steps)
   workdir = os.path.join(work_dir, 'finetune')
   start = time.monotonic()
   # The guard: a misestimate may overrun by a fifth plus data loading and compiles.
-  result = finetune.train(config, workdir, deadline=start + 1.2 * train_s + 30)
+  result = finetune.train(
+      config, workdir, deadline=start + 1.2 * train_s + 30, data_workers=sizes.data_workers
+  )
   seconds = time.monotonic() - start
   model_config, params = export(
       model_dir, result['model_config'], jax.device_get(result['state']['params']), sizes
@@ -456,10 +468,7 @@ def _train_md(r: dict) -> list[str]:
   rows = [
       ('preset', f'{r["preset"]} ({r["num_params"] / 1e6:.1f}M parameters)'),
       ('recipe', r['recipe']),
-      (
-          'estimated s/step (host batch + device step)',
-          f'{r["estimate"]["step_s"]:.4f} ({r["estimate"]["host_batch_s"]:.4f} + {r["estimate"]["device_step_s"]:.4f})',
-      ),
+      ('estimated s/step: device step + host batch / data workers', _estimate_md(r['estimate'])),
       ('steps planned / done', f'{r["steps_planned"]} / {r["steps_done"]}'),
       ('seconds (budget)', f'{r["seconds"]:.0f} ({r["train_s_budget"]:.0f})'),
       ('tokens seen (targets)', f'{r["tokens_seen"]} ({r["targets_seen"]})'),
@@ -470,6 +479,13 @@ def _train_md(r: dict) -> list[str]:
       ('exported vs in-memory logits, max abs diff', f'{r["export"]["max_abs_logit_diff"]:.2e}'),
   ]
   return ['| | |', '|---|---|'] + [f'| {k} | {v} |' for k, v in rows]
+
+
+def _estimate_md(e: dict) -> str:
+  return (
+      f'{e["step_s"]:.4f} = {e["device_step_s"]:.4f} + {e["host_batch_s"]:.4f} / '
+      f'{max(1, e["data_workers"])}'
+  )
 
 
 def _val_md(r: dict) -> str:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ttt_jax import checkpoint
 from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data.format import round_up
-from ttt_jax.data import pretrain_data
+from ttt_jax.data import prefetch, pretrain_data
 from ttt_jax.errors import blame
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.chat import copy_tokenizer_files
@@ -232,14 +232,20 @@ def validate(
 
 
 def train(
-    config, workdir: str, *, stop_after: int | None = None, deadline: float | None = None
+    config,
+    workdir: str,
+    *,
+    stop_after: int | None = None,
+    deadline: float | None = None,
+    data_workers: int = 0,
 ) -> dict:
   """Fine-tunes per `config` (configs/finetune.py); returns the final state and
   host counters. `stop_after` ends the run early after that step, as a kill
   would (no final checkpoint beyond the regular ones): for tests and time boxes.
   `deadline` (a time.monotonic() value) ends it after the first step past it as the
   last step would end it: validation, checkpoint and export (a time-budgeted run,
-  its lr schedule sized for config.steps)."""
+  its lr schedule sized for config.steps). `data_workers` processes make the batches ahead
+  (data/prefetch.py: the same batches; for a GPU, which a 2-core host cannot keep busy)."""
   os.makedirs(workdir, exist_ok=True)
   c = FinetuneRun.from_config(config)
   # No checkpoint: training from scratch is the point, not a warning.
@@ -304,8 +310,9 @@ def train(
   last = config.steps if stop_after is None else min(config.steps, stop_after)
   progress = tqdm(range(start, last), initial=start, total=config.steps, desc='finetune')
   window_tokens, window_start = 0, time.perf_counter()  # tokens/s over the logging window
-  for step in progress:
-    state, metrics = step_fn(state, frozen, stream.batch(step))
+  batches = prefetch.batches(stream, start, last, data_workers)
+  for step, batch in zip(progress, batches):
+    state, metrics = step_fn(state, frozen, batch)
     metrics = jax.device_get(metrics)
     host['tokens_seen'] += int(metrics['tokens'])
     host['targets_seen'] += int(metrics['targets'])
@@ -342,7 +349,8 @@ def train(
       logging.info('deadline passed: stopping after step %d of %d', done, config.steps)
       break
   progress.close()
+  batches.close()  # ends the workers
   checkpointer.close()
   scalars.close()
-  logging.info('stream stats: %s', stream.stats)
+  logging.info('stream stats (of this process, not its data workers): %s', stream.stats)
   return {'state': state, 'host': host, 'model_config': model_config}

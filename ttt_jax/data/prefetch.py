@@ -19,6 +19,8 @@ import os
 import pickle
 from collections.abc import Iterator
 
+from absl import logging
+
 from ttt_jax.data.pretrain_data import PretrainStream
 
 _STREAM: PretrainStream | None = None  # a worker's copy
@@ -56,8 +58,13 @@ def batches(stream: PretrainStream, start: int, stop: int, workers: int = 0) -> 
     return
   n = stream.cfg.bucket_steps
   todo = iter(range(start // n, -(-stop // n)))
-  with _cpu_only_children():
-    pool = multiprocessing.get_context('spawn').Pool(workers, _init, (pickle.dumps(stream),))
+  try:
+    with _cpu_only_children():
+      pool = multiprocessing.get_context('spawn').Pool(workers, _init, (pickle.dumps(stream),))
+  except OSError as e:  # e.g. no /dev/shm for the pool's locks: slower, not wrong
+    logging.warning('no data workers (%s): making batches in this process', e)
+    yield from batches(stream, start, stop, 0)
+    return
   try:
     pending = collections.deque(
         (b, pool.apply_async(_bucket, (b,))) for b in itertools.islice(todo, 2 * workers)

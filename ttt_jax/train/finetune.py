@@ -166,7 +166,7 @@ def train_step(
   params = optax.apply_updates(state['params'], updates)
   metrics = {
       'loss': loss,
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree.norm(grads),
       'tokens': jnp.sum(batch['mask']),
       'targets': jnp.sum(batch['loss_mask'][:, 1:]),
   }

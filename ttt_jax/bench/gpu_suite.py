@@ -211,12 +211,12 @@ def _timed(fn) -> float:
 # --- (b) stage 1 of the larger built-in model --------------------------------------------
 
 
-def finetune_config(sizes: Sizes, steps: int):
+def finetune_config(sizes: Sizes, steps: int, attention: str = 'auto'):
   """configs/finetune.py's recipe (its `finetune_recipe` argument) on GPU numerics for the
   `train_preset`, `steps` long, validated and exported once, at the end."""
   c = finetune_configs.get_config(sizes.finetune_recipe)
   gpu.apply(c.model, trains_weights=True)
-  c.model.preset = sizes.train_preset
+  c.model.preset, c.model.attention = sizes.train_preset, attention
   c.steps = steps
   c.log_every = max(1, min(20, steps // 20))
   c.eval_every = c.checkpoint_every = steps
@@ -264,14 +264,14 @@ def _pad_to(x_BS: np.ndarray, length: int, value: int) -> np.ndarray:
   return np.pad(x_BS, [(0, 0), (0, length - x_BS.shape[1])], constant_values=value)
 
 
-def train_part(sizes: Sizes, train_s: float, work_dir: str, model_dir: str):
+def train_part(sizes: Sizes, train_s: float, work_dir: str, model_dir: str, attention: str):
   """Trains for about `train_s` seconds, exports to `model_dir`; (record, config, params)
   of the exported (bf16) model."""
   probe = seconds_per_step(
-      finetune_config(sizes, 1000), sizes.calibration_steps, sizes.data_workers
+      finetune_config(sizes, 1000, attention), sizes.calibration_steps, sizes.data_workers
   )
   steps = max(2, int(train_s / probe['step_s']))
-  config = finetune_config(sizes, steps)
+  config = finetune_config(sizes, steps, attention)
   workdir = os.path.join(work_dir, 'finetune')
   start = time.monotonic()
   # The guard: a misestimate may overrun by a fifth plus data loading and compiles.
@@ -322,6 +322,7 @@ def export_check(model_dir: str, model_config: ModelConfig, params: dict) -> dic
       checkpoint_dir=model_dir,
       param_dtype=model_config.param_dtype,
       compute_dtype=model_config.compute_dtype,
+      attention=model_config.attention_impl,
   )
   loaded_config, loaded, _ = builtin.load_base_model(spec)
   tokens_BS = jnp.asarray(np.random.default_rng(0).integers(0, 13, (2, 96)), jnp.int32)
@@ -341,13 +342,13 @@ def export_check(model_dir: str, model_config: ModelConfig, params: dict) -> dic
 # --- (c) the RESULTS protocol ----------------------------------------------------------
 
 
-def protocol_config(sizes: Sizes, checkpoint_dir: str):
+def protocol_config(sizes: Sizes, checkpoint_dir: str, attention: str = 'auto'):
   """configs/demo.py (the RESULTS.md protocol) on `selector`, GPU numerics, with the
   throughput overrides of `sizes`."""
   c = demo_configs.get_config()
   c.selector = sizes.selector
   for model in (c.ttt.model, c.predict.model):
-    model.checkpoint_dir = checkpoint_dir
+    model.checkpoint_dir, model.attention = checkpoint_dir, attention
     gpu.apply(model)
   for key, value in sizes.protocol_overrides:
     *parents, leaf = key.split('.')
@@ -360,8 +361,8 @@ def protocol_config(sizes: Sizes, checkpoint_dir: str):
   return c
 
 
-def protocol_part(sizes: Sizes, checkpoint_dir: str, work_dir: str) -> dict:
-  c = protocol_config(sizes, checkpoint_dir)
+def protocol_part(sizes: Sizes, checkpoint_dir: str, work_dir: str, attention: str) -> dict:
+  c = protocol_config(sizes, checkpoint_dir, attention)
   workdir = os.path.join(work_dir, 'protocol')
   start = time.perf_counter()
   ttt.run_ttt(c.ttt, os.path.join(workdir, 'ttt'))
@@ -420,6 +421,24 @@ def _read_json(path: str):
     return json.load(f)
 
 
+def cudnn_probe() -> str | None:
+  """None when cuDNN's attention runs here (a small jitted forward and backward), else why
+  not: then (b) and (c) run attention=xla instead of losing their parts."""
+  if jax.default_backend() != 'gpu':
+    return f'not a GPU ({jax.default_backend()})'
+  try:
+    q_BSHD = jnp.ones((2, 128, 4, 64), jnp.bfloat16)
+    valid_BS = jnp.arange(128)[None, :] < jnp.asarray([[128], [70]])
+    attend = lambda q: attention_dispatch.dot_product_attention(
+        q, q[:, :, :2], q[:, :, :2], valid_BS, 'cudnn'
+    )
+    loss = lambda q: jnp.sum(attend(q).astype(jnp.float32))
+    jax.block_until_ready(jax.jit(jax.grad(loss))(q_BSHD))
+    return None
+  except Exception as e:  # pylint: disable=broad-except
+    return _error(e)
+
+
 # --- (d) the summary -------------------------------------------------------------------
 
 
@@ -458,6 +477,8 @@ def summary_markdown(s: dict) -> str:
       f'{m["python"]}, {m["cpu_count"]} CPUs; {s.get("seconds", 0):.0f} s so far',
       '',
       ', '.join(f'{name} {m[name]}' for name in PACKAGES),
+      '',
+      f'cuDNN attention: {s["cudnn_probe"] or "runs"}',
   ]
   for part, title in PARTS:
     lines += ['', f'## {title}', '']
@@ -596,6 +617,9 @@ def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple |
       'sizes': dataclasses.asdict(sizes),
   }
   model_dir, trained = os.path.join(out_dir, MODEL_DIR), None
+  summary['cudnn_probe'] = cudnn_probe()
+  gpu_without_cudnn = jax.default_backend() == 'gpu' and summary['cudnn_probe'] is not None
+  attention = 'xla' if gpu_without_cudnn else 'auto'  # for (b) and (c)
 
   def part(name: str, fn):
     part_start = time.monotonic()
@@ -615,14 +639,14 @@ def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple |
     left = sizes.budget_s - (time.monotonic() - start) - sizes.reserve_s
     # At least a minute (or train_s): a model of a few steps would make (c) meaningless.
     seconds = max(min(sizes.train_s, left), min(60.0, sizes.train_s))
-    record, *trained = train_part(sizes, seconds, work_dir, model_dir)
+    record, *trained = train_part(sizes, seconds, work_dir, model_dir, attention)
     return record
 
   part('mfu', lambda: mfu_part(sizes))
   part('decode', lambda: decode_part(sizes))
   part('train', train)
   checkpoint_dir = model_dir if trained else builtin.BUILTIN
-  part('protocol', lambda: protocol_part(sizes, checkpoint_dir, work_dir))
+  part('protocol', lambda: protocol_part(sizes, checkpoint_dir, work_dir, attention))
   summary['out_files'] = out_files(out_dir)
   summary['out_problems'] = out_problems(summary['out_files'])
   write_summary(out_dir, summary)

@@ -3,7 +3,7 @@
 `ModelConfig.attention_impl` ('auto' | 'cudnn' | 'xla' | 'blockwise') names it;
 `resolve` turns 'auto' into one of the others:
 
-| backend | compute dtype bf16 / fp16, head_dim a multiple of 8 and <= 128, no segment ids | otherwise |
+| backend | bf16 / fp16 compute, head_dim % 8 == 0 and <= 128, no segment ids | otherwise |
 |---|---|---|
 | cpu | blockwise | blockwise |
 | gpu | cudnn | xla |
@@ -22,8 +22,8 @@ XLA's softmax on a GPU.
 - With a KV cache (queries at arbitrary slots) every choice runs
   `attention.xla_attention`.
 
-All keep the convention of attention.py: query s sees key t iff t <= s and key t is
-real; a query that sees no key outputs zeros.
+All keep the convention of attention.py: query s sees key t iff t <= s, key t is
+real (and, in packed rows, in s's segment); a query that sees no key outputs zeros.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class Sizes:
   protocol_overrides: tuple[tuple[str, object], ...] = (
       ('ttt.run.num_slots', 25),
       ('ttt.run.checkpoint_every', 0),  # a one-shot run: no resumable TTT checkpoints
-      ('predict.batch_size', 128),
+      ('predict.batch_size', 64),  # with adapters a call decodes one task's rows (10-80)
       ('predict.tasks_per_group', 16),
       ('predict.length_multiple', 256),
   )

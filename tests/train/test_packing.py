@@ -24,13 +24,14 @@ def _examples(num_demos=4, seed=0):
 
 
 def _batch(arrays: ttt_data.TTTArrays, rows) -> dict:
-  segments = arrays.segments[0, rows]
-  return {
+  batch = {
       'tokens': arrays.tokens[0, rows],
-      'mask': segments > 0,
+      'mask': np.arange(SEQ_LEN)[None, :] < arrays.lengths[0, rows, None],
       'loss_mask': arrays.loss_mask[0, rows],
-      'segments': segments,
   }
+  if arrays.segments is not None:
+    batch['segments'] = arrays.segments[0, rows]
+  return batch
 
 
 def test_pack_rows_first_fit_decreasing():
@@ -44,7 +45,7 @@ def test_pack_tasks_keeps_every_example_once_in_contiguous_segments():
   unpacked = ttt_data.pack_tasks([examples], 8, SEQ_LEN)
   packed = ttt_data.pack_tasks([examples], 8, SEQ_LEN, pack=True)
   assert unpacked.num_examples[0] == len(examples) > packed.num_examples[0]
-  np.testing.assert_array_equal(unpacked.segments, ttt_data.row_segments(unpacked.lengths, SEQ_LEN))
+  assert unpacked.segments is None  # one example per row: kernels that take lengths
   found = []
   for r in range(packed.num_examples[0]):
     seg = packed.segments[0, r]
@@ -103,7 +104,7 @@ def test_train_step_trains_packed_rows():
     assert match and (packed.segments[0, match[0]] == segments).all()
   assert int(batch['segments'].max()) >= 2  # a row holds several examples
 
-  slots, slot_data = slot_ops.empty_slots(1, 8, SEQ_LEN, tl.MODEL, tl.TTT)
+  slots, slot_data = slot_ops.empty_slots(1, 8, SEQ_LEN, tl.MODEL, tl.TTT, packed=True)
   slots, slot_data = slot_ops.place_job(
       slots,
       slot_data,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ttt_jax.data.ttt_data import TTTArrays, row_segments
+from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
@@ -40,11 +40,11 @@ def task_arrays(num_tasks: int, num_examples=None, seed: int = 0) -> TTTArrays:
   num_examples = np.asarray(num_examples, np.int32)
   row_valid = np.arange(N)[None, :] < num_examples[:, None]
   lengths = np.where(row_valid, lengths, 0).astype(np.int32)
-  return TTTArrays(tokens, loss_mask, lengths, num_examples, row_segments(lengths, S))
+  return TTTArrays(tokens, loss_mask, lengths, num_examples)
 
 
 def one_task(arrays: TTTArrays, t: int) -> TTTArrays:
-  return TTTArrays(*(x[t] for x in arrays))
+  return jax.tree.map(lambda x: x[t], arrays)
 
 
 def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None):

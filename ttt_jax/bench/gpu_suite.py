@@ -2,9 +2,9 @@
 and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
 
   (a) MFU of the TTT step, Llama-3.2-1B shape (vocab 16), bf16, batch 2 x 2048, LoRA
-      r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py; its rows carry
-      segment ids, so attention is XLA's on a GPU, not cuDNN's); greedy decode tokens/s
-      at that shape;
+      r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py; one example per
+      row, so attention `auto` is cuDNN's flash attention on a GPU); greedy decode
+      tokens/s at that shape;
   (b) stage 1 of the 'medium' preset (~19M parameters) with configs/finetune.py's
       recipe and data on GPU numerics (configs/gpu.py), its steps sized from a few
       timed steps so that it trains for `train_s` (a deadline guards the estimate),
@@ -147,7 +147,7 @@ def mfu_part(sizes: Sizes) -> dict:
             jax.default_backend(),
             'bfloat16',
             ModelConfig.preset(sizes.mfu_preset).head_dim,
-            segmented=True,  # TTT batches carry segment ids (ttt_step.draw_batch)
+            segmented=False,  # one example per row: no segment ids (ttt_step.draw_batch)
         )
         rows += [{**r, 'attention': f'{attention}: {kernel}'} for r in result['rows']]
         break

@@ -45,7 +45,7 @@ ALL_TARGETS = tuple(TARGETS)
 
 
 def _task(arrays: TTTArrays, t: int) -> TTTArrays:
-  return TTTArrays(*(x[t] for x in arrays))
+  return jax.tree.map(lambda x: x[t], arrays)
 
 
 def _batches(arrays: TTTArrays, t: int, steps: int, ttt_config: TTTConfig) -> list[dict]:

@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from ttt_jax.data.ttt_data import TTTArrays, row_segments
+from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.train import slots as slot_ops
 from ttt_jax.train import ttt_step
 
@@ -20,8 +20,7 @@ def random_tasks(num_tasks: int, num_examples: int, seq_len: int, seed: int) -> 
   loss_mask = np.zeros_like(tokens)
   loss_mask[..., seq_len // 2 :] = 1
   lengths = np.full((num_tasks, num_examples), seq_len, np.int32)
-  num_rows = np.full((num_tasks,), num_examples, np.int32)
-  return TTTArrays(tokens, loss_mask, lengths, num_rows, row_segments(lengths, seq_len))
+  return TTTArrays(tokens, loss_mask, lengths, np.full((num_tasks,), num_examples, np.int32))
 
 
 def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
@@ -33,7 +32,7 @@ def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
         slots,
         data,
         slot,
-        TTTArrays(*(x[t] for x in arrays)),
+        jax.tree.map(lambda x: x[t], arrays),
         t,
         t,
         ttt_config.lr,

@@ -87,12 +87,10 @@ class TTTArrays(NamedTuple):
   loss_mask: np.ndarray  # int32 [T, N, S]
   lengths: np.ndarray  # int32 [T, N], 0 for empty rows
   num_examples: np.ndarray  # int32 [T]: rows in use
-  segments: np.ndarray  # int32 [T, N, S]: 1, 2, ... the example of each token; 0 padding
-
-
-def row_segments(lengths_TN: np.ndarray, seq_len: int) -> np.ndarray:
-  """Segment ids of one-example rows: 1 on each row's first `length` tokens, else 0."""
-  return (np.arange(seq_len) < np.asarray(lengths_TN)[..., None]).astype(np.int32)
+  # Packed rows only (None: one example per row): int32 [T, N, S], 1, 2, ... the example
+  # of each token, 0 padding. Rows without them run attention kernels that take lengths
+  # (cuDNN's flash attention on a GPU).
+  segments: np.ndarray | None = None
 
 
 # ------------------------------------------------------- leave-n-out tasks
@@ -279,7 +277,7 @@ def pack_tasks(
   t = len(per_task_examples)
   tokens = np.full((t, max_examples, seq_len), pad_id, np.int32)
   loss_mask = np.zeros((t, max_examples, seq_len), np.int32)
-  segments = np.zeros((t, max_examples, seq_len), np.int32)
+  segments = np.zeros((t, max_examples, seq_len), np.int32) if pack else None
   lengths = np.zeros((t, max_examples), np.int32)
   num_rows = np.zeros(t, np.int32)
   for ti, examples in enumerate(per_task_examples):
@@ -302,6 +300,8 @@ def pack_tasks(
       for segment, i in enumerate(row, start=1):
         toks, mask = examples[i]
         span = slice(lengths[ti, ri], lengths[ti, ri] + len(toks))
-        tokens[ti, ri, span], loss_mask[ti, ri, span], segments[ti, ri, span] = toks, mask, segment
+        tokens[ti, ri, span], loss_mask[ti, ri, span] = toks, mask
+        if pack:
+          segments[ti, ri, span] = segment
         lengths[ti, ri] += len(toks)
   return TTTArrays(tokens, loss_mask, lengths, num_rows, segments)

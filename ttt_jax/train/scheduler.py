@@ -102,6 +102,7 @@ class Scheduler:
       num_slots: int,
       max_examples: int,
       seq_len: int,
+      packed: bool = False,
       mesh: Mesh | None = None,
       on_job_done: Callable[[JobResult, Any], None] | None = None,
       on_step: Callable[[int, dict], None] | None = None,
@@ -115,8 +116,9 @@ class Scheduler:
     self.on_step = on_step
     self._last_collect = time.perf_counter()
     self.finished = finished or {}
+    self.packed = packed
     self.slots, self.data = slot_ops.empty_slots(
-        num_slots, max_examples, seq_len, model_config, ttt_config, mesh
+        num_slots, max_examples, seq_len, model_config, ttt_config, mesh, packed=packed
     )
     self.host = HostState(
         _fingerprint(self.jobs, model_config, ttt_config, num_slots, max_examples, seq_len)
@@ -179,11 +181,15 @@ class Scheduler:
 
   def _arrays(self, task: int) -> TTTArrays:
     """One task's examples, checked against the slot shapes."""
-    arrays = TTTArrays(*(np.asarray(x) for x in self.task_data(task)))
+    arrays = jax.tree.map(np.asarray, self.task_data(task))
     if arrays.tokens.shape != self.shape or arrays.lengths.shape != self.shape[:1]:
       raise ValueError(
           f'task_data({task}): tokens {arrays.tokens.shape}, lengths {arrays.lengths.shape}; '
           f'expected {self.shape}, {self.shape[:1]}'
+      )
+    if (arrays.segments is not None) != self.packed:
+      raise ValueError(
+          f'task_data({task}): packed={arrays.segments is not None}, the run packed={self.packed}'
       )
     return arrays
 

@@ -83,8 +83,10 @@ def empty_slots(
     model_config: ModelConfig,
     ttt_config: TTTConfig,
     mesh: Mesh | None = None,
+    packed: bool = False,
 ) -> tuple[Slots, TTTArrays]:
-  """All-EMPTY slots (zeros) of the right shapes, created on device, sharded."""
+  """All-EMPTY slots (zeros) of the right shapes, created on device, sharded; with
+  segment ids when the run's rows are `packed`."""
 
   def make():
     zeros_T = jnp.zeros((num_slots,), jnp.int32)
@@ -106,7 +108,7 @@ def empty_slots(
         loss_mask=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
         lengths=jnp.zeros((num_slots, max_examples), jnp.int32),
         num_examples=zeros_T,
-        segments=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),
+        segments=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32) if packed else None,
     )
     return slots, data
 

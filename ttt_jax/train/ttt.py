@@ -138,7 +138,7 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
     packed = ttt_data.pack_tasks(
         [examples], c.data.max_examples, c.data.seq_len, fmt.pad_id, c.data.pack
     )
-    return TTTArrays(*(x[0] for x in packed))
+    return jax.tree.map(lambda x: x[0], packed)
 
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, METRICS_FILE)
@@ -195,6 +195,7 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
         num_slots=c.run.num_slots,
         max_examples=c.data.max_examples,
         seq_len=c.data.seq_len,
+        packed=c.data.pack,
         mesh=mesh,
         on_job_done=on_job_done,
         on_step=lambda step, m: scalars.write(step, m, prefix='ttt_step'),

@@ -81,13 +81,14 @@ def draw_batch(data: TTTArrays, job_seed, step, ttt_config: TTTConfig) -> dict:
   pos_B = within * batch + jnp.arange(batch)
   valid_B = pos_B < n
   rows_B = order_N[jnp.clip(pos_B, 0, jnp.maximum(n - 1, 0))]
-  segments_BS = data.segments[rows_B]
-  return {
+  batch = {
       'tokens': data.tokens[rows_B],
-      'mask': segments_BS > 0,
+      'mask': jnp.arange(seq_len)[None, :] < data.lengths[rows_B][:, None],
       'loss_mask': data.loss_mask[rows_B] * valid_B[:, None].astype(data.loss_mask.dtype),
-      'segments': segments_BS,
   }
+  if data.segments is not None:  # packed rows
+    batch['segments'] = data.segments[rows_B]
+  return batch
 
 
 def init_adapter(job_seed, model_config: ModelConfig, ttt_config: TTTConfig) -> Any:

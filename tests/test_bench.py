@@ -110,7 +110,7 @@ def test_hf_peer_does_the_same_work(tmp_path):
   assert check['adapter_max_abs_diff'] <= 1e-4
   assert check['first_loss_max_abs_diff'] <= 1e-4
   assert check['b_grad_max_rel_diff'] <= 1e-3
-  assert [r['method'] for r in result['rows']] == ['hf', 'vmap', 'loop']
+  assert [r['method'] for r in result['rows']] == ['hf', 'vmap', 'map', 'loop']
   assert all(r['tokens/s'] > 0 for r in result['rows'])
   assert all(len(s) == 2 for s in result['seconds_per_round'].values())
   hf_row, vmap_row = result['rows'][:2]

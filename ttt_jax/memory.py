@@ -57,7 +57,9 @@ def plan_ttt_step(
     max_examples: int,
     mesh_axes: Sequence[tuple[str, int]] = parallel.DEFAULT_AXES,
 ) -> MemoryPlan:
-  """Compiles (never runs) the step on a mesh over this process's devices."""
+  """Compiles (never runs) the step on a mesh over this process's devices, its slots
+  vmapped as an accelerator runs them (not lax.map, what 'auto' picks on one CPU)."""
+  ttt_config = dataclasses.replace(ttt_config, over_slots='vmap')
   mesh = parallel.make_mesh(mesh_axes)
   tasks = parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data' x 'fsdp'
   params = jax.eval_shape(lambda: llama.init_params(model_config, jax.random.key(0)))

@@ -1,6 +1,8 @@
 """The vmapped multi-task step: equivalence with single-task steps, per-task
 control (epochs, lrs, NaN isolation, adaptive stop) and frozen base weights."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,8 +50,10 @@ def arrays():
   return tl.task_arrays(4, num_examples=[5, 4, 3, 5], seed=0)
 
 
-def test_vmapped_step_equals_single_task_steps(params, arrays):
-  slots, losses, _ = run(params, *fill(arrays, range(4)), steps=3)
+@pytest.mark.parametrize('over_slots', ['vmap', 'map'])
+def test_vmapped_step_equals_single_task_steps(params, arrays, over_slots):
+  config = dataclasses.replace(TTT, over_slots=over_slots)
+  slots, losses, _ = run(params, *fill(arrays, range(4), config), steps=3, config=config)
   for t in range(4):
     one, one_losses, _ = run(params, *fill(arrays, [t]), steps=3)
     np.testing.assert_allclose(losses[t], one_losses[0], atol=1e-5, rtol=0)
@@ -57,6 +61,13 @@ def test_vmapped_step_equals_single_task_steps(params, arrays):
       np.testing.assert_allclose(got[t], want[0], atol=1e-5, rtol=0)
   # Training moved the adapters (B starts at zero).
   assert np.abs(np.asarray(slots.lora['q']['b'])).max() > 0
+
+
+def test_over_slots_auto_maps_on_one_cpu_device():
+  assert ttt_step.over_slots(TTT, None) == ('map' if jax.default_backend() == 'cpu' else 'vmap')
+  assert ttt_step.over_slots(dataclasses.replace(TTT, over_slots='vmap'), None) == 'vmap'
+  with pytest.raises(ValueError, match='over_slots'):
+    TTTConfig(over_slots='pmap')
 
 
 def test_each_epoch_visits_every_example_once(arrays):

@@ -7,7 +7,9 @@ exported with `checkpoint.export_peft_adapter` and loaded into the peft
 model), same batches (`ttt_step.draw_batch`), same optimizer (global-norm clip ->
 AdamW, same lr schedule, betas, eps, weight decay), float32. Three ways:
 
-  vmap  one jitted step trains all T tasks' adapters (ttt_step.train_step)
+  vmap  one jitted step trains all T tasks' adapters (ttt_step.train_step), slots vmapped
+  map   the same step with its slots one after another (over_slots='map', lax.map: what
+        'auto' runs on a CPU)
   loop  T single-task jitted steps
   hf    T tasks one after another, each a torch AdamW loop (peft model)
 
@@ -23,6 +25,7 @@ torch / transformers / peft are test-only dependencies, imported in here only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -223,7 +226,7 @@ def bench_vs_hf(
     rounds: int = 5,
     out: str | None = None,
 ) -> dict:
-  """tokens/s of vmap / loop / hf on the same work, timed in interleaved rounds
+  """tokens/s of vmap / map / loop / hf on the same work, timed in interleaved rounds
   (interleave.py); raises if the same-work check fails."""
   import torch  # pylint: disable=import-outside-toplevel
 
@@ -238,10 +241,13 @@ def bench_vs_hf(
   )
   params = llama.init_params(model_config, jax.random.key(0))
   arrays = workload.random_tasks(num_tasks, 4 * batch_size, seq_len, seed=0)
-  fill = lambda tasks: workload.fill_slots(arrays, tasks, model_config, ttt_config)
-  vmapped = _Ours(params, [fill(range(num_tasks))], steps, model_config, ttt_config)
+  fill = lambda tasks, c=ttt_config: workload.fill_slots(arrays, tasks, model_config, c)
+  ours = {}
+  for name in ('vmap', 'map'):
+    config = dataclasses.replace(ttt_config, over_slots=name)
+    ours[name] = _Ours(params, [fill(range(num_tasks), config)], steps, model_config, config)
   looped = [fill(range(t, t + 1)) for t in range(num_tasks)]
-  looped = _Ours(params, looped, steps, model_config, ttt_config)
+  ours['loop'] = _Ours(params, looped, steps, model_config, ttt_config)
 
   with tempfile.TemporaryDirectory() as tmp:
     hf.save_hf(os.path.join(tmp, 'model'), model_config, params)
@@ -256,7 +262,7 @@ def bench_vs_hf(
     check = _check_same_work(params, arrays, trainer, tmp, model_config, ttt_config, check_steps)
     hf_round = lambda: _hf_round(trainer, arrays, tmp, steps, ttt_config)
     hf_round()  # warm-up
-    seconds = interleave.interleaved({'hf': hf_round, 'vmap': vmapped, 'loop': looped}, rounds)
+    seconds = interleave.interleaved({'hf': hf_round, **ours}, rounds)
   stats = interleave.ratio_stats(seconds, 'hf')
   peak = interleave.matmul_peak_flops()
   flops = mfu.ttt_step_flops(model_config, ttt_config.lora, num_tasks, batch_size, seq_len).total

@@ -111,7 +111,12 @@ def bench_mfu(
   )
   params = llama.init_params(config, jax.random.key(0))
   ttt_config = TTTConfig(
-      lora=LoraConfig(rank=rank), batch_size=batch_size, lr=1e-4, epochs=1000, warmup_frac=0.0
+      lora=LoraConfig(rank=rank),
+      batch_size=batch_size,
+      lr=1e-4,
+      epochs=1000,
+      warmup_frac=0.0,
+      over_slots='vmap',  # the 'vmap' mode is vmapped on any backend ('auto' maps on a CPU)
   )
   device_peak = peak_flops(jax.devices()[0].device_kind, peak)
   rows = []

@@ -11,6 +11,8 @@ import optax
 from ttt_jax.model.lora import LoraConfig
 from ttt_jax.train import optim
 
+OVER_SLOTS = ('auto', 'vmap', 'map')
+
 
 @dataclasses.dataclass(frozen=True)
 class TTTConfig:
@@ -31,6 +33,11 @@ class TTTConfig:
   # LM head on at most this many target tokens per task batch (None: on every
   # position); must cover max_targets_per_batch of every task.
   loss_capacity: int | None = None
+  # How the step runs forward + backward over its T slots: 'vmap' (one batched program,
+  # what a GPU or TPU wants), 'map' (lax.map: one slot after another inside the same
+  # jitted step), 'auto' (map on one CPU device, where one slot's batch already fills
+  # the cores, vmap elsewhere). Same numbers either way.
+  over_slots: str = 'auto'
   seed: int = 0
 
   def __post_init__(self):
@@ -43,6 +50,8 @@ class TTTConfig:
       value = getattr(self, name)
       if value is not None and value <= 0:
         raise ValueError(f'TTTConfig.{name} must be positive or None, got {value!r}')
+    if self.over_slots not in OVER_SLOTS:
+      raise ValueError(f'TTTConfig.over_slots must be one of {OVER_SLOTS}, got {self.over_slots!r}')
     if not isinstance(self.lora, LoraConfig):
       raise ValueError(f'TTTConfig.lora must be a LoraConfig, got {self.lora!r}')
 

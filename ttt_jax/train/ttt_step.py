@@ -121,6 +121,14 @@ def select_slots(mask_T, new, old):
   return jax.tree.map(one, new, old)
 
 
+def over_slots(ttt_config: TTTConfig, mesh: Mesh | None) -> str:
+  """TTTConfig.over_slots with 'auto' resolved: 'map' on one CPU device, else 'vmap'."""
+  if ttt_config.over_slots != 'auto':
+    return ttt_config.over_slots
+  one_device = mesh is None or mesh.size == 1
+  return 'map' if jax.default_backend() == 'cpu' and one_device else 'vmap'
+
+
 def _all_finite_T(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x).reshape(x.shape[0], -1), axis=1) for x in jax.tree.leaves(tree)]
   return functools.reduce(jnp.logical_and, leaves)
@@ -146,10 +154,15 @@ def train_step(
   """
   tx = ttt_config.optimizer()
   batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.seed, slots.step, ttt_config)
-  loss_and_grad = jax.value_and_grad(loss_one, argnums=1)
-  loss_T, grads_T = jax.vmap(loss_and_grad, in_axes=(None, 0, 0, None, None, None))(
-      base_params, slots.lora, batch_T, model_config, ttt_config.lora, ttt_config.loss_capacity
+  loss_and_grad = jax.value_and_grad(
+      lambda adapter, batch: loss_one(
+          base_params, adapter, batch, model_config, ttt_config.lora, ttt_config.loss_capacity
+      )
   )
+  if over_slots(ttt_config, mesh) == 'map':
+    loss_T, grads_T = jax.lax.map(lambda xs: loss_and_grad(*xs), (slots.lora, batch_T))
+  else:
+    loss_T, grads_T = jax.vmap(loss_and_grad)(slots.lora, batch_T)
   new_lora, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
       slots.lora,
       slots.opt_state,

@@ -19,27 +19,29 @@ COMPILE_EVENTS = (
     '/jax/core/compile/jaxpr_to_mlir_module_duration',
     '/jax/core/compile/backend_compile_duration',
 )
-_compile_seconds = [0.0]
-_listening = [False]
+_compile_seconds = 0.0  # since the first StageTimer registered the listener
+_listening = False
 
 
 def _listen(event: str, duration: float, **_) -> None:
+  global _compile_seconds
   if event in COMPILE_EVENTS:
-    _compile_seconds[0] += duration
+    _compile_seconds += duration
 
 
 def compile_seconds() -> float:
   """Seconds JAX has spent compiling in this process since the first StageTimer."""
-  return _compile_seconds[0]
+  return _compile_seconds
 
 
 class StageTimer:
   """Records (stage, wall seconds, compile seconds) in the order the stages ran."""
 
   def __init__(self):
-    if not _listening[0]:
+    global _listening
+    if not _listening:
       jax.monitoring.register_event_duration_secs_listener(_listen)
-      _listening[0] = True
+      _listening = True
     self.rows: list[dict] = []
 
   @contextlib.contextmanager

@@ -61,17 +61,16 @@ def grid_positions(tokens_BS, segments_BS=None) -> jax.Array:
   s_S = jnp.arange(tokens_BS.shape[-1])
   is_in, is_out = tokens_BS == fmt.INPUT, tokens_BS == fmt.OUTPUT
   is_nl = tokens_BS == fmt.NEWLINE
-  cummax = _cummax
   take = lambda x, i: jnp.take_along_axis(x, jnp.maximum(i, 0), axis=-1)
   seg_start = jnp.zeros_like(tokens_BS) if segments_BS is None else segment_starts(segments_BS)
   inputs = jnp.cumsum(is_in, axis=-1)
   inputs = inputs - take(inputs - is_in, seg_start)  # INPUT markers of this segment so far
   start = 1 + PAIR_STRIDE * (inputs - 1)
-  marker = cummax(jnp.where(is_in | is_out, s_S, -1))  # the last INPUT / OUTPUT so far
+  marker = _cummax(jnp.where(is_in | is_out, s_S, -1))  # the last INPUT / OUTPUT so far
   origin = start + jnp.where(take(is_out, marker), GRID_STRIDE, 0) + 1  # the grid's first cell
   newlines = jnp.cumsum(is_nl, axis=-1)
   row = newlines - is_nl - take(newlines, marker)  # rows finished before this token
-  boundary = cummax(jnp.where(is_in | is_out | is_nl, s_S, -1))  # inclusive of this token
+  boundary = _cummax(jnp.where(is_in | is_out | is_nl, s_S, -1))  # inclusive of this token
   previous = jnp.concatenate([jnp.full_like(boundary[..., :1], -1), boundary[..., :-1]], -1)
   position = origin + ROW_STRIDE * row + (s_S - previous - 1)
   position = jnp.where(is_in, start, jnp.where(is_out, start + GRID_STRIDE, position))

@@ -95,15 +95,9 @@ class Adapters:
 
   @classmethod
   def stack(cls, trees: list[dict], config: LoraConfig) -> Adapters:
-    """T tasks' adapters on a task axis; row t uses task t until `for_rows` says otherwise."""
+    """T tasks' adapters on a task axis; row t uses task t (`of_task`: one for all rows)."""
     lora = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
     return cls(lora, jnp.arange(len(trees), dtype=jnp.int32), config)
-
-  def for_rows(self, task_index_B) -> Adapters:
-    """The same adapters, row b using task task_index_B[b]."""
-    if self.task_index_B is None:
-      raise ValueError('Adapters.for_rows: a shared adapter has no task axis')
-    return self.replace(task_index_B=jnp.asarray(task_index_B, jnp.int32))
 
   def of_task(self, t: int) -> Adapters:
     """Task t's adapter shared by every row (a batch of that task's rows alone)."""
@@ -119,8 +113,7 @@ class Adapters:
 
   def model_kwargs(self, t: int = 0) -> dict:
     """`lora=` / `lora_config=` of task t, for a model call of that task alone."""
-    lora = self.lora if self.task_index_B is None else jax.tree.map(lambda x: x[t], self.lora)
-    return {'lora': lora, 'lora_config': self.config}
+    return {'lora': self.of_task(t).lora, 'lora_config': self.config}
 
 
 def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_args):

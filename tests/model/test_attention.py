@@ -122,8 +122,43 @@ def test_model_attention_impls_agree(model):
     np.testing.assert_allclose(g, w, atol=MODEL_TOL, rtol=0)
 
 
+@pytest.mark.parametrize('seq_len,block_size', [(40, 8), (37, 8), (5, 8)])
+def test_cached_attention_matches_xla(seq_len, block_size):
+  """Decode-step attention over a [B, K, T, D] cache in key blocks == the full masked softmax,
+  with rows at different ends, several queries per row and T not a multiple of the block."""
+  q, k, v = _qkv(3, seq_len, 4, 2, 8, seed=3)
+  end_B = jnp.asarray([min(5, seq_len), min(13, seq_len), seq_len], jnp.int32)
+  S = 2  # the last 2 filled slots of each row are this chunk's queries
+  query_slot_BS = end_B[:, None] - S + jnp.arange(S)[None, :]
+  q_BSHD = jnp.take_along_axis(q, query_slot_BS[:, :, None, None], axis=1)
+  key_valid_BT = jnp.arange(seq_len)[None, :] < end_B[:, None]
+  want = attention.xla_attention(q_BSHD, k, v, query_slot_BS, key_valid_BT)
+  # [B, T, K, D] -> layer 1 of a 2-layer cache [L, B, K, T, D]
+  to_cache = lambda x: jnp.stack([jnp.zeros_like(x), x]).swapaxes(2, 3)
+  got = attention.cached_attention(
+      q_BSHD, to_cache(k), to_cache(v), 1, query_slot_BS, end_B, block_size
+  )
+  np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+
+
+def test_cached_attention_reads_only_blocks_below_the_longest_row():
+  """Blocks past every row's end are never read: NaN there leaves the output as it was."""
+  q, k, v = _qkv(2, 40, 4, 2, 8, seed=4)
+  end_B = jnp.asarray([5, 13], jnp.int32)  # blocks of 8: slots 0-15 are visited
+  query_slot_BS = (end_B - 1)[:, None]
+  q_BSHD = jnp.take_along_axis(q, query_slot_BS[:, :, None, None], axis=1)
+  k_LBKTD, v_LBKTD = (jnp.swapaxes(x, 1, 2)[None] for x in (k, v))
+  want = attention.cached_attention(q_BSHD, k_LBKTD, v_LBKTD, 0, query_slot_BS, end_B, 8)
+  poisoned = lambda x: x.at[..., 16:, :].set(jnp.nan)
+  got = attention.cached_attention(
+      q_BSHD, poisoned(k_LBKTD), poisoned(v_LBKTD), 0, query_slot_BS, end_B, 8
+  )
+  np.testing.assert_array_equal(got, want)
+  assert np.all(np.isfinite(got))
+
+
 def test_cached_prefill_matches_blockwise_forward(model):
-  """The cache path (always the full masked softmax) agrees with the blockwise forward."""
+  """Prefill into an empty cache reads each row's last real logits of the full forward."""
   params, lora = model
   config = CONFIG.replace(attention_impl='blockwise')
   lengths = jnp.asarray([SEQ, 97], jnp.int32)

@@ -125,23 +125,23 @@ def test_generate_with_zero_lora_equals_base(model):
 
 
 def test_cache_write_touches_only_each_rows_slots():
-  cache_LBTKD = jnp.zeros((2, 3, 8, 1, 2))
+  cache_LBKTD = jnp.zeros((2, 3, 1, 8, 2))
   new_BSKD = jnp.ones((3, 2, 1, 2))
   end_B = jnp.array([0, 3, 6])
-  written = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(1), end_B)
-  expected = np.zeros((2, 3, 8, 1, 2))
+  written = llama._write_cache(cache_LBKTD, new_BSKD, jnp.int32(1), end_B)
+  expected = np.zeros((2, 3, 1, 8, 2))
   for b, e in enumerate([0, 3, 6]):
-    expected[1, b, e : e + 2] = 1
+    expected[1, b, :, e : e + 2] = 1
   np.testing.assert_array_equal(written, expected)
   # Slots past the end are dropped, not clamped onto valid slots.
-  near_end = llama._write_cache(cache_LBTKD, new_BSKD, jnp.int32(0), jnp.array([7, 7, 7]))
-  np.testing.assert_array_equal(near_end[0, :, 7], 1)
-  np.testing.assert_array_equal(near_end[0, :, :7], 0)
+  near_end = llama._write_cache(cache_LBKTD, new_BSKD, jnp.int32(0), jnp.array([7, 7, 7]))
+  np.testing.assert_array_equal(near_end[0, :, :, 7], 1)
+  np.testing.assert_array_equal(near_end[0, :, :, :7], 0)
 
 
 def test_init_cache_layout():
   config = ModelConfig.preset('tiny')
   cache = kv_cache.init_cache(config, batch=3, max_len=40)
-  assert cache['k'].shape == cache['v'].shape == (4, 3, 40, 2, 32)
+  assert cache['k'].shape == cache['v'].shape == (4, 3, 2, 40, 32)
   assert cache['k'].dtype == jnp.float32 and cache['end'].dtype == jnp.int32
   assert kv_cache.init_cache(config, 1, 8, jnp.bfloat16)['v'].dtype == jnp.bfloat16

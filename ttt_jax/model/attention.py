@@ -1,7 +1,12 @@
-"""Grouped-query causal attention, two implementations with the same numerics.
+"""Grouped-query causal attention: three implementations with the same numerics.
 
-- `xla_attention`: one masked softmax over the full [S, T] score matrix. It
-  serves every case, the KV cache included (queries at arbitrary slots).
+- `xla_attention`: one masked softmax over the full [S, T] score matrix, for any
+  queries and keys: the plain statement of the convention, the reference the
+  tests hold the other two to.
+- `cached_attention`: a few queries per row (a decode step) over a KV cache in
+  its own layout [B, K, T, D], in key blocks with an online softmax, visiting only
+  the blocks below the batch's longest live prefix: a cache sized for the longest
+  possible answer costs what its filled part costs.
 - `blockwise_attention`: causal self-attention without a cache, in query blocks
   that only see keys up to their own end (about half the score FLOPs of the
   full matrix), with a custom VJP that saves the output and the log-sum-exp and
@@ -28,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 BLOCK_SIZE = 128
+CACHE_BLOCK = 256  # cache slots per step of cached_attention's loop
 
 
 def xla_attention(
@@ -55,6 +61,59 @@ def xla_attention(
   probs = probs * jnp.any(visible_BST, axis=-1)[:, None, None, :, None]
   out_BSKGD = jnp.einsum('bkgst,btkd->bskgd', probs.astype(v_BTKD.dtype), v_BTKD)
   return einops.rearrange(out_BSKGD, 'b s k g d -> b s (k g) d')
+
+
+def cached_attention(
+    q_BSHD: jax.Array,
+    k_LBKTD: jax.Array,
+    v_LBKTD: jax.Array,
+    layer: jax.Array | int,
+    query_slot_BS: jax.Array,
+    end_B: jax.Array,
+    block_size: int = CACHE_BLOCK,
+) -> jax.Array:
+  """Queries at cache slots `query_slot_BS` over `layer` of a cache whose row b holds `end_B[b]`
+  valid slots (this chunk's included): query s sees slot t iff t <= query_slot[s] and t < end.
+
+  The loop runs over ceil(max(end) / block) key blocks, a number known only at run time:
+  slots past every row's end are never read. Each block is sliced from the cache of all
+  layers (slicing the layer first would copy all of it). The last block is shifted left to
+  fit the cache (slots an earlier block saw are masked out of it), so T need not be a
+  multiple of the block.
+  """
+  _, B, K, T, D = k_LBKTD.shape
+  C = min(block_size, T)
+  q_BKGSD = einops.rearrange(q_BSHD, 'b s (k g) d -> b k g s d', k=K)
+  q_BKGSD = q_BKGSD * jnp.asarray(D**-0.5, q_BKGSD.dtype)
+  f32 = jnp.float32
+
+  def block(i, carry):
+    max_BKGS, total_BKGS, acc_BKGSD = carry
+    start = jnp.minimum(i * C, T - C)
+    k_BKCD, v_BKCD = (
+        jax.lax.dynamic_slice(x, (layer, 0, 0, start, 0), (1, B, K, C, D))[0].astype(q_BSHD.dtype)
+        for x in (k_LBKTD, v_LBKTD)
+    )
+    slot_C = start + jnp.arange(C)
+    visible_BSC = (slot_C >= i * C)[None, None] & (slot_C[None, None] <= query_slot_BS[..., None])
+    visible_BSC &= slot_C[None, None] < end_B[:, None, None]
+    scores = jnp.einsum('bkgsd,bkcd->bkgsc', q_BKGSD, k_BKCD, preferred_element_type=f32)
+    scores = scores + jnp.where(visible_BSC, 0.0, -jnp.inf)[:, None, None]
+    new_max = jnp.maximum(max_BKGS, jnp.max(scores, axis=-1))
+    safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)  # nothing seen yet
+    unnormed = jnp.exp(scores - safe_max[..., None])
+    rescale = jnp.exp(max_BKGS - safe_max)
+    acc_BKGSD = acc_BKGSD * rescale[..., None] + jnp.einsum(
+        'bkgsc,bkcd->bkgsd', unnormed.astype(v_BKCD.dtype), v_BKCD, preferred_element_type=f32
+    )
+    return new_max, total_BKGS * rescale + jnp.sum(unnormed, axis=-1), acc_BKGSD
+
+  shape = q_BKGSD.shape[:-1]
+  init = (jnp.full(shape, -jnp.inf, f32), jnp.zeros(shape, f32), jnp.zeros(q_BKGSD.shape, f32))
+  num_blocks = -(-jnp.max(end_B) // C)
+  _, total_BKGS, acc_BKGSD = jax.lax.fori_loop(0, num_blocks, block, init)
+  out_BKGSD = acc_BKGSD / jnp.where(total_BKGS > 0, total_BKGS, 1.0)[..., None]
+  return einops.rearrange(out_BKGSD, 'b k g s d -> b s (k g) d').astype(q_BSHD.dtype)
 
 
 def blockwise_attention(

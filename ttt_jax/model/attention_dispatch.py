@@ -19,8 +19,8 @@ XLA's softmax on a GPU.
   flash attention on NVIDIA GPUs, or XLA's masked softmax. Both get the same
   arguments (`dot_product_attention` below), so the CPU tests of 'xla' cover
   everything but cuDNN's kernel.
-- With a KV cache (queries at arbitrary slots) every choice runs
-  `attention.xla_attention`.
+- A prompt prefilled into an empty KV cache attends to itself: it runs the kernel
+  chosen here too. Decode steps over a filled cache run `attention.cached_attention`.
 
 All keep the convention of attention.py: query s sees key t iff t <= s, key t is
 real (and, in packed rows, in s's segment); a query that sees no key outputs zeros.
@@ -130,25 +130,20 @@ def _segment_attention(q_BSHD, k_BSKD, v_BSKD, valid_BS, segments_BS, implementa
 
 def attend(
     q_BSHD: jax.Array,
-    k_BTKD: jax.Array,
-    v_BTKD: jax.Array,
-    query_slot_BS: jax.Array,
-    key_valid_BT: jax.Array,
+    k_BSKD: jax.Array,
+    v_BSKD: jax.Array,
+    key_valid_BS: jax.Array,
     segments_BS: jax.Array | None = None,
     *,
     impl: str,
     compute_dtype: str,
-    cached: bool,
 ) -> jax.Array:
-  """The decoder layer's attention: the kernel `resolve` picks; the KV-cache path always
-  `attention.xla_attention` (queries at each row's cache end, not at slots 0..S-1).
-  `segments_BS` (packed rows, no cache) keeps each query within its segment."""
-  if cached:
-    return attention.xla_attention(q_BSHD, k_BTKD, v_BTKD, query_slot_BS, key_valid_BT, segments_BS)
+  """Causal self-attention of a full sequence (or a prompt into an empty KV cache) with the
+  kernel `resolve` picks. `segments_BS` (packed rows) keeps each query within its segment."""
   segmented = segments_BS is not None
   kernel = resolve(impl, jax.default_backend(), compute_dtype, q_BSHD.shape[-1], segmented)
   if kernel == 'blockwise':
     return attention.blockwise_attention(
-        q_BSHD, k_BTKD, v_BTKD, key_valid_BT, segments_BS=segments_BS
+        q_BSHD, k_BSKD, v_BSKD, key_valid_BS, segments_BS=segments_BS
     )
-  return dot_product_attention(q_BSHD, k_BTKD, v_BTKD, key_valid_BT, kernel, segments_BS)
+  return dot_product_attention(q_BSHD, k_BSKD, v_BSKD, key_valid_BS, kernel, segments_BS)

@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 
 REMAT_MODES = ('none', 'full', 'dots')
-# The attention kernel of full-sequence forwards (training, scoring, prefill without a
-# cache); 'auto' picks one by backend, dtype and head_dim (model/attention_dispatch.py).
-# The KV-cache path always runs attention.xla_attention.
+# The attention kernel of full-sequence forwards (training, scoring, prefill of an empty
+# KV cache); 'auto' picks one by backend, dtype and head_dim (model/attention_dispatch.py).
+# Decode steps over a filled cache always run attention.cached_attention.
 ATTENTION_IMPLS = ('auto', 'cudnn', 'xla', 'blockwise')
 DEFAULT_ATTENTION = 'auto'
 # Position ids: 0, 1, 2, ... (Llama's), or from grid coordinates of compact-format

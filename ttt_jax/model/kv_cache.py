@@ -1,7 +1,8 @@
 """The KV cache: prefill and one decode step.
 
-The cache is `{'k': [L, B, S, K, Dh], 'v': [L, B, S, K, Dh], 'end': [B]}`: row b
-holds `end[b]` valid slots. `llama.forward(..., cache=cache)` writes a chunk at
+The cache is `{'k': [L, B, K, T, Dh], 'v': [L, B, K, T, Dh], 'end': [B]}`: row b
+holds `end[b]` valid slots (heads before slots: the layout a decode step's
+attention reads, attention.cached_attention). `llama.forward(..., cache=cache)` writes a chunk at
 each row's `end` (a row-wise dynamic update slice, done as one in-place
 scatter: nothing rolled or copied) and advances `end` by the chunk's real
 tokens; padding must be on the right. `prefill` and
@@ -21,7 +22,7 @@ from ttt_jax.model.lora import LoraConfig
 def init_cache(config: ModelConfig, batch: int, max_len: int, dtype=None) -> dict:
   """An empty cache for `batch` rows of up to `max_len` tokens (dtype: compute dtype by default)."""
   dtype = config.compute_jnp_dtype if dtype is None else dtype
-  shape = (config.num_layers, batch, max_len, config.num_kv_heads, config.head_dim)
+  shape = (config.num_layers, batch, config.num_kv_heads, max_len, config.head_dim)
   return {
       'k': jnp.zeros(shape, dtype),
       'v': jnp.zeros(shape, dtype),
@@ -40,9 +41,10 @@ def prefill(
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
 ) -> tuple[jax.Array, dict]:
-  """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into the
-  cache; returns the float32 logits [B, V] after each row's last real token, and the cache
-  with end advanced by lengths. Positions default to 0, 1, 2, ..."""
+  """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into an
+  empty cache (end == 0, as init_cache makes it); returns the float32 logits [B, V] after
+  each row's last real token, and the cache with end = lengths. Positions default to
+  0, 1, 2, ... The prompts attend to themselves with the full forward's kernel."""
   mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]
   h_BSD, cache = llama.hidden_states(
       params,
@@ -53,6 +55,7 @@ def prefill(
       lora=lora,
       lora_config=lora_config,
       cache=cache,
+      fresh_cache=True,
   )
   last_BD = jnp.take_along_axis(h_BSD, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
   return llama.logits_from_hidden(params, last_BD, config), cache

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.model import attention_dispatch, lora_ops
+from ttt_jax.model import attention, attention_dispatch, lora_ops
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import TARGETS, LoraConfig, projection_shapes
 
@@ -107,20 +107,21 @@ def project(
 
 
 def _write_cache(
-    cache_LBTKD: jax.Array, new_BSKD: jax.Array, layer: jax.Array, end_B: jax.Array
+    cache_LBKTD: jax.Array, new_BSKD: jax.Array, layer: jax.Array, end_B: jax.Array
 ) -> jax.Array:
-  """Writes each row's new keys (or values) at [layer, row, end[row]:end[row]+S], in place.
+  """Writes each row's new keys (or values) at [layer, row, :, end[row]:end[row]+S], in place.
 
   This is a row-wise dynamic_update_slice written as one scatter: vmapping
-  `lax.dynamic_update_slice` over the row axis (axis 1) makes XLA transpose
-  the whole cache there and back at every layer. Slots past max_len are
-  dropped (a dynamic_update_slice would clamp and overwrite valid slots).
+  `lax.dynamic_update_slice` over the row axis makes XLA transpose the whole
+  cache there and back at every layer. Slots past max_len are dropped (a
+  dynamic_update_slice would clamp and overwrite valid slots).
   """
   B, S = new_BSKD.shape[:2]
   rows_B1 = jnp.arange(B)[:, None]
   slots_BS = end_B[:, None] + jnp.arange(S)[None, :]
-  return cache_LBTKD.at[layer, rows_B1, slots_BS].set(
-      new_BSKD.astype(cache_LBTKD.dtype), mode='drop'
+  # Advanced indices split by a slice: the indexed block is laid out [B, S, K, D].
+  return cache_LBKTD.at[layer, rows_B1, :, slots_BS].set(
+      new_BSKD.astype(cache_LBKTD.dtype), mode='drop'
   )
 
 
@@ -134,10 +135,11 @@ def _decoder_layer(
     config,
     scale,
     cos_sin,
-    query_slot_BS,
-    key_valid_BT,
-    end_B,
+    key_valid_BS,
     segments_BS,
+    end_B,
+    new_end_B,
+    fresh_cache,
 ):
   """One pre-norm block: x + attn(norm(x)), then + mlp(norm(x)). Returns (x, cache_kv)."""
   B, S, _ = x_BSD.shape
@@ -149,29 +151,23 @@ def _decoder_layer(
   v_BSKD = proj(h_BSD, 'v').reshape(B, S, config.num_kv_heads, config.head_dim)
   q_BSHD, k_BSKD = apply_rope(q_BSHD, *cos_sin), apply_rope(k_BSKD, *cos_sin)
 
-  if cache_kv is None:
-    keys, values = k_BSKD, v_BSKD
-  else:  # write this chunk into the cache, then attend over the whole cached layer
-    cache_k, cache_v = (
+  if cache_kv is not None:  # write this chunk into the cache
+    cache_kv = tuple(
         _write_cache(c, new, layer_idx, end_B) for c, new in zip(cache_kv, (k_BSKD, v_BSKD))
     )
-    cache_kv = (cache_k, cache_v)
-    read = lambda c: jax.lax.dynamic_index_in_dim(c, layer_idx, 0, keepdims=False).astype(
-        h_BSD.dtype
+  if cache_kv is None or fresh_cache:  # the chunk attends to itself alone
+    attn_BSHD = attention_dispatch.attend(
+        q_BSHD,
+        k_BSKD,
+        v_BSKD,
+        key_valid_BS,
+        segments_BS,
+        impl=config.attention_impl,
+        compute_dtype=config.compute_dtype,
     )
-    keys, values = read(cache_k), read(cache_v)
-
-  attn_BSHD = attention_dispatch.attend(
-      q_BSHD,
-      keys,
-      values,
-      query_slot_BS,
-      key_valid_BT,
-      segments_BS,
-      impl=config.attention_impl,
-      compute_dtype=config.compute_dtype,
-      cached=cache_kv is not None,
-  )
+  else:  # to the cached layer, this chunk included
+    query_slot_BS = end_B[:, None] + jnp.arange(S)[None, :]
+    attn_BSHD = attention.cached_attention(q_BSHD, *cache_kv, layer_idx, query_slot_BS, new_end_B)
   x_BSD = x_BSD + proj(attn_BSHD.reshape(B, S, -1), 'o')
 
   h_BSD = rms_norm(x_BSD, layer['mlp_norm'], config.rms_norm_eps)
@@ -224,6 +220,7 @@ def hidden_states(
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
     cache: dict | None = None,
+    fresh_cache: bool = False,
     segments_BS: jax.Array | None = None,
 ) -> tuple[jax.Array, dict | None]:
   """Final-normed hidden states [B, S, D] (compute dtype) and the updated cache.
@@ -234,6 +231,8 @@ def hidden_states(
   With a cache the chunk is written at each row's `cache['end']` and padding
   must be on the right: `end` advances by the number of real tokens, so the
   next chunk overwrites the padding. Callers keep end + S <= max_len.
+  `fresh_cache` promises the cache is empty (end == 0): the chunk then attends to
+  itself with the kernel of a full forward, not through the cache.
   """
   if tokens_BS.ndim != 2:
     raise ValueError(f'forward: tokens must be [B, S], got shape {tokens_BS.shape}')
@@ -248,16 +247,11 @@ def hidden_states(
 
   steps_BS = jnp.maximum(jnp.cumsum(mask_BS, axis=1, dtype=jnp.int32) - 1, 0)
   if cache is None:
-    end_B = None
-    query_slot_BS = jnp.broadcast_to(jnp.arange(S), (B, S))
-    key_valid_BT = mask_BS
-    cache_kv = None
+    end_B = new_end_B = cache_kv = None
   else:
     end_B = cache['end']
     steps_BS = steps_BS + end_B[:, None]
-    query_slot_BS = end_B[:, None] + jnp.arange(S)[None, :]
     new_end_B = end_B + mask_BS.sum(axis=1, dtype=jnp.int32)
-    key_valid_BT = jnp.arange(cache['k'].shape[2])[None, :] < new_end_B[:, None]
     cache_kv = (cache['k'], cache['v'])
   positions_BS = steps_BS if positions_BS is None else positions_BS
 
@@ -266,10 +260,11 @@ def hidden_states(
       config=config,
       scale=scale,
       cos_sin=rope_cos_sin(positions_BS, config),
-      query_slot_BS=query_slot_BS,
-      key_valid_BT=key_valid_BT,
-      end_B=end_B,
+      key_valid_BS=mask_BS,
       segments_BS=segments_BS,
+      end_B=end_B,
+      new_end_B=new_end_B,
+      fresh_cache=fresh_cache,
   )
 
   def body(carry, xs):

@@ -13,7 +13,9 @@ from ttt_jax.data.ttt_data import (
     build_ttt_examples,
     leave_one_out,
     leave_two_out,
+    cut_rows,
     pack_tasks,
+    row_length,
 )
 
 PLAIN = TTTDataConfig(
@@ -185,9 +187,33 @@ def test_pack_tasks_shapes_and_padding():
     pack_tasks(per_task, max_examples=5, seq_len=seq_len - 1)
 
 
+def test_row_length_is_the_bucket_of_the_longest_row_capped_at_seq_len():
+  assert row_length(np.array([90, 130, 0]), 1024, 128) == 256
+  assert row_length(np.array([300, 200]), 1024, 128) == 384
+  assert row_length(np.array([1100]), 1200, 128) == 1200  # the 1536 bucket, capped
+  assert row_length(np.array([90]), 1024, 0) == 1024  # 0: no buckets
+  assert row_length(np.zeros(4, np.int32), 1024, 128) == 128  # a task without examples
+
+
+def test_cut_rows_keeps_every_token_and_refuses_to_cut_one():
+  per_task = [build_ttt_examples(make_task(n, seed=n), PLAIN, 0)[0] for n in (2, 4)]
+  longest = max(len(t) for ex in per_task for t, _ in ex)
+  arrays = pack_tasks(per_task, max_examples=5, seq_len=longest + 40, pack=True)
+  cut = cut_rows(arrays, longest)
+  assert cut.tokens.shape == cut.loss_mask.shape == cut.segments.shape == (2, 5, longest)
+  for name in ('tokens', 'loss_mask', 'segments'):
+    np.testing.assert_array_equal(getattr(cut, name), getattr(arrays, name)[..., :longest])
+    assert (getattr(arrays, name)[..., longest:] == (F.PAD if name == 'tokens' else 0)).all()
+  np.testing.assert_array_equal(cut.lengths, arrays.lengths)
+  with pytest.raises(ValueError, match='exceeds'):
+    cut_rows(arrays, longest - 1)
+
+
 def test_config_validation():
   with pytest.raises(ValueError, match='loss'):
     TTTDataConfig(loss='everything')
   with pytest.raises(ValueError, match='train_only_prob'):
     TTTDataConfig(train_only_prob=1.5)
+  with pytest.raises(ValueError, match='length_bucket'):
+    TTTDataConfig(length_bucket=-1)
   assert hash(TTTDataConfig()) == hash(TTTDataConfig())

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -132,3 +133,41 @@ def test_a_tasks_adapter_does_not_depend_on_the_other_tasks_selected(tmp_path):
   for name in adapters['both']:
     for ab in ('a', 'b'):
       np.testing.assert_array_equal(adapters['both'][name][ab], adapters['alone'][name][ab])
+
+
+def test_tasks_trained_at_their_own_row_length_get_the_same_adapters(tmp_path):
+  """Rows cut to each task's length bucket (the default) change no adapter: the same
+  batches, the padding just shorter; each length streams with its own checkpoints."""
+  rng = np.random.default_rng(1)
+  os.makedirs(tmp_path / 'tasks')
+  for name, side in (('small', 2), ('large', 7)):
+    pairs = []
+    for _ in range(3):
+      grid = rng.integers(0, 10, (side, side)).tolist()
+      pairs.append({'input': grid, 'output': np.flipud(grid).tolist()})
+    with open(tmp_path / 'tasks' / f'{name}.json', 'w') as f:
+      json.dump({'train': pairs[:2], 'test': pairs[2:]}, f)
+  config = load_config('runlocal')
+  config.data.selector = f'dir:{tmp_path / "tasks"}'
+  config.data.seq_len, config.data.max_examples, config.data.augmentations_per_task = 256, 4, 2
+  config.ttt.max_steps, config.run.num_slots, config.run.checkpoint_every = 2, 2, 1
+  adapters = {}
+  for bucket in (0, 128):
+    config.data.length_bucket = bucket
+    workdir = tmp_path / f'bucket_{bucket}'
+    assert [r.status for r in ttt.run_ttt(config, str(workdir))] == ['done', 'done']
+    adapters[bucket] = {
+        name: checkpoint.load_peft_adapter(
+            str(workdir / 'adapters' / name), ModelConfig.preset('tiny')
+        )[0]
+        for name in ('small', 'large')
+    }
+    assert sorted(os.listdir(workdir / 'checkpoints')) == (
+        ['len_256'] if bucket == 0 else ['len_128', 'len_256']
+    )
+  for name in ('small', 'large'):
+    for path, got in jax.tree_util.tree_flatten_with_path(adapters[128][name])[0]:
+      want = adapters[0][name]
+      for key in path:
+        want = want[key.key]
+      np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f'{name} {path}')

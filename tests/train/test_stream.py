@@ -97,6 +97,18 @@ def test_job_without_examples_is_reported_not_trained(params, arrays):
   assert all(status[t] == 'done' for t in (0, 2, 3, 5, 6))
 
 
+def test_failed_job_hands_out_its_initial_adapter_and_the_rest_trains(params, arrays):
+  jobs = [scheduler.Job(t, float('nan') if t == 2 else 1e-2) for t in range(4)]  # NaN update
+  results, adapters = stream(params, arrays, jobs)
+  status = {r.task: r.status for r in results}
+  assert status == {0: 'done', 1: 'done', 2: 'failed', 3: 'done'}
+  assert next(r.steps for r in results if r.task == 2) == 0
+  initial = ttt_step.init_adapter(2, MODEL, TTT)  # job 2's seed defaults to its task
+  assert_trees_equal(adapters[2], initial)
+  assert all(not np.any(ab['b']) for ab in adapters[2].values())  # B = 0: the base model
+  assert all(np.any(adapters[t]['q']['b']) for t in (0, 1, 3))
+
+
 def test_killed_run_resumes_to_the_same_adapters(params, arrays, tmp_path):
   jobs = [scheduler.Job(task=t, lr=lr) for t in range(4) for lr in (1e-2, 3e-3)]
   straight, want = stream(params, arrays, jobs)

@@ -125,18 +125,18 @@ def test_per_task_learning_rates(params, arrays):
   np.testing.assert_allclose(lr[2], 10 * lr[1], rtol=1e-6)
 
 
-def test_nan_task_is_flagged_reset_and_isolated(params, arrays):
+def test_nan_task_is_flagged_frozen_and_isolated(params, arrays):
   clean, _, _ = run(params, *fill(arrays, range(4)), steps=2)
   slots, data = fill(arrays, range(4))
-  initial = jax.tree.map(np.asarray, (slots.lora, slots.opt_state))
   slots, _, _ = run(params, slots, data, steps=1)
   # Poison task 1's adapter after one step: its next loss is NaN.
   slots = slots._replace(lora=jax.tree.map(lambda x: x.at[1].set(jnp.nan), slots.lora))
+  before = jax.tree.map(np.asarray, (slots.lora, slots.opt_state))
   slots, metrics = ttt_step.train_step(params, slots, data, model_config=MODEL, ttt_config=TTT)
   assert list(np.asarray(metrics['status'])) == [0, ttt_step.Status.FAILED, 0, 0]
   assert np.asarray(metrics['finished'])[1] and not np.asarray(metrics['trained'])[1]
-  for got, want in zip(leaves((slots.lora, slots.opt_state)), jax.tree.leaves(initial)):
-    np.testing.assert_array_equal(got[1], want[1])  # back to its initial state
+  for got, want in zip(leaves((slots.lora, slots.opt_state)), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(got[1], want[1])  # frozen: the update was not applied
   for got, want in zip(leaves(slots.lora), leaves(clean.lora)):
     np.testing.assert_array_equal(got[[0, 2, 3]], want[[0, 2, 3]])  # bitwise
   assert list(np.asarray(slots.step)) == [2, 1, 2, 2]

@@ -22,6 +22,8 @@ The result is deterministic for a seed.
 decreasing) with segment ids, so that the step's compute follows real tokens
 rather than padding. A packed row is one draw of a batch: an epoch is then a
 pass over rows, each step trains on more examples, and there are fewer steps.
+`row_length` and `cut_rows` shorten a task's rows to a length bucket of its
+longest row instead: the same batches and steps, less padding.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import Pair, Task
-from ttt_jax.data.format import LOSS_MODES
+from ttt_jax.data.format import LOSS_MODES, bucket_length
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
 
@@ -58,6 +60,11 @@ class TTTDataConfig:
   leave_two_out: bool = True
   train_only_prob: float = 0.0
   pack: bool = False  # several examples per row of seq_len (see the module docstring)
+  # Rows of a task are cut to the smallest of length_bucket x (1, 2, 3, 4, 6, 8, ...)
+  # holding its longest row (at most seq_len): tasks of one row length train together,
+  # so the step's compute follows the real lengths (one compilation per length).
+  # 0: every row is seq_len long.
+  length_bucket: int = 128
 
   def __post_init__(self):
     if self.loss not in LOSS_MODES:
@@ -66,6 +73,8 @@ class TTTDataConfig:
       raise ValueError('augmentations_per_task and max_examples must be >= 1')
     if not 0.0 <= self.train_only_prob <= 1.0:
       raise ValueError(f'train_only_prob={self.train_only_prob} not in [0, 1]')
+    if self.length_bucket < 0:
+      raise ValueError(f'length_bucket={self.length_bucket} must be >= 0 (0: rows of seq_len)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +259,24 @@ def build_ttt_examples(
 
 
 # ----------------------------------------------------------------- packing
+
+
+def row_length(lengths_N: np.ndarray, seq_len: int, length_bucket: int) -> int:
+  """The row length a task with row lengths [N] trains at: the bucket of its longest row
+  (format.bucket_length), at most seq_len; seq_len when length_bucket is 0."""
+  if not length_bucket:
+    return seq_len
+  return min(seq_len, bucket_length(int(np.max(lengths_N, initial=1)), length_bucket))
+
+
+def cut_rows(arrays: TTTArrays, length: int) -> TTTArrays:
+  """One task's arrays with rows cut to `length` (>= every row's length)."""
+  if int(np.max(arrays.lengths, initial=0)) > length:
+    raise ValueError(f'cut_rows: a row of {np.max(arrays.lengths)} tokens exceeds {length}')
+  cut = lambda x: None if x is None else x[..., :length]
+  return arrays._replace(
+      tokens=cut(arrays.tokens), loss_mask=cut(arrays.loss_mask), segments=cut(arrays.segments)
+  )
 
 
 def pack_rows(lengths: Sequence[int], seq_len: int) -> list[list[int]]:

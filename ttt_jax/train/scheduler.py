@@ -58,7 +58,7 @@ class HostState:
 
   fingerprint: str  # the run it belongs to (jobs, configs, shapes)
   global_step: int = 0
-  next_job: int = 0  # the first job not yet placed or passed through
+  next_job: int = 0  # the first position of the schedule not yet placed or passed through
   losses: dict[str, list] = dataclasses.field(default_factory=dict)  # running job -> losses
   started: dict[str, float] = dataclasses.field(default_factory=dict)  # running job -> time
   done: list[dict] = dataclasses.field(default_factory=list)  # finished JobResults
@@ -67,7 +67,7 @@ class HostState:
 def _fingerprint(jobs, model_config, ttt_config, num_slots, max_examples, seq_len) -> str:
   return json.dumps(
       [
-          [(j.task, j.lr, j.seed) for j in jobs],
+          [(i, j.task, j.lr, j.seed) for i, j in jobs],
           repr(model_config),
           repr(ttt_config),
           num_slots,
@@ -81,6 +81,9 @@ class Scheduler:
   """Streams `jobs` through `num_slots` slots; `run()` returns every job's result.
 
   `task_data(task)` gives one task's arrays shaped [max_examples, seq_len].
+  `schedule` names the jobs this scheduler runs, in order (indices into `jobs`; default
+  all): a run whose tasks train at several row lengths streams each length's jobs
+  through a scheduler of its own, and results keep the run-wide job indices.
   `on_job_done(result, adapter)` receives each finished adapter as host numpy
   (None for a task with no examples), exactly once per run, but possibly
   again after a resume for jobs finished after the last checkpoint.
@@ -107,8 +110,10 @@ class Scheduler:
       on_job_done: Callable[[JobResult, Any], None] | None = None,
       on_step: Callable[[int, dict], None] | None = None,
       finished: dict[int, JobResult] | None = None,
+      schedule: Sequence[int] | None = None,
   ):
     self.base_params, self.jobs, self.task_data = base_params, list(jobs), task_data
+    self.schedule = list(range(len(self.jobs)) if schedule is None else schedule)
     self.statics = dict(model_config=model_config, ttt_config=ttt_config)
     self.ttt_config, self.mesh = ttt_config, mesh
     self.shape = (max_examples, seq_len)
@@ -120,8 +125,9 @@ class Scheduler:
     self.slots, self.data = slot_ops.empty_slots(
         num_slots, max_examples, seq_len, model_config, ttt_config, mesh, packed=packed
     )
+    scheduled = [(i, self.jobs[i]) for i in self.schedule]
     self.host = HostState(
-        _fingerprint(self.jobs, model_config, ttt_config, num_slots, max_examples, seq_len)
+        _fingerprint(scheduled, model_config, ttt_config, num_slots, max_examples, seq_len)
     )
     self.running: set[int] = set()  # slots with a RUNNING job
 
@@ -216,8 +222,8 @@ class Scheduler:
 
   def _refill(self, slot: int) -> None:
     """Places the next job that has examples in `slot` (leaves it idle when none is left)."""
-    while self.host.next_job < len(self.jobs):
-      index = self.host.next_job
+    while self.host.next_job < len(self.schedule):
+      index = self.schedule[self.host.next_job]
       self.host.next_job += 1
       if index in self.finished:
         self._finish(self.finished[index], None)
@@ -266,7 +272,11 @@ class Scheduler:
           seconds=time.time() - self.host.started.pop(str(index)),
       )
       self.running.discard(slot)
-      self._finish(result, slot_ops.take_slot(self.slots.lora, slot, self.mesh))
+      if result.status == str(Status.FAILED):  # its adapter at the start: the base model
+        adapter = slot_ops.initial_adapter(self.jobs[index], index, **self.statics)
+      else:
+        adapter = slot_ops.take_slot(self.slots.lora, slot, self.mesh)
+      self._finish(result, adapter)
       self._refill(slot)
 
   def _step_scalars(self, m: dict) -> dict:

@@ -7,7 +7,7 @@ task's gradient is exactly its own: the per-task losses are independent, as
 if summed), and applies each slot's own clipped AdamW update. Slots differ in
 their number of examples, so each carries its own step count, schedule,
 epoch-wise shuffle and status; a finished, converged or failed (NaN) slot is
-frozen. Placing jobs in slots is slots.py; keeping them busy, scheduler.py.
+frozen (a failed one before the update that was not finite). Placing jobs in slots is slots.py; keeping them busy, scheduler.py.
 """
 
 from __future__ import annotations
@@ -148,9 +148,9 @@ def train_step(
 ) -> tuple[Slots, dict]:
   """One optimizer step of every RUNNING slot; other slots pass through unchanged.
 
-  Returns the new slots and per-slot metrics [T]: loss, lr, grad_norm, tokens
-  (real tokens in the batch), step, status, job, trained (the update was
-  applied), finished (stopped this step).
+  Returns the new slots and per-slot metrics [T]: loss, lr, grad_norm (both 0 for a
+  slot that was not running), tokens (real tokens in the batch), step, status, job,
+  trained (the update was applied), finished (stopped this step).
   """
   tx = ttt_config.optimizer()
   batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.seed, slots.step, ttt_config)
@@ -159,8 +159,15 @@ def train_step(
           base_params, adapter, batch, model_config, ttt_config.lora, ttt_config.loss_capacity
       )
   )
+  running_T = slots.status == Status.RUNNING
   if over_slots(ttt_config, mesh) == 'map':
-    loss_T, grads_T = jax.lax.map(lambda xs: loss_and_grad(*xs), (slots.lora, batch_T))
+    # One slot at a time: an idle (empty, finished) slot skips its forward and backward.
+    def one_slot(xs):
+      adapter, batch, running = xs
+      idle = lambda: (jnp.float32(0), jax.tree.map(jnp.zeros_like, adapter))
+      return jax.lax.cond(running, lambda: loss_and_grad(adapter, batch), idle)
+
+    loss_T, grads_T = jax.lax.map(one_slot, (slots.lora, batch_T, running_T))
   else:
     loss_T, grads_T = jax.vmap(loss_and_grad)(slots.lora, batch_T)
   new_lora, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
@@ -174,7 +181,6 @@ def train_step(
       ttt_config.warmup_frac,
   )
 
-  running_T = slots.status == Status.RUNNING
   finite_T = jnp.isfinite(loss_T) & _all_finite_T(grads_T) & _all_finite_T(new_lora)
   trained_T = running_T & finite_T
   failed_T = running_T & ~finite_T
@@ -184,22 +190,18 @@ def train_step(
   if ttt_config.adaptive_stop_loss is not None:
     stop_T = trained_T & (loss_T < ttt_config.adaptive_stop_loss) & (status_T == Status.RUNNING)
     status_T = jnp.where(stop_T, Status.CONVERGED, status_T)
+  # A failed slot keeps its last finite state, frozen; the scheduler hands out the job's
+  # initial adapter (the base model) instead. Re-initialising here cost half the
+  # step's compile time on a CPU, for a path almost never taken.
   lora = select_slots(trained_T, new_lora, slots.lora)
   opt_state = select_slots(trained_T, new_opt, slots.opt_state)
 
-  # A failed slot goes back to its initial adapter and optimizer state; the
-  # cond keeps the re-initialisation off the common path.
-  def reset_failed(lora_and_opt):
-    fresh = fresh_slot_states(slots.seed, model_config, ttt_config)
-    return select_slots(failed_T, fresh, lora_and_opt)
-
-  lora, opt_state = jax.lax.cond(jnp.any(failed_T), reset_failed, lambda x: x, (lora, opt_state))
-
   slots = slots._replace(lora=lora, opt_state=opt_state, step=step_T, status=status_T)
+  idle_zero = lambda x_T: jnp.where(running_T, x_T, 0.0)  # what a skipped slot reports
   metrics = {
-      'loss': loss_T,
+      'loss': idle_zero(loss_T),
       'lr': lr_T,
-      'grad_norm': jax.vmap(optax.tree.norm)(grads_T),
+      'grad_norm': idle_zero(jax.vmap(optax.tree.norm)(grads_T)),
       'tokens': jnp.sum(batch_T['mask'], axis=(1, 2)),
       'step': step_T,
       'status': status_T,

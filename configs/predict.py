@@ -37,6 +37,9 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''
   c.adapter_subdir = ''
+  # True: the base model through zeros of those adapters' shapes (the same logits), so a
+  # base-model run compiles what the run with the adapters reuses (the demo's two arms).
+  c.zero_adapters = False
   c.batch_size, c.length_multiple = 64, 256
   if runlocal:
     c.selector = 'arc1/eval@slice=0:2'

@@ -44,10 +44,12 @@ def _write_adapters(root, tasks, model_config):
     checkpoint.export_peft_adapter(os.path.join(root, task.id), lora, lora_config, model_config)
 
 
-def _run_predict(selector, out, config, adapters_dir):
+def _run_predict(selector, out, config, adapters_dir, zero_adapters=False):
   """run_predict on a random-init tiny model."""
   model = builtin.ModelSpec(checkpoint_dir='', preset='tiny')
-  run = predict.PredictRun(config, model, selector, adapters_dir=adapters_dir)
+  run = predict.PredictRun(
+      config, model, selector, adapters_dir=adapters_dir, zero_adapters=zero_adapters
+  )
   return predict.run_predict(run, out)
 
 
@@ -142,6 +144,23 @@ def test_a_task_without_adapter_gets_the_base_model(tmp_path):
   for name, ab in stacked.items():
     np.testing.assert_array_equal(ab['b'][0], 0)  # zzz: B = 0, the base model
     np.testing.assert_allclose(ab['b'][1], lora[name]['b'], rtol=1e-6)
+
+
+def test_zero_adapters_predict_what_the_base_model_predicts(tmp_path):
+  tasks = _tasks()
+  arc.save_task_dir(tasks, tmp_path / 'tasks')
+  _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
+  selector = f'dir:{tmp_path / "tasks"}'
+  _run_predict(selector, str(tmp_path / 'base'), FAST, '')
+  _run_predict(selector, str(tmp_path / 'zero'), FAST, str(tmp_path / 'adapters'), True)
+  _run_predict(selector, str(tmp_path / 'tuned'), FAST, str(tmp_path / 'adapters'))
+  read = lambda name: metrics.read_submission(str(tmp_path / name / 'submission.json'))
+  assert read('zero') == read('base')
+  nll = lambda name: [
+      d['truth_nll'] for t in tasks for d in json.load(open(tmp_path / name / 'details.json'))[t.id]
+  ]
+  np.testing.assert_allclose(nll('zero'), nll('base'), rtol=1e-5)
+  assert np.max(np.abs(np.subtract(nll('tuned'), nll('base')))) > 1e-4  # the adapters matter
 
 
 def test_bad_config_raises_clear_errors():

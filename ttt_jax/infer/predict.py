@@ -50,16 +50,20 @@ class PredictRun:
   selector: str
   adapters_dir: str = ''  # adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); '' = base model
   adapter_subdir: str = ''
+  # The base model through zeros of adapters_dir's adapter shapes (B = 0: the same
+  # logits): a base-model arm compiling exactly what the adapted arm then reuses.
+  zero_adapters: bool = False
 
   @classmethod
   def from_config(cls, config) -> PredictRun:
-    own = ('model', 'selector', 'adapters_dir', 'adapter_subdir')
+    own = ('model', 'selector', 'adapters_dir', 'adapter_subdir', 'zero_adapters')
     return cls(
         predict=from_config_dict(PredictConfig, config, where='config', exclude=own),
         model=from_config_dict(builtin.ModelSpec, config.model, where='config.model'),
         selector=config.selector,
         adapters_dir=config.adapters_dir,
         adapter_subdir=config.adapter_subdir,
+        zero_adapters=config.zero_adapters,
     )
 
 
@@ -67,13 +71,19 @@ class PredictRun:
 
 
 def load_adapters(
-    adapters_dir: str, task_ids: Sequence[str], model_config: ModelConfig, subdir: str = ''
+    adapters_dir: str,
+    task_ids: Sequence[str],
+    model_config: ModelConfig,
+    subdir: str = '',
+    zeros: bool = False,
 ) -> decode.Adapters | None:
   """The PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...].
 
   A task with no adapter (TTT found no example short enough, or did not reach
   it) is predicted by the base model, said in the log: its slot holds zeros,
   and B = 0 is exactly the base model. None when no task of the group has one.
+  With `zeros` every slot holds zeros (the base model for every task, in the
+  adapters' shapes).
   """
   trees, lora_config = {}, None
   for task_id in task_ids:
@@ -96,8 +106,9 @@ def load_adapters(
     lora_config = config
   if not trees:
     return None
-  zeros = jax.tree.map(np.zeros_like, next(iter(trees.values())))
-  return decode.Adapters.stack([trees.get(task_id, zeros) for task_id in task_ids], lora_config)
+  zero = jax.tree.map(np.zeros_like, next(iter(trees.values())))
+  stacked = [zero if zeros else trees.get(task_id, zero) for task_id in task_ids]
+  return decode.Adapters.stack(stacked, lora_config)
 
 
 def read_done(output_dir: str) -> dict[str, dict]:
@@ -312,9 +323,10 @@ def predict_tasks(
     adapters_dir: str = '',
     adapter_subdir: str = '',
     fmt: Format = COMPACT,
+    zero_adapters: bool = False,
 ) -> dict[str, dict]:
   """Predicts every task not yet in output_dir/attempts.jsonl, appending as tasks finish;
-  returns all records (old and new) by task id."""
+  returns all records (old and new) by task id. `zero_adapters`: see PredictRun."""
   os.makedirs(output_dir, exist_ok=True)
   done = read_done(output_dir)
   todo = [t for t in tasks if t.id not in done]
@@ -333,7 +345,9 @@ def predict_tasks(
       group = todo[start : start + config.tasks_per_group]
       adapters = None
       if adapters_dir:
-        adapters = load_adapters(adapters_dir, [t.id for t in group], model_config, adapter_subdir)
+        adapters = load_adapters(
+            adapters_dir, [t.id for t in group], model_config, adapter_subdir, zero_adapters
+        )
       per_task = [prompts.task_variants(t, config.prompts, fmt) for t in group]
       variants = [v for vs in per_task for v in vs]
       task_index = [t for t, vs in enumerate(per_task) for _ in vs]
@@ -381,6 +395,10 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
     logging.info('No adapters_dir: predicting with the base model for every task.')
   elif not os.path.isdir(run.adapters_dir):
     raise UserError(f'--config.adapters_dir: {run.adapters_dir!r} is not a directory')
+  elif run.zero_adapters:
+    logging.info(
+        'zero_adapters: the base model, through zeros of the adapters in %s', run.adapters_dir
+    )
   records = predict_tasks(
       params,
       model_config,
@@ -390,6 +408,7 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
       run.adapters_dir,
       run.adapter_subdir,
       fmt,
+      run.zero_adapters,
   )
   result = write_outputs(records, tasks, output_dir)
   if result is not None:
@@ -397,9 +416,14 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   return result
 
 
-def run_from_config(c, output_dir: str, adapters_dir: str | None = None) -> metrics.Score | None:
-  """run_predict for a configs/predict.py ConfigDict; `adapters_dir` overrides c.adapters_dir."""
+def run_from_config(
+    c, output_dir: str, adapters_dir: str | None = None, zero_adapters: bool | None = None
+) -> metrics.Score | None:
+  """run_predict for a configs/predict.py ConfigDict; `adapters_dir` and `zero_adapters`
+  override c's."""
   run = PredictRun.from_config(c)
   if adapters_dir is not None:
     run = dataclasses.replace(run, adapters_dir=adapters_dir)
+  if zero_adapters is not None:
+    run = dataclasses.replace(run, zero_adapters=zero_adapters)
   return run_predict(run, output_dir)

@@ -32,8 +32,9 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   # 'builtin' (shipped), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or '': a
   # random-init preset.
   c.model = to_config_dict(ModelSpec(compute_dtype='bfloat16'))
-  if arg == 'gpu':  # bf16 base weights too (configs/gpu.py)
+  if arg == 'gpu':  # bf16 base weights too (configs/gpu.py); the LoRA path, no weight copy
     gpu.apply(c.model)
+    c.merge_adapters = False
   # TTT adapters: adapters_dir/<task_id>[/adapter_subdir]/ (PEFT); empty = the base model.
   c.adapters_dir = ''
   c.adapter_subdir = ''

@@ -54,6 +54,9 @@ def recipe(
   c.predict.length_multiple = 512
   c.predict.decoding = 'greedy'
   c.predict.vote.method = 'hierarchical'
+  # An 8B model's merged adapter is a ~13 GB copy on the GPU; there the LoRA path costs
+  # little (decoding reads the base weights either way).
+  c.predict.merge_adapters = False
   if arg == 'ttt':
     return _standalone(c.ttt)
   if arg == 'predict':

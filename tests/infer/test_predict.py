@@ -146,7 +146,7 @@ def test_a_task_without_adapter_gets_the_base_model(tmp_path):
     np.testing.assert_allclose(ab['b'][1], lora[name]['b'], rtol=1e-6)
 
 
-def test_zero_adapters_predict_what_the_base_model_predicts(tmp_path):
+def test_zero_and_merged_adapters_predict_what_their_models_predict(tmp_path):
   tasks = _tasks()
   arc.save_task_dir(tasks, tmp_path / 'tasks')
   _write_adapters(tmp_path / 'adapters', tasks, ModelConfig.preset('tiny'))
@@ -161,6 +161,12 @@ def test_zero_adapters_predict_what_the_base_model_predicts(tmp_path):
   ]
   np.testing.assert_allclose(nll('zero'), nll('base'), rtol=1e-5)
   assert np.max(np.abs(np.subtract(nll('tuned'), nll('base')))) > 1e-4  # the adapters matter
+
+  # Adapters merged into the weights (the default) or run as the LoRA path: the same.
+  lora_path = predict.PredictConfig(**{**FAST.__dict__, 'merge_adapters': False})
+  _run_predict(selector, str(tmp_path / 'lora_path'), lora_path, str(tmp_path / 'adapters'))
+  assert read('lora_path') == read('tuned')
+  np.testing.assert_allclose(nll('lora_path'), nll('tuned'), rtol=1e-5)
 
 
 def test_bad_config_raises_clear_errors():

@@ -4,7 +4,9 @@ Same random model (exported with hf.save_hf), same prompts, batch B, prompt
 length P, N new tokens (EOS never stops a row, so every row makes N tokens).
 Ours runs three ways: the base model; per-row adapters gathered from a stack
 of T tasks (decode.Adapters, the vmap path); one shared adapter (what
-grouping rows by task runs: decode.generate with Adapters.shared). Timed in
+grouping rows by task runs: decode.generate with Adapters.shared); that
+adapter merged into the weights, timed with the merge (predict's default,
+PredictConfig.merge_adapters). Timed in
 interleaved rounds after a compile/warm-up run of each (interleave.py; ratios
 to `generate` per round). Prints a table and writes JSON.
 
@@ -113,6 +115,14 @@ def benchmark_decode(
           tokens,
           lengths,
           adapters=shared,
+          max_new_tokens=new_tokens,
+          stop_ids=(NEVER,),
+      ),
+      'jax one adapter merged (predict on a CPU)': lambda: decode.generate(
+          shared.merged_into(params),
+          config,
+          tokens,
+          lengths,
           max_new_tokens=new_tokens,
           stop_ids=(NEVER,),
       ),

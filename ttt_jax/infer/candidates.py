@@ -141,6 +141,7 @@ def decode_variants(
   rows = _rows(variants, _ordinals(variants), config, fmt)
   grammar = None if shape_mode(config, fmt) == 'none' else grammar_lib.GridGrammar()
   candidates: dict[int, list[Candidate]] = {}
+  models = {}  # task -> (params, adapter): each task's adapter merged once
   for names in _batches(rows, variants, task_index, adapters is not None, config.batch_size):
     batch = [rows[r] for r in names]
     padded = batch + [batch[-1]] * (config.batch_size - len(batch))
@@ -149,9 +150,12 @@ def decode_variants(
         prompts_, config.batch_size, config.length_multiple, fmt.pad_id
     )
     budget_B = np.array([r.budget for r in padded], np.int32)
-    row_adapters = None if adapters is None else adapters.of_task(task_index[batch[0].variant])
+    task = task_index[batch[0].variant]
+    if task not in models:
+      models[task] = decode.task_model(params, adapters, task, config.merge_adapters)
+    task_params, task_adapter = models[task]
     common = dict(
-        adapters=row_adapters,
+        adapters=task_adapter,
         max_new_B=budget_B,  # each row stops at its own budget: the loop exits when all have
         max_new_tokens=config.max_new_tokens,  # one static bound: one compile per prompt size
         stop_ids=fmt.stop_ids,
@@ -161,7 +165,7 @@ def decode_variants(
     )
     if config.decoding == 'dfs':
       out = decode.dfs(
-          params, model_config, tokens, lengths, threshold=config.dfs_threshold, **common
+          task_params, model_config, tokens, lengths, threshold=config.dfs_threshold, **common
       )
       seqs, logps, found = (np.asarray(x) for x in out)
       for b, (name, r) in enumerate(zip(names, batch)):
@@ -175,7 +179,7 @@ def decode_variants(
       )
       rng_B = jnp.stack([row_key(config.seed, variants[r.variant].task_id, r.key) for r in padded])
       out = decode.generate(
-          params, model_config, tokens, lengths, sampler=sampler, rng_B=rng_B, **common
+          task_params, model_config, tokens, lengths, sampler=sampler, rng_B=rng_B, **common
       )
       seqs, logps = np.asarray(out.tokens_BN), np.asarray(out.logprob_B)
       for b, (name, r) in enumerate(zip(names, batch)):

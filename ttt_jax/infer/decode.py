@@ -40,6 +40,7 @@ from ttt_jax.data.arc import MAX_SIDE
 from ttt_jax.formats import positions as grid_positions
 from ttt_jax.infer import grammar as grammar_lib
 from ttt_jax.model import kv_cache
+from ttt_jax.model import lora as lora_lib
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
@@ -114,6 +115,26 @@ class Adapters:
   def model_kwargs(self, t: int = 0) -> dict:
     """`lora=` / `lora_config=` of task t, for a model call of that task alone."""
     return {'lora': self.of_task(t).lora, 'lora_config': self.config}
+
+  def merged_into(self, params: dict, t: int = 0) -> dict:
+    """`params` with task t's adapter folded in (W + scale a b): a model call of that task
+    alone then runs no LoRA matmuls. Zeros (B = 0) give back the base weights exactly."""
+    return _merge_lora(params, self.of_task(t).lora, self.config)
+
+
+_merge_lora = jax.jit(lora_lib.merge_lora, static_argnames='lora_config')
+
+
+def task_model(
+    params: dict, adapters: Adapters | None, t: int, merge: bool
+) -> tuple[dict, Adapters | None]:
+  """(params, adapter) that run task t of `adapters` alone: its adapter merged into the
+  weights (adapter None), or shared by every row; the base model without adapters."""
+  if adapters is None:
+    return params, None
+  if merge:
+    return adapters.merged_into(params, t), None
+  return params, adapters.of_task(t)
 
 
 def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_args):

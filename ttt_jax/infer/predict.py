@@ -356,9 +356,10 @@ def predict_tasks(
         cands = decode_variants(params, model_config, variants, task_index, adapters, config, fmt)
       for t, task in enumerate(group):
         mine = [c for c in cands if c.task_id == task.id]
-        adapter_kwargs = {} if adapters is None else adapters.model_kwargs(t)
+        task_params, adapter = decode.task_model(params, adapters, t, config.merge_adapters)
+        adapter_kwargs = {} if adapter is None else adapter.model_kwargs()
         record = predict_task(
-            params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config, fmt
+            task_params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config, fmt
         )
         out.write(json.dumps(record) + '\n')
         out.flush()

@@ -7,7 +7,7 @@
   python -m launch.ttt ... --remat=dots --profile_dir=/tmp/prof --profile_steps=5
 
 Outputs: workdir/adapters/<task_id>/ (PEFT), workdir/ttt_metrics.jsonl,
-workdir/checkpoints/ (a rerun with the same workdir resumes). See docs/TTT.md;
+workdir/checkpoints/len_<S>/ (a rerun with the same workdir resumes). See docs/TTT.md;
 the tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 """
 

@@ -167,6 +167,11 @@ def test_zero_and_merged_adapters_predict_what_their_models_predict(tmp_path):
   _run_predict(selector, str(tmp_path / 'lora_path'), lora_path, str(tmp_path / 'adapters'))
   assert read('lora_path') == read('tuned')
   np.testing.assert_allclose(nll('lora_path'), nll('tuned'), rtol=1e-5)
+  # Zero adapters on the LoRA path (the gpu recipes): the base model too.
+  zero_path = str(tmp_path / 'zero_lora_path')
+  _run_predict(selector, zero_path, lora_path, str(tmp_path / 'adapters'), True)
+  assert read('zero_lora_path') == read('base')
+  np.testing.assert_allclose(nll('zero_lora_path'), nll('base'), rtol=1e-5)
 
 
 def test_bad_config_raises_clear_errors():

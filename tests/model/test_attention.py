@@ -141,6 +141,22 @@ def test_cached_attention_matches_xla(seq_len, block_size):
   np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
+def test_cached_attention_under_vmap_over_rows_equals_the_batch():
+  """Rows vmapped one by one (the per-row-adapter decode path): each row's own number of
+  key blocks (a batched loop bound) gives what the whole batch gives."""
+  q, k, v = _qkv(3, 40, 4, 2, 8, seed=5)
+  end_B = jnp.asarray([3, 20, 37], jnp.int32)
+  query_slot_BS = (end_B - 1)[:, None]
+  q_BSHD = jnp.take_along_axis(q, query_slot_BS[:, :, None, None], axis=1)
+  k_LBKTD, v_LBKTD = (jnp.swapaxes(x, 1, 2)[None] for x in (k, v))
+  batch = attention.cached_attention(q_BSHD, k_LBKTD, v_LBKTD, 0, query_slot_BS, end_B, 8)
+  one_row = lambda q, k, v, slot, end: attention.cached_attention(
+      q[None], k[:, None], v[:, None], 0, slot[None], end[None], 8
+  )[0]
+  rows = jax.vmap(one_row, in_axes=(0, 1, 1, 0, 0))(q_BSHD, k_LBKTD, v_LBKTD, query_slot_BS, end_B)
+  np.testing.assert_allclose(rows, batch, atol=1e-6, rtol=0)
+
+
 def test_cached_attention_reads_only_blocks_below_the_longest_row():
   """Blocks past every row's end are never read: NaN there leaves the output as it was."""
   q, k, v = _qkv(2, 40, 4, 2, 8, seed=4)

@@ -74,7 +74,8 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
   scalars = metric_writer.read_scalars(os.path.join(workdir, metric_writer.TENSORBOARD_DIR))
   aaa = next(l for l in lines if l['task_id'] == 'aaa' and l['lr'] == 1e-3)
   assert [v for _, v in scalars['ttt_task/aaa/lr_0.001/loss']] == pytest.approx(aaa['losses'])
-  assert len(scalars['ttt_step/loss']) >= 6 and 'ttt_step/tokens_per_s' in scalars
+  # One row length here (128): its steps' scalars under ttt_step/len_128/.
+  assert len(scalars['ttt_step/len_128/loss']) >= 6 and 'ttt_step/len_128/tokens_per_s' in scalars
 
   # A rerun in the same workdir resumes from the last checkpoint and logs no job twice.
   ttt.run_ttt(config, workdir)

@@ -141,7 +141,7 @@ def decode_variants(
   rows = _rows(variants, _ordinals(variants), config, fmt)
   grammar = None if shape_mode(config, fmt) == 'none' else grammar_lib.GridGrammar()
   candidates: dict[int, list[Candidate]] = {}
-  models = {}  # task -> (params, adapter): each task's adapter merged once
+  model_of = None  # the task task_params / task_adapter run
   for names in _batches(rows, variants, task_index, adapters is not None, config.batch_size):
     batch = [rows[r] for r in names]
     padded = batch + [batch[-1]] * (config.batch_size - len(batch))
@@ -151,9 +151,10 @@ def decode_variants(
     )
     budget_B = np.array([r.budget for r in padded], np.int32)
     task = task_index[batch[0].variant]
-    if task not in models:
-      models[task] = decode.task_model(params, adapters, task, config.merge_adapters)
-    task_params, task_adapter = models[task]
+    if task != model_of:  # a task's batches come together: one merged copy alive at a time
+      task_params = task_adapter = None  # dropped before the next task's merge
+      task_params, task_adapter = decode.task_model(params, adapters, task, config.merge_adapters)
+      model_of = task
     common = dict(
         adapters=task_adapter,
         max_new_B=budget_B,  # each row stops at its own budget: the loop exits when all have

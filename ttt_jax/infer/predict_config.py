@@ -29,9 +29,10 @@ class PredictConfig:
   length_multiple: int = 64
   score_augmentations: int = 0  # product-of-experts re-scoring; 0 = off
   # Decode and score each task with its adapter folded into the weights (W + scale a b,
-  # once per task): no LoRA matmuls per token, at the price of a copy of the adapted
-  # weights while the task runs (for an 8B model with all-projection adapters ~13 GB in
-  # bf16; False runs the LoRA path instead). Logits agree to float rounding.
+  # merged for its decoding and again for its scoring): no LoRA matmuls per token, at the
+  # price of one copy of the adapted weights alive while a task runs (for an 8B model with
+  # all-projection adapters ~13 GB in bf16; False runs the LoRA path instead). Logits
+  # agree to float rounding (bf16 weights: the merged weight is rounded to bf16 once more).
   merge_adapters: bool = True
   seed: int = 0
   prompts: prompts.PromptConfig = prompts.PromptConfig()

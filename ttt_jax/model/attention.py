@@ -84,7 +84,6 @@ def cached_attention(
   _, B, K, T, D = k_LBKTD.shape
   C = min(block_size, T)
   q_BKGSD = einops.rearrange(q_BSHD, 'b s (k g) d -> b k g s d', k=K)
-  q_BKGSD = q_BKGSD * jnp.asarray(D**-0.5, q_BKGSD.dtype)
   f32 = jnp.float32
 
   def block(i, carry):
@@ -98,7 +97,9 @@ def cached_attention(
     visible_BSC = (slot_C >= i * C)[None, None] & (slot_C[None, None] <= query_slot_BS[..., None])
     visible_BSC &= slot_C[None, None] < end_B[:, None, None]
     scores = jnp.einsum('bkgsd,bkcd->bkgsc', q_BKGSD, k_BKCD, preferred_element_type=f32)
-    scores = scores + jnp.where(visible_BSC, 0.0, -jnp.inf)[:, None, None]
+    # A select, not an additive mask: a non-finite key past `end` stays out of the softmax
+    # (the cache only holds finite values: zeros, or keys and values of real tokens).
+    scores = jnp.where(visible_BSC[:, None, None], scores * D**-0.5, -jnp.inf)
     new_max = jnp.maximum(max_BKGS, jnp.max(scores, axis=-1))
     safe_max = jnp.where(jnp.isfinite(new_max), new_max, 0.0)  # nothing seen yet
     unnormed = jnp.exp(scores - safe_max[..., None])

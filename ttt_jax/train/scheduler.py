@@ -64,10 +64,10 @@ class HostState:
   done: list[dict] = dataclasses.field(default_factory=list)  # finished JobResults
 
 
-def _fingerprint(jobs, model_config, ttt_config, num_slots, max_examples, seq_len) -> str:
+def _fingerprint(scheduled, model_config, ttt_config, num_slots, max_examples, seq_len) -> str:
   return json.dumps(
       [
-          [(i, j.task, j.lr, j.seed) for i, j in jobs],
+          [(i, j.task, j.lr, j.seed) for i, j in scheduled],
           repr(model_config),
           repr(ttt_config),
           num_slots,
@@ -114,6 +114,10 @@ class Scheduler:
   ):
     self.base_params, self.jobs, self.task_data = base_params, list(jobs), task_data
     self.schedule = list(range(len(self.jobs)) if schedule is None else schedule)
+    if len(set(self.schedule)) != len(self.schedule) or not all(
+        0 <= i < len(self.jobs) for i in self.schedule
+    ):
+      raise ValueError(f'schedule {self.schedule} must name distinct jobs of 0..{len(jobs) - 1}')
     self.statics = dict(model_config=model_config, ttt_config=ttt_config)
     self.ttt_config, self.mesh = ttt_config, mesh
     self.shape = (max_examples, seq_len)

@@ -104,14 +104,62 @@ def read_finished(metrics_path: str, jobs: Sequence[Job]) -> dict[int, JobResult
   return finished
 
 
+def _train_by_row_length(
+    params, jobs, task_data, length_of_task, c, workdir, finished, *, scalars, **options
+) -> list[JobResult]:
+  """Trains the jobs in groups of one row length, shortest first, each group a stream of
+  its own: its own compiled step, checkpoints (checkpoints/len_<S>/) and TensorBoard
+  step scalars (ttt_step/len_<S>/). A group whose jobs all finished is skipped.
+
+  Computing the lengths built every task's examples once more (about a second per task
+  at the paper's 250 examples)."""
+  results = []
+  for seq_len in sorted(set(length_of_task.values())):
+    schedule = [i for i, job in enumerate(jobs) if length_of_task[job.task] == seq_len]
+    if all(i in finished for i in schedule):
+      results += [finished[i] for i in schedule]
+      for i in schedule:
+        options['on_job_done'](finished[i], None)
+      continue
+    checkpointer = None
+    if c.run.checkpoint_every:
+      checkpointer = checkpoint.RunCheckpointer(
+          os.path.join(workdir, 'checkpoints', f'len_{seq_len}'), c.run.checkpoint_every
+      )
+    results += train_stream(
+        params,
+        jobs,
+        functools.partial(_cut_task_data, task_data, seq_len),
+        ttt_config=c.ttt,
+        num_slots=c.run.num_slots,
+        max_examples=c.data.max_examples,
+        seq_len=seq_len,
+        packed=c.data.pack,
+        on_step=functools.partial(_write_step, scalars, f'ttt_step/len_{seq_len}'),
+        checkpointer=checkpointer,
+        finished=finished,
+        schedule=schedule,
+        **options,
+    )
+  return results
+
+
+def _cut_task_data(task_data, seq_len: int, t: int) -> TTTArrays:
+  return ttt_data.cut_rows(task_data(t), seq_len)
+
+
+def _write_step(scalars: MetricWriter, prefix: str, step: int, values: dict) -> None:
+  scalars.write(step, values, prefix=prefix)
+
+
 def run_ttt(config, workdir: str) -> list[JobResult]:
   """Test-time training of every selected task (x every learning rate).
 
   Writes workdir/adapters/<task_id>/ (PEFT format; <task_id>/lr_<lr>/ when
   sweeping several lrs), workdir/ttt_metrics.jsonl (one line per job: status,
   steps, loss curve, seconds), workdir/tensorboard/ and resumable checkpoints
-  in workdir/checkpoints. A rerun in the same workdir trains only the jobs not
-  yet in ttt_metrics.jsonl (from the last checkpoint, if any).
+  in workdir/checkpoints/len_<S>/. A rerun in the same workdir trains only the
+  jobs not yet in ttt_metrics.jsonl (from the last checkpoint, if any).
   """
   c = TTTRun.from_config(config)
   parallel.initialize_distributed(
@@ -180,45 +228,24 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
     )
     logged.add(result.job)
 
-  # Tasks train in groups of one row length, shortest first, each group a stream of its
-  # own (its own compiled step and checkpoints): the grouping builds every task's
-  # examples once more (about a second per task at the paper's 250 examples).
-  row_length = {
+  length_of_task = {
       t: ttt_data.row_length(task_data(t).lengths, c.data.seq_len, c.data.length_bucket)
       for t in range(len(tasks))
   }
-  results, steps_before, last_step = [], 0, 0
-
-  def on_step(step: int, scalars_of_step: dict) -> None:  # steps of all lengths in a row
-    nonlocal last_step
-    last_step = step
-    scalars.write(steps_before + step, scalars_of_step, prefix='ttt_step')
-
   with scalars:
-    for seq_len in sorted(set(row_length.values())):
-      checkpointer = None
-      if c.run.checkpoint_every:
-        checkpointer = checkpoint.RunCheckpointer(
-            os.path.join(workdir, 'checkpoints', f'len_{seq_len}'), c.run.checkpoint_every
-        )
-      results += train_stream(
-          params,
-          jobs,
-          lambda t: ttt_data.cut_rows(task_data(t), seq_len),  # pylint: disable=cell-var-from-loop
-          model_config=model_config,
-          ttt_config=c.ttt,
-          num_slots=c.run.num_slots,
-          max_examples=c.data.max_examples,
-          seq_len=seq_len,
-          packed=c.data.pack,
-          mesh=mesh,
-          on_job_done=on_job_done,
-          on_step=on_step,
-          checkpointer=checkpointer,
-          finished=finished,
-          schedule=[i for i, job in enumerate(jobs) if row_length[job.task] == seq_len],
-      )
-      steps_before, last_step = steps_before + last_step, 0
+    results = _train_by_row_length(
+        params,
+        jobs,
+        task_data,
+        length_of_task,
+        c,
+        workdir,
+        finished,
+        model_config=model_config,
+        mesh=mesh,
+        on_job_done=on_job_done,
+        scalars=scalars,
+    )
   progress.close()
   counts = {}
   for r in results:

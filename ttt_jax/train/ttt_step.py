@@ -7,7 +7,8 @@ task's gradient is exactly its own: the per-task losses are independent, as
 if summed), and applies each slot's own clipped AdamW update. Slots differ in
 their number of examples, so each carries its own step count, schedule,
 epoch-wise shuffle and status; a finished, converged or failed (NaN) slot is
-frozen (a failed one before the update that was not finite). Placing jobs in slots is slots.py; keeping them busy, scheduler.py.
+frozen (a failed one at its last finite state). Placing jobs in slots is
+slots.py; keeping them busy, scheduler.py.
 """
 
 from __future__ import annotations

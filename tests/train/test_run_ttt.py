@@ -136,7 +136,7 @@ def test_a_tasks_adapter_does_not_depend_on_the_other_tasks_selected(tmp_path):
       np.testing.assert_array_equal(adapters['both'][name][ab], adapters['alone'][name][ab])
 
 
-def test_tasks_trained_at_their_own_row_length_get_the_same_adapters(tmp_path):
+def test_tasks_trained_at_their_own_row_length_get_the_same_adapters(tmp_path, monkeypatch):
   """Rows cut to each task's length bucket (the default) change no adapter: the same
   batches, the padding just shorter; each length streams with its own checkpoints."""
   rng = np.random.default_rng(1)
@@ -166,6 +166,10 @@ def test_tasks_trained_at_their_own_row_length_get_the_same_adapters(tmp_path):
     assert sorted(os.listdir(workdir / 'checkpoints')) == (
         ['len_256'] if bucket == 0 else ['len_128', 'len_256']
     )
+  # A rerun trains no length again (every group's jobs are in ttt_metrics.jsonl).
+  monkeypatch.setattr(ttt_step, 'train_step', lambda *a, **k: pytest.fail('trained again'))
+  assert [r.status for r in ttt.run_ttt(config, str(workdir))] == ['done', 'done']
+  monkeypatch.undo()
   for name in ('small', 'large'):
     for path, got in jax.tree_util.tree_flatten_with_path(adapters[128][name])[0]:
       want = adapters[0][name]

@@ -42,7 +42,8 @@ def prefill(
     lora_config: LoraConfig | None = None,
 ) -> tuple[jax.Array, dict]:
   """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into an
-  empty cache (end == 0, as init_cache makes it); returns the float32 logits [B, V] after
+  empty cache (end == 0, as init_cache makes it; not checked: what a filled cache held
+  would be ignored and overwritten); returns the float32 logits [B, V] after
   each row's last real token, and the cache with end = lengths. Positions default to
   0, 1, 2, ... The prompts attend to themselves with the full forward's kernel."""
   mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]

@@ -146,6 +146,8 @@ def leave_two_out(task: Task) -> list[Task]:
 
 # ----------------------------------------------------- augmented grid sets
 
+GRID_BATCH = 8  # demonstration grids per augmentation call, padded up to a multiple
+
 
 @functools.partial(jax.jit, static_argnames=('num', 'd8', 'colors', 'keep_zero'))
 def _augment_grids(grids, shapes, rng, *, num, d8, colors, keep_zero):
@@ -174,6 +176,10 @@ def _augmented_demos(
   """
   n = len(task.train)
   padded = [augment.pad_grid(g) for p in task.train for g in (p.input, p.output)]
+  num_grids = len(padded)
+  # 1x1 filler grids up to a multiple of 8 (one compilation serves tasks of 1-4 demos);
+  # only the first num_grids = 2n are read back.
+  padded += [augment.pad_grid(np.zeros((1, 1), np.int8))] * (-num_grids % GRID_BATCH)
   grids = np.stack([g for g, _ in padded])
   shapes = np.stack([s for _, s in padded])
   k = cfg.augmentations_per_task
@@ -197,7 +203,7 @@ def _augmented_demos(
     )
     grids_KG = jnp.where(use_K[:, None, None, None], new_grids, grids_KG)
     shapes_KG = jnp.where(use_K[:, None, None], new_shapes, shapes_KG)
-    fits_K = ~use_K | np.asarray(fits_KG).all(axis=1)
+    fits_K = ~use_K | np.asarray(fits_KG)[:, :num_grids].all(axis=1)  # fillers aside
   grids_KG, shapes_KG = np.asarray(grids_KG), np.asarray(shapes_KG)
   copies = []
   for c in np.flatnonzero(fits_K):

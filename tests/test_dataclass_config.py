@@ -2,7 +2,7 @@
 command line (one line naming the flag, no traceback)."""
 
 import dataclasses
-import importlib.util
+import importlib
 import os
 import subprocess
 import sys
@@ -23,10 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(name, arg=''):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return importlib.import_module(f'configs.{name}').get_config(arg)
 
 
 def test_round_trip_with_nesting_tuples_and_placeholders():

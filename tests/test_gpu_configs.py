@@ -1,8 +1,7 @@
 """The GPU recipes: each config's default plus the numerics of configs/gpu.py, nothing else."""
 
 import dataclasses
-import importlib.util
-import os
+import importlib
 
 import pytest
 
@@ -10,14 +9,9 @@ from configs import gpu
 from ttt_jax.infer import predict
 from ttt_jax.train import finetune, ttt
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _config(name, arg=''):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return importlib.import_module(f'configs.{name}').get_config(arg)
 
 
 BF16 = dict(param_dtype=gpu.PARAM_DTYPE, compute_dtype=gpu.COMPUTE_DTYPE)

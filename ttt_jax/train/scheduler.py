@@ -139,7 +139,9 @@ class Scheduler:
     """Trains every job. With a `checkpointer` (checkpoint.RunCheckpointer) it resumes from
     the latest save and saves every `save_every` global steps. `stop_after_steps` stops
     after that many global steps without saving (what a killed run leaves; for tests)."""
-    latest = checkpointer.latest_step() if checkpointer is not None else None
+    # A rerun after the stream ended does not resume: refilling passes every job through.
+    ended = all(i in self.finished for i in self.schedule)
+    latest = None if checkpointer is None or ended else checkpointer.latest_step()
     if latest is None:
       for slot in range(len(self.slots.step)):
         self._refill(slot)
@@ -277,7 +279,8 @@ class Scheduler:
       )
       self.running.discard(slot)
       if result.status == str(Status.FAILED):  # its adapter at the start: the base model
-        adapter = slot_ops.initial_adapter(self.jobs[index], index, **self.statics)
+        seed = slot_ops.take_slot(self.slots.seed, slot, self.mesh)
+        adapter = jax.device_get(ttt_step.init_adapter(seed, **self.statics))
       else:
         adapter = slot_ops.take_slot(self.slots.lora, slot, self.mesh)
       self._finish(result, adapter)

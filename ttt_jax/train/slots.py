@@ -8,7 +8,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ttt_jax import parallel
@@ -75,16 +74,6 @@ def place_job(
   )
   slot = jnp.int32(slot)
   return put_slot(slots, slot, one, mesh=mesh), put_slot(data, slot, task_data, mesh=mesh)
-
-
-def initial_adapter(job, index: int, *, model_config: ModelConfig, ttt_config: TTTConfig):
-  """The adapter scheduler.Job `job` (number `index` of its run) starts from, as host numpy:
-  B = 0, the base model (what a failed job hands out)."""
-  seed = job.task if job.seed is None else job.seed
-  start = fresh_slot(
-      job.task, seed, index, job.lr, np.int32(0), model_config=model_config, ttt_config=ttt_config
-  )
-  return jax.device_get(start.lora)
 
 
 def empty_slots(

@@ -109,18 +109,14 @@ def _train_by_row_length(
 ) -> list[JobResult]:
   """Trains the jobs in groups of one row length, shortest first, each group a stream of
   its own: its own compiled step, checkpoints (checkpoints/len_<S>/) and TensorBoard
-  step scalars (ttt_step/len_<S>/). A group whose jobs all finished is skipped.
+  step scalars (ttt_step/len_<S>/). A group whose jobs all finished trains nothing (the
+  Scheduler passes them through without resuming its checkpoint).
 
   Computing the lengths built every task's examples once more (about a second per task
   at the paper's 250 examples)."""
   results = []
   for seq_len in sorted(set(length_of_task.values())):
     schedule = [i for i, job in enumerate(jobs) if length_of_task[job.task] == seq_len]
-    if all(i in finished for i in schedule):
-      results += [finished[i] for i in schedule]
-      for i in schedule:
-        options['on_job_done'](finished[i], None)
-      continue
     checkpointer = None
     if c.run.checkpoint_every:
       checkpointer = checkpoint.RunCheckpointer(

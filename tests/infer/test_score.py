@@ -95,3 +95,18 @@ def test_scoring_transforms_start_with_identity_and_are_seeded():
   assert a != score.scoring_transforms('y', 0, 5)
   with pytest.raises(ValueError, match='num'):
     score.scoring_transforms('x', 0, 0)
+
+
+@pytest.mark.parametrize('group_tokens', [16, 32, 48])  # 1, 2, 3 rows per group of 6
+def test_target_logprobs_in_row_groups_equal_one_pass(group_tokens):
+  params = llama.init_params(CONFIG, jax.random.key(0), std=0.2)
+  rng = np.random.default_rng(2)
+  tokens = rng.integers(0, 13, (6, 16)).astype(np.int32)
+  lengths = np.array([16, 9, 12, 3, 16, 7], np.int32)
+  targets = (rng.random((6, 16)) < 0.5).astype(np.int32)
+  logp = lambda g: np.asarray(
+      score.target_logprobs(params, CONFIG, tokens, lengths, targets, capacity=96, group_tokens=g)
+  )
+  one_pass = logp(0)
+  assert np.all(one_pass < 0)
+  np.testing.assert_allclose(logp(group_tokens), one_pass, rtol=1e-5, atol=1e-5)

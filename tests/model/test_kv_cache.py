@@ -9,7 +9,7 @@ import pytest
 
 from ttt_jax.data import format as fmt
 from ttt_jax.infer import decode
-from ttt_jax.model import kv_cache, llama
+from ttt_jax.model import kv_cache, llama, row_groups
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora
 
@@ -75,6 +75,40 @@ def test_prefill_and_decode_steps_match_full_forward(model):
     ref_tokens, ref_logits = _greedy_by_full_forward(params, config, tokens[b, :n].tolist(), steps)
     np.testing.assert_allclose(cached_logits[b], ref_logits, atol=1e-4, rtol=0)
     assert cached_tokens[b].tolist() == ref_tokens
+
+
+@pytest.mark.parametrize('group_tokens', [13, 26, 39])  # 1, 2, 3 rows per group of 6
+def test_prefill_in_row_groups_equals_one_pass(model, group_tokens):
+  config, params = model
+  tokens, lengths = _prompts(config, [9, 4, 13, 1, 7, 13], 13, seed=3)
+  prefill = jax.jit(kv_cache.prefill, static_argnames=('config', 'group_tokens'))
+  decode = jax.jit(kv_cache.decode_step, static_argnames='config')
+  runs = []
+  for tokens_per_group in (0, group_tokens):  # 0: all rows in one pass
+    cache = kv_cache.init_cache(config, 6, 13 + 2)
+    logits, cache = prefill(params, config, tokens, lengths, cache, group_tokens=tokens_per_group)
+    next_logits, cache = decode(params, config, jnp.argmax(logits, -1).astype(jnp.int32), cache)
+    runs.append(jax.tree.map(np.asarray, (logits, next_logits, cache)))
+  (logits, next_logits, cache), (g_logits, g_next_logits, g_cache) = runs
+  # Equal up to float rounding (a group's matmuls have other shapes): logits are ~10 and
+  # cached keys ~6 under this wide init.
+  np.testing.assert_allclose(g_logits, logits, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(g_next_logits, next_logits, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(g_cache['end'], lengths + 1)
+  np.testing.assert_array_equal(cache['end'], lengths + 1)
+  for name in ('k', 'v'):
+    np.testing.assert_allclose(g_cache[name], cache[name], atol=1e-4, rtol=1e-5)
+
+
+def test_rows_per_group():
+  assert row_groups.rows_per_group(16, 800, 2048) == 2
+  assert row_groups.rows_per_group(12, 100, 500) == 4  # 5 does not divide 12
+  assert row_groups.rows_per_group(7, 100, 300) == 1  # 7 is prime
+  assert row_groups.rows_per_group(4, 4096, 2048) == 1  # a row longer than a group
+  assert row_groups.rows_per_group(16, 800, 0) == 16
+  assert row_groups.rows_per_group(2, 100, 2048) == 2  # fits in one group
+  assert jax.default_backend() == 'cpu'  # the default is the CPU's
+  assert row_groups.rows_per_group(16, 800) == row_groups.rows_per_group(16, 800, 2048)
 
 
 def _greedy(params, config, tokens, lengths, max_new, eos_id, lora=None, lora_config=None):

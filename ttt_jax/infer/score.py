@@ -26,12 +26,12 @@ from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
 from ttt_jax.formats.positions import position_ids
 from ttt_jax.infer import prompts
-from ttt_jax.model import llama
+from ttt_jax.model import llama, row_groups
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
 
-@functools.partial(jax.jit, static_argnames=('config', 'lora_config', 'capacity'))
+@functools.partial(jax.jit, static_argnames=('config', 'lora_config', 'capacity', 'group_tokens'))
 def target_logprobs(
     params: dict,
     config: ModelConfig,
@@ -42,22 +42,30 @@ def target_logprobs(
     capacity: int,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
+    group_tokens: int | None = None,
 ) -> jax.Array:
   """float32 [B]: sum over targets s (target_mask[s] = 1, s < length) of log p(tokens[s] | < s).
 
   The LM head runs only on the hidden states that predict a target, at most
   `capacity` of them in the whole batch (a 128k vocabulary makes [B, S, V] logits
-  too large to form)."""
+  too large to form). The forward runs in groups of rows of at most `group_tokens` tokens
+  (model/row_groups.py: on a CPU by default)."""
   B, S = tokens_BS.shape
   mask_BS = jnp.arange(S)[None, :] < lengths_B[:, None]
-  h_BSD, _ = llama.hidden_states(
-      params,
+  h_BSD = row_groups.map_rows(
+      lambda tokens, mask, positions: llama.hidden_states(
+          params,
+          tokens,
+          config,
+          positions_BS=positions,
+          mask_BS=mask,
+          lora=lora,
+          lora_config=lora_config,
+      )[0],
+      row_groups.rows_per_group(B, S, group_tokens),
       tokens_BS,
-      config,
-      positions_BS=position_ids(tokens_BS, config),
-      mask_BS=mask_BS,
-      lora=lora,
-      lora_config=lora_config,
+      mask_BS,
+      position_ids(tokens_BS, config),
   )
   weight_BS = (target_mask_BS[:, 1:] > 0) & mask_BS[:, 1:]  # position s predicts token s + 1
   (flat_C,) = jnp.nonzero(weight_BS.reshape(-1), size=capacity, fill_value=0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ttt_jax.model import llama
+from ttt_jax.model import llama, row_groups
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig
 
@@ -40,12 +40,37 @@ def prefill(
     positions_BS: jax.Array | None = None,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
+    group_tokens: int | None = None,
 ) -> tuple[jax.Array, dict]:
   """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into an
   empty cache (end == 0, as init_cache makes it; not checked: what a filled cache held
   would be ignored and overwritten); returns the float32 logits [B, V] after
   each row's last real token, and the cache with end = lengths. Positions default to
-  0, 1, 2, ... The prompts attend to themselves with the full forward's kernel."""
+  0, 1, 2, ... The prompts attend to themselves with the full forward's kernel, in
+  groups of rows of at most `group_tokens` tokens (row_groups: on a CPU by default)."""
+  B, S = tokens_BS.shape
+  rows = row_groups.rows_per_group(B, S, group_tokens)
+  one_pass = lambda *row_args, cache: _prefill_pass(
+      params, config, *row_args, cache, lora=lora, lora_config=lora_config
+  )
+  if rows == B:
+    return one_pass(tokens_BS, lengths_B, positions_BS, cache=cache)
+
+  def group(i, carry):
+    logits_BV, k, v = carry
+    take = lambda x: None if x is None else jax.lax.dynamic_slice_in_dim(x, i * rows, rows)
+    fresh = init_cache(config, rows, S, dtype=k.dtype)
+    logits_GV, written = one_pass(take(tokens_BS), take(lengths_B), take(positions_BS), cache=fresh)
+    put = lambda full, part, axis: jax.lax.dynamic_update_slice_in_dim(full, part, i * rows, axis)
+    return put(logits_BV, logits_GV, 0), put(k, written['k'], 1), put(v, written['v'], 1)
+
+  logits_BV = jnp.zeros((B, config.vocab_size), jnp.float32)
+  logits_BV, k, v = jax.lax.fori_loop(0, B // rows, group, (logits_BV, cache['k'], cache['v']))
+  return logits_BV, {'k': k, 'v': v, 'end': cache['end'] + lengths_B}
+
+
+def _prefill_pass(params, config, tokens_BS, lengths_B, positions_BS, cache, **lora):
+  """`prefill` of all the given rows in one forward."""
   mask_BS = jnp.arange(tokens_BS.shape[1])[None, :] < lengths_B[:, None]
   h_BSD, cache = llama.hidden_states(
       params,
@@ -53,10 +78,9 @@ def prefill(
       config,
       positions_BS=positions_BS,
       mask_BS=mask_BS,
-      lora=lora,
-      lora_config=lora_config,
       cache=cache,
       fresh_cache=True,
+      **lora,
   )
   last_BD = jnp.take_along_axis(h_BSD, (lengths_B - 1)[:, None, None], axis=1)[:, 0]
   return llama.logits_from_hidden(params, last_BD, config), cache

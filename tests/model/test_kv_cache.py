@@ -100,6 +100,35 @@ def test_prefill_in_row_groups_equals_one_pass(model, group_tokens):
     np.testing.assert_allclose(g_cache[name], cache[name], atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize('group_tokens', [13, 26, 0])  # 1 or 2 rows per group; one pass
+def test_prefill_of_shared_prompts_equals_prefilling_every_row(model, group_tokens):
+  config, params = model
+  tokens, lengths = _prompts(config, [9, 4, 13, 6], 13, seed=4)
+  source = np.array([0, 1, 0, 3, 1, 0], np.int32)  # rows 2, 4, 5 repeat rows 0, 1, 0
+  tokens, lengths = tokens[source], lengths[source]
+  prefill = jax.jit(kv_cache.prefill, static_argnames=('config', 'group_tokens'))
+  runs = [
+      jax.tree.map(
+          np.asarray,
+          prefill(
+              params,
+              config,
+              tokens,
+              lengths,
+              kv_cache.init_cache(config, 6, 15),
+              group_tokens=tokens_per_group,
+              source_B=source_B,
+          ),
+      )
+      for tokens_per_group, source_B in ((0, None), (group_tokens, source))
+  ]
+  (logits, cache), (s_logits, s_cache) = runs
+  np.testing.assert_allclose(s_logits, logits, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(s_cache['end'], lengths)
+  for name in ('k', 'v'):
+    np.testing.assert_allclose(s_cache[name], cache[name], atol=1e-4, rtol=1e-5)
+
+
 def test_rows_per_group():
   assert row_groups.rows_per_group(16, 800, 2048) == 2
   assert row_groups.rows_per_group(12, 100, 500) == 4  # 5 does not divide 12

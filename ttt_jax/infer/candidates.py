@@ -150,6 +150,9 @@ def decode_variants(
         prompts_, config.batch_size, config.length_multiple, fmt.pad_id
     )
     budget_B = np.array([r.budget for r in padded], np.int32)
+    # A variant's shape hypotheses (and the padding rows) share its prompt: prefill it once.
+    first = {}
+    source_B = np.array([first.setdefault(r.variant, b) for b, r in enumerate(padded)], np.int32)
     task = task_index[batch[0].variant]
     if task != model_of:  # a task's batches come together: one merged copy alive at a time
       task_params = task_adapter = None  # dropped before the next task's merge
@@ -163,6 +166,7 @@ def decode_variants(
         pad_id=fmt.pad_id,
         grammar=grammar,
         target_shape_B2=None if grammar is None else np.array([r.target for r in padded], np.int32),
+        prompt_source_B=source_B,
     )
     if config.decoding == 'dfs':
       out = decode.dfs(

@@ -170,9 +170,16 @@ def _run(step_fn, params, config, adapters: Adapters | None, cache: dict, *row_a
   return logits_BV, {'k': k, 'v': v, 'end': end}
 
 
-def _prefill_rows(params, config, tokens_BS, lengths_B, positions_BS, cache, **lora):
+def _prefill_rows(params, config, tokens_BS, lengths_B, positions_BS, cache, source_B=None, **lora):
   return kv_cache.prefill(
-      params, config, tokens_BS, lengths_B, cache, positions_BS=positions_BS, **lora
+      params,
+      config,
+      tokens_BS,
+      lengths_B,
+      cache,
+      positions_BS=positions_BS,
+      source_B=source_B,
+      **lora,
   )
 
 
@@ -180,8 +187,20 @@ def _decode_rows(params, config, tokens_B, positions_B, cache, **lora):
   return kv_cache.decode_step(params, config, tokens_B, cache, positions_B=positions_B, **lora)
 
 
-def _prefill(params, config, adapters, tokens_BS, lengths_B, positions_BS, cache):
-  return _run(_prefill_rows, params, config, adapters, cache, tokens_BS, lengths_B, positions_BS)
+def _prefill(params, config, adapters, tokens_BS, lengths_B, source_B, max_new_tokens):
+  """(logits [B, V] after each prompt, a cache holding the prompts with room for
+  `max_new_tokens` more, the next token's position [B]); rows sharing a prompt
+  (`source_B`) prefill it once."""
+  positions_BS, next_B = _prompt_positions(config, tokens_BS, lengths_B)
+  B, S = tokens_BS.shape
+  cache = kv_cache.init_cache(config, B, S + max_new_tokens)
+  if adapters is not None and adapters.task_index_B is not None:
+    source_B = None  # per-row adapters: each row runs alone
+  step_fn = functools.partial(_prefill_rows, source_B=source_B)
+  logits_BV, cache = _run(
+      step_fn, params, config, adapters, cache, tokens_BS, lengths_B, positions_BS
+  )
+  return logits_BV, cache, next_B
 
 
 def _decode_step(params, config, adapters, tokens_B, positions_B, cache):
@@ -287,20 +306,19 @@ def generate(
     pad_id: int = fmt.PAD,
     grammar: grammar_lib.GridGrammar | None = None,
     target_shape_B2: jax.Array | None = None,
+    prompt_source_B: jax.Array | None = None,
 ) -> Decoded:
   """Continues right-padded prompts (row b real for its first lengths[b] tokens) until row b
   emits one of `stop_ids` or its `max_new_B[b]` tokens (<= `max_new_tokens`); stops early
   once every row is done. `rng_B` [B]: each row's key (sampling only). Position ids follow
   `config.positions`. With a `grammar`, only well-formed grids (of `target_shape_B2`
-  [B, 2] where non-zero) are generated."""
-  B, S = prompt_tokens_BS.shape
+  [B, 2] where non-zero) are generated. `prompt_source_B` [B]: row b's prompt is row
+  source[b]'s (source[source[b]] == source[b]): it is prefilled once (kv_cache.prefill)."""
+  B = prompt_tokens_BS.shape[0]
   budget_B = row_budgets(max_new_B, B, max_new_tokens)
   rng_B = row_keys(rng_B, B)
-  positions_BS, next_B = _prompt_positions(config, prompt_tokens_BS, prompt_lengths_B)
-  cache = kv_cache.init_cache(config, B, S + max_new_tokens)
-  logits_BV, cache = _prefill(
-      params, config, adapters, prompt_tokens_BS, prompt_lengths_B, positions_BS, cache
-  )
+  prompt = (prompt_tokens_BS, prompt_lengths_B, prompt_source_B)
+  logits_BV, cache, next_B = _prefill(params, config, adapters, *prompt, max_new_tokens)
 
   def running(s: _SamplingState):
     return (s.step < max_new_tokens) & ~jnp.all(s.done_B)
@@ -400,10 +418,12 @@ def dfs(
     pad_id: int = fmt.PAD,
     grammar: grammar_lib.GridGrammar | None = None,
     target_shape_B2: jax.Array | None = None,
+    prompt_source_B: jax.Array | None = None,
 ) -> Searched:
   """Every completion whose probability is >= `threshold` and whose length is within its
   row's budget `max_new_B[b]` (<= `max_new_tokens`), with its log-prob. Positions and the
-  grammar as in `generate` (probabilities then under the constrained distribution).
+  grammar and `prompt_source_B` as in `generate` (probabilities then under the constrained
+  distribution).
 
   A prefix is expanded only while its cumulative probability stays >= p, so
   this is exactly the set depth-first search finds; it is computed breadth
@@ -411,16 +431,13 @@ def dfs(
   are broken by slot and token index (`lax.top_k`), so the result is
   deterministic.
   """
-  B, S = prompt_tokens_BS.shape
+  B = prompt_tokens_BS.shape[0]
   K = dfs_capacity(threshold)
   V = config.vocab_size
   min_logp = jnp.float32(math.log(threshold))
   budget_B = row_budgets(max_new_B, B, max_new_tokens)
-  positions_BS, next_B = _prompt_positions(config, prompt_tokens_BS, prompt_lengths_B)
-  cache = kv_cache.init_cache(config, B, S + max_new_tokens)
-  logits_BV, cache = _prefill(
-      params, config, adapters, prompt_tokens_BS, prompt_lengths_B, positions_BS, cache
-  )
+  prompt = (prompt_tokens_BS, prompt_lengths_B, prompt_source_B)
+  logits_BV, cache, next_B = _prefill(params, config, adapters, *prompt, max_new_tokens)
   # Every slot starts from the prompt: copy its cache row K times.
   cache = {
       'k': jnp.repeat(cache['k'], K, axis=1),

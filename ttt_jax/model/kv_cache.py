@@ -41,13 +41,18 @@ def prefill(
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
     group_tokens: int | None = None,
+    source_B: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
   """Runs right-padded prompts (row b real for its first lengths[b] >= 1 tokens) into an
   empty cache (end == 0, as init_cache makes it; not checked: what a filled cache held
   would be ignored and overwritten); returns the float32 logits [B, V] after
   each row's last real token, and the cache with end = lengths. Positions default to
   0, 1, 2, ... The prompts attend to themselves with the full forward's kernel, in
-  groups of rows of at most `group_tokens` tokens (row_groups: on a CPU by default)."""
+  groups of rows of at most `group_tokens` tokens (row_groups: on a CPU by default).
+
+  `source_B` [B] says row b's prompt (tokens, length, positions) is row source[b]'s,
+  with source[source[b]] == source[b]: in groups, only the source rows are computed
+  and the others copy their cache rows and logits (one pass computes every row)."""
   B, S = tokens_BS.shape
   rows = row_groups.rows_per_group(B, S, group_tokens)
   one_pass = lambda *row_args, cache: _prefill_pass(
@@ -55,6 +60,35 @@ def prefill(
   )
   if rows == B:
     return one_pass(tokens_BS, lengths_B, positions_BS, cache=cache)
+  if source_B is None:
+    return _prefill_groups(one_pass, config, rows, tokens_BS, lengths_B, positions_BS, cache, B)
+  # Source rows first (stably), computed; each row then reads its source's results.
+  is_source_B = source_B == jnp.arange(B)
+  order_B = jnp.argsort(~is_source_B, stable=True)
+  at_B = jnp.argsort(order_B)[source_B]  # where row b's source went
+  perm = lambda x: None if x is None else x[order_B]
+  logits_BV, cache = _prefill_groups(
+      one_pass,
+      config,
+      rows,
+      perm(tokens_BS),
+      perm(lengths_B),
+      perm(positions_BS),
+      cache,
+      jnp.sum(is_source_B, dtype=jnp.int32),
+  )
+  rows_of = lambda x: jnp.take(x, at_B, axis=1)
+  return logits_BV[at_B], {
+      'k': rows_of(cache['k']),
+      'v': rows_of(cache['v']),
+      'end': cache['end'][at_B],
+  }
+
+
+def _prefill_groups(one_pass, config, rows, tokens_BS, lengths_B, positions_BS, cache, live_rows):
+  """`prefill` of the first `live_rows` rows (rounded up to whole groups), `rows` at a time,
+  each group into its rows of `cache`; rows past them keep their zeros."""
+  B, S = tokens_BS.shape
 
   def group(i, carry):
     logits_BV, k, v = carry
@@ -65,7 +99,8 @@ def prefill(
     return put(logits_BV, logits_GV, 0), put(k, written['k'], 1), put(v, written['v'], 1)
 
   logits_BV = jnp.zeros((B, config.vocab_size), jnp.float32)
-  logits_BV, k, v = jax.lax.fori_loop(0, B // rows, group, (logits_BV, cache['k'], cache['v']))
+  num_groups = -(-live_rows // rows)
+  logits_BV, k, v = jax.lax.fori_loop(0, num_groups, group, (logits_BV, cache['k'], cache['v']))
   return logits_BV, {'k': k, 'v': v, 'end': cache['end'] + lengths_B}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 
 def machine() -> dict:
-  """Where the numbers come from: JAX devices, CPU count, versions."""
+  """Where the numbers come from: JAX devices, CPU count, versions, the env knobs."""
   import jax  # pylint: disable=import-outside-toplevel
 
   return {
@@ -24,6 +24,7 @@ def machine() -> dict:
       'python': platform.python_version(),
       'jax': jax.__version__,
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),  # malloc's huge pages
   }
 
 

@@ -4,10 +4,6 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Linux: glibc's malloc backs large blocks (XLA:CPU's per-call temporaries) with 2 MB
-# transparent huge pages: ~70x fewer page faults, a TTT step ~15-20% faster on a CPU
-# (docs/PERFORMANCE.md). Elsewhere, or with THP off, it changes nothing.
-export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)

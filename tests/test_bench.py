@@ -154,3 +154,14 @@ def test_decode_bench_runs_interleaved(tmp_path):
   assert all(len(s) == 2 for s in result['seconds_per_round'].values())
   assert result['results'][decode.HF]['vs_generate'] == 1.0
   assert all(r['new_tokens_per_s'] > 0 for r in result['results'].values())
+
+
+@pytest.mark.slow
+def test_sampling_bench_runs_every_way():
+  from ttt_jax.bench import sample  # pylint: disable=import-outside-toplevel
+
+  result = sample.benchmark_sampling(
+      batch=4, prompt_len=16, new_tokens=2, num_tasks=2, vocab_size=32, rounds=1
+  )
+  assert [r['method'] for r in result['rows']][0] == sample.SHARED and len(result['rows']) == 4
+  assert all(r['new_tokens_per_s'] > 0 for r in result['rows'])

@@ -36,6 +36,8 @@ def test_layout_order_cap_and_bad_values(tmp_path):
           {'uid': 't1', 'train_verdicts': [True], 'output_grids': []},  # lengths differ
       ],
   )
+  with open(tmp_path / 'A' / 'part-0.jsonl', 'a') as f:
+    f.write('{"uid": "t1", "train_ver\n')  # not JSON: skipped
   _write(
       tmp_path / 'A' / 'part-1.jsonl',
       [

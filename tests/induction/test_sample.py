@@ -25,7 +25,7 @@ TEMPLATE = json.load(
     open(os.path.join(os.path.dirname(__file__), 'data', 'barc_induction_golden.json'))
 )['chat_template']
 CONFIG = sample.SampleConfig(
-    num_samples=5, samples_per_round=2, max_new_tokens=24, batch_size=4, length_multiple=64
+    num_samples=5, samples_per_round=2, max_new_tokens=24, batch_size=4, length_multiple=1024
 )
 
 

@@ -46,7 +46,10 @@ def _rows(folder: str) -> Iterator[tuple[str, int, dict]]:
     with open(path) as f:
       for number, line in enumerate(f, 1):
         if line.strip():
-          yield path, number, json.loads(line)
+          try:
+            yield path, number, json.loads(line)
+          except json.JSONDecodeError as e:
+            logging.warning('%s:%d: row skipped: not JSON (%s)', path, number, e)
 
 
 def _row_problem(row: dict) -> str | None:
@@ -76,7 +79,16 @@ class _Grids:
     return self.seen.setdefault(key, value), None
 
 
-def _record(task: Task, name: str, verdict: bool, outputs, grids: _Grids) -> ProgramRecord:
+def _truths(task: Task) -> list[Grid] | None:
+  """The task's test outputs as lists, where all are known."""
+  if any(p.output is None for p in task.test):
+    return None
+  return [p.output.tolist() for p in task.test]
+
+
+def _record(
+    task: Task, truths: list[Grid] | None, name: str, verdict: bool, outputs, grids: _Grids
+) -> ProgramRecord:
   num_train, errors, test_outputs = len(task.train), [], []
   outputs = outputs if isinstance(outputs, list) else []
   for i in range(num_train, num_train + len(task.test)):
@@ -84,10 +96,9 @@ def _record(task: Task, name: str, verdict: bool, outputs, grids: _Grids) -> Pro
     test_outputs.append(grid)
     if problem:
       errors.append(f'test output {i - num_train}: {problem}')
-  truths = [p.output for p in task.test]
   test_verdicts = None
-  if all(t is not None for t in truths):
-    test_verdicts = tuple(g is not None and t.tolist() == g for g, t in zip(test_outputs, truths))
+  if truths is not None:
+    test_verdicts = tuple(g is not None and g == t for g, t in zip(test_outputs, truths))
   return ProgramRecord(
       task_id=task.id,
       program=name,
@@ -111,7 +122,7 @@ def read_released(
   vote). A record's `program` is `<folder>/<sample index in that folder>`. Rows of other
   tasks are skipped; an unreadable row is skipped with a warning naming file and line."""
   root = hub.local_path(root, tuple(f'{f}/*.jsonl' for f in folders))
-  by_id = {t.id: t for t in tasks}
+  by_id, truths = {t.id: t for t in tasks}, {t.id: _truths(t) for t in tasks}
   records: dict[str, list[ProgramRecord]] = {t.id: [] for t in tasks}
   grids, unknown = _Grids(), set()
   for folder in folders:
@@ -131,7 +142,8 @@ def read_released(
           break
         taken[task.id] = index + 1
         if verdict or not correct_only:
-          records[task.id].append(_record(task, f'{folder}/{index}', verdict, outputs, grids))
+          name = f'{folder}/{index}'
+          records[task.id].append(_record(task, truths[task.id], name, verdict, outputs, grids))
     short = sorted(t for t in by_id if taken.get(t, 0) < samples_per_folder)
     if short:
       logging.warning(

@@ -332,3 +332,18 @@ def test_oracle_needs_the_true_outputs(tmp_path):
   with pytest.raises(UserError, match="--config.vote.method: 'oracle' needs the true test"):
     predict.run_revote(f'dir:{tmp_path / "tasks"}', str(tmp_path), str(tmp_path / 'o'), oracle)
 
+
+def test_the_report_has_every_known_level(tmp_path):
+  """predict's report (the demo's too) takes levels from configs/data/*levels.csv."""
+  train = _tasks()[0].train
+  tasks = [
+      Task(i, train, (Pair(np.ones((1, 1), np.int8), np.ones((1, 1), np.int8)),))
+      for i in ('66e6c45b', 'e5c44e8f', 'gen-x-1')
+  ]
+  right = {'attempt_1': [[1]], 'attempt_2': [[1]]}
+  records = {t.id: {'attempts': [right], 'details': [{'votes': [1, 1]}]} for t in tasks}
+  score = predict.write_outputs(records, tasks, str(tmp_path))
+  assert [t.level for t in score.tasks] == ['easy', 'hard', None]
+  report = json.loads((tmp_path / 'report' / 'report.json').read_text())
+  assert [t['level'] for t in report['tasks']] == ['easy', 'hard', None]
+  assert list(report['by_level']) == ['easy', 'hard']

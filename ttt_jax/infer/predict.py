@@ -416,7 +416,7 @@ def write_outputs(
     logging.info('Test outputs unknown: wrote the submission, no score.')
     return None
   solutions = {t.id: [p.output.tolist() for p in t.test] for t in tasks}
-  result = metrics.score_submission(submission, solutions)
+  result = metrics.score_submission(submission, solutions, metrics.known_levels())
   metrics.write_report(os.path.join(output_dir, 'report'), result, details)
   return result
 
@@ -448,7 +448,7 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   )
   result = write_outputs(records, tasks, output_dir)
   if result is not None:
-    logging.info('Score %.2f / %d (%.1f%%)', result.total, result.num_tasks, 100 * result.mean)
+    logging.info('Score: %s', metrics.summary(result))
   return result
 
 

@@ -197,11 +197,11 @@ def test_execution_bench_against_a_stand_in_barc_executor(tmp_path, capsys):
   result = execution.bench_execution(
       str(barc / 'seeds'), [1], 1, barc_dir=str(barc), barc_python=sys.executable, out=str(out)
   )
-  assert [r['executor'] for r in result['rows']] == ['ours, 1 workers', execution.BARC]
+  assert [r['executor'] for r in result['rows']] == ['ours (1 workers)', execution.BARC]
   assert all(r['executions/s'] > 0 for r in result['rows'])
   check = result['library_check']
   assert check['seeds'] == 3 and check['solved_with_our_common'] == 3
   assert check['solved_with_barc_common'] == 2 and list(check['differ']) == ['c8f0f002.py']
   assert 'BARC: error' in check['differ']['c8f0f002.py']['barc']
   assert json.loads(out.read_text())['executions'] == result['executions']
-  assert '| ours, 1 workers |' in capsys.readouterr().out
+  assert '| ours (1 workers) |' in capsys.readouterr().out

@@ -36,6 +36,10 @@ BARC = "BARC's executor"
 _PEER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'barc_executor_peer.py')
 
 
+def _ours(workers: int) -> str:
+  return f'ours ({workers} workers)'
+
+
 def seed_workload(seeds_dir: str, selector: str = 'arc1/train'):
   """(tasks by id, programs) of the seeds in `seeds_dir` whose task is in `selector`."""
   tasks, _ = load_tasks(selector)
@@ -93,7 +97,9 @@ def run_barc(
       json.dump(jobs, f)
     command = [barc_python, _PEER, f'--barc_dir={barc_dir}', f'--jobs={jobs_path}']
     command += [f'--out={out_path}', f'--workers={workers}']
-    subprocess.run(command, check=True, capture_output=True)
+    peer = subprocess.run(command, capture_output=True, text=True, check=False)
+    if peer.returncode != 0:
+      raise RuntimeError(f"BARC's executor failed (exit {peer.returncode}): {peer.stderr[-2000:]}")
     with open(out_path) as f:
       result = json.load(f)
   records = {}
@@ -130,16 +136,16 @@ def bench_execution(
   limits = sandbox.Limits(timeout_s=timeout_s)
   executors = {w: sandbox.Executor(w) for w in workers}
   last: dict[str, dict] = {}
-  runs = {}
+  runs, pool_size = {}, {}
   try:
     for w, executor in executors.items():
 
-      def ours(executor=executor, name=f'ours, {w} workers'):
+      def ours(executor=executor, name=_ours(w)):
         seconds, last[name] = run_ours(executor, by_id, programs, 'main', limits)
         return seconds
 
-      runs[f'ours, {w} workers'] = ours
-    peer_workers = barc_workers or max(workers)
+      runs[_ours(w)], pool_size[_ours(w)] = ours, w
+    peer_workers = pool_size[BARC] = barc_workers or max(workers)
     if barc_dir and barc_python:
 
       def barc():
@@ -158,7 +164,7 @@ def bench_execution(
   stats = interleave.ratio_stats(seconds, reference)
   rows = []
   for name, s in stats.items():
-    count = peer_workers if name == BARC else int(name.split(', ')[1].split()[0])
+    count = pool_size[name]
     cores = min(count, os.cpu_count() or 1)
     rate = executions / s['median_s']
     rows.append(
@@ -178,8 +184,7 @@ def bench_execution(
       'isolation': isolation,
   }
   if BARC in last:
-    ours_name = f'ours, {max(workers)} workers'
-    extra['library_check'] = library_check(last[ours_name], last[BARC])
+    extra['library_check'] = library_check(last[_ours(max(workers))], last[BARC])
   return report.report(
       f'Program executions per second: {len(programs)} BARC seeds x their inputs '
       f'({executions} executions), timeout {timeout_s:g} s',

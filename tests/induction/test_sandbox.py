@@ -379,3 +379,9 @@ def test_full_timeouts_at_barcs_two_seconds(executor):
       sandbox.Limits(timeout_s=2.0),
   )
   assert_judged(records, {'loop': 'timeout: no output within 2 s'})
+
+
+def test_a_worker_that_cannot_start_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(sandbox.sys, 'executable', '/bin/false')
+  with pytest.raises(RuntimeError, match='the sandbox worker did not start'):
+    sandbox.Executor(2, bwrap='off')

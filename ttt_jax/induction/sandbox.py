@@ -111,9 +111,10 @@ class _Worker:
     """Waits for the worker's `ready` line (it imports numpy and scipy first)."""
     ready = self.read_line(time.monotonic() + _START_TIMEOUT_S)
     if not ready or not json.loads(ready).get('ready'):
-      self.close()
       self.stderr.seek(0)
-      raise RuntimeError(f'the sandbox worker did not start: {self.stderr.read().decode()[-2000:]}')
+      why = self.stderr.read().decode(errors='replace')[-2000:]
+      self.close()
+      raise RuntimeError(f'the sandbox worker did not start: {why}')
     self.isolation = json.loads(ready)['isolation']
     return self
 
@@ -175,7 +176,12 @@ class Executor:
     if bwrap == 'on' and not self.use_bwrap:
       raise RuntimeError('bwrap=on, but bubblewrap is not installed or cannot run here')
     started = [_Worker(self.use_bwrap) for _ in range(workers or os.cpu_count() or 1)]
-    self.workers = [w.wait_ready() for w in started]  # they start side by side
+    try:
+      self.workers = [w.wait_ready() for w in started]  # they start side by side
+    except RuntimeError:
+      for worker in started:
+        worker.close()
+      raise
     layers = (['bubblewrap'] if self.use_bwrap else []) + ['a forked process per program']
     self.isolation = ', '.join(layers + self.workers[0].isolation + ['python guard'])
 

@@ -8,6 +8,8 @@ and the commands that made them: docs/BENCHMARKS.md.
   python -m launch.bench --bench=mfu --num_tasks=1,8,16   # meant for a GPU
   python -m launch.bench --bench=memory --num_devices=8 --mesh=data:8 \
       --preset=llama3.1-8b --seq_len=8192 --num_tasks=8,16   # dry run, no allocation
+  python -m launch.bench --bench=execution --barc_dir=BARC --barc_python=VENV/bin/python \
+      --workers=1,2   # program executions/s: our sandbox vs BARC's executor
 
 Unset shape flags take the bench's defaults (BENCH_DEFAULTS). The tuning
 flags of ttt_jax/knobs.py apply (--xla_flags, --remat, --compute_dtype, ...).
@@ -19,7 +21,7 @@ from absl import app, flags
 
 from ttt_jax import knobs
 
-BENCHES = ('ttt-step', 'decode', 'sample', 'end-to-end', 'mfu', 'memory')
+BENCHES = ('ttt-step', 'decode', 'sample', 'end-to-end', 'mfu', 'memory', 'execution')
 # bench -> defaults of the shape flags (the REFERENCE setup for ttt-step).
 BENCH_DEFAULTS = {
     'ttt-step': dict(preset='tiny', num_tasks=[4], batch_size=4, seq_len=1024, rank=8),
@@ -30,6 +32,7 @@ BENCH_DEFAULTS = {
     'memory': dict(
         preset='llama3.1-8b', num_tasks=[1, 2, 4, 8, 16], batch_size=2, seq_len=8192, rank=128
     ),
+    'execution': {},
 }
 
 _BENCH = flags.DEFINE_enum('bench', None, BENCHES, 'Which benchmark (or give it positionally).')
@@ -67,6 +70,14 @@ flags.DEFINE_list('targets', None, 'LoRA targets (ttt-step: all 7; memory/mfu: p
 flags.DEFINE_integer(
     'loss_capacity', None, 'memory: LM head on at most this many targets per task batch.'
 )
+# execution
+flags.DEFINE_string('barc_dir', None, 'execution: a checkout of xu3kev/BARC (outside this repo).')
+flags.DEFINE_string(
+    'barc_python', None, "execution: the Python of an env with BARC's requirements."
+)
+flags.DEFINE_string('seeds_dir', None, "execution: the seed programs (default: BARC's seeds/).")
+flags.DEFINE_list('workers', ['1', '2'], 'execution: sandbox worker counts to time.')
+flags.DEFINE_integer('barc_workers', None, "execution: BARC's pool size (default: max --workers).")
 _OWN_FLAGS = (
     'preset',
     'num_tasks',
@@ -91,6 +102,11 @@ _OWN_FLAGS = (
     'budget_gb',
     'targets',
     'loss_capacity',
+    'barc_dir',
+    'barc_python',
+    'seeds_dir',
+    'workers',
+    'barc_workers',
 )
 
 
@@ -101,7 +117,7 @@ def _args() -> dict:
   for name, default in defaults.items():
     if args[name] is None:
       args[name] = default
-  args['num_tasks'] = [int(t) for t in args['num_tasks']]
+  args['num_tasks'] = [int(t) for t in args['num_tasks'] or []]
   args['targets'] = tuple(args['targets']) if args['targets'] else None
   return args
 
@@ -203,6 +219,21 @@ def main(argv):
         a['steps'],
         tuple(a['modes']),
         a['peak_flops'],
+        out=out,
+    )
+  elif bench == 'execution':
+    from ttt_jax.bench import execution  # pylint: disable=import-outside-toplevel
+
+    seeds_dir = a['seeds_dir'] or (a['barc_dir'] and os.path.join(a['barc_dir'], 'seeds'))
+    if not seeds_dir:
+      raise app.UsageError('--bench=execution needs --seeds_dir or --barc_dir')
+    execution.bench_execution(
+        seeds_dir,
+        [int(w) for w in a['workers']],
+        a['rounds'],
+        barc_dir=a['barc_dir'],
+        barc_python=a['barc_python'],
+        barc_workers=a['barc_workers'],
         out=out,
     )
   else:

@@ -156,6 +156,57 @@ def test_decode_bench_runs_interleaved(tmp_path):
   assert all(r['new_tokens_per_s'] > 0 for r in result['results'].values())
 
 
+# A stand-in for BARC's execution.py (which stays outside this repository): the contract
+# of its multi_execute_transformation, run in-process, failing one program on purpose.
+_STAND_IN_EXECUTION = """
+import numpy as np
+
+def multi_execute_transformation(sources, input_grids, random_seeds, timeout, function_name, num_workers):
+    outputs = []
+    for source, grid in zip(sources, input_grids):
+        if 'recolor' in source:
+            outputs.append('error')
+            continue
+        namespace = {}
+        exec(source, namespace)
+        outputs.append(namespace[function_name](np.array(grid)))
+    return outputs
+"""
+# Seed-style programs (function main; grid[x, y] with x the column) for three training tasks.
+_SEEDS = {
+    '3c9b0459.py': 'def main(input_grid):\n    return input_grid[::-1, ::-1]\n',  # a half turn
+    '67a3c6ac.py': 'def main(input_grid):\n    return input_grid[::-1, :]\n',  # mirror left-right
+    'c8f0f002.py': (
+        'def main(input_grid):  # recolor orange to grey\n'
+        '    out = input_grid.copy()\n    out[out == 7] = 5\n    return out\n'
+    ),
+}
+
+
+def test_execution_bench_against_a_stand_in_barc_executor(tmp_path, capsys):
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from ttt_jax.bench import execution  # pylint: disable=import-outside-toplevel
+
+  barc = tmp_path / 'barc'
+  (barc / 'seeds').mkdir(parents=True)
+  (barc / 'execution.py').write_text(_STAND_IN_EXECUTION)
+  for name, source in _SEEDS.items():
+    (barc / 'seeds' / name).write_text(source)
+  out = tmp_path / 'bench.json'
+  result = execution.bench_execution(
+      str(barc / 'seeds'), [1], 1, barc_dir=str(barc), barc_python=sys.executable, out=str(out)
+  )
+  assert [r['executor'] for r in result['rows']] == ['ours (1 workers)', execution.BARC]
+  assert all(r['executions/s'] > 0 for r in result['rows'])
+  check = result['library_check']
+  assert check['seeds'] == 3 and check['solved_with_our_common'] == 3
+  assert check['solved_with_barc_common'] == 2 and list(check['differ']) == ['c8f0f002.py']
+  assert 'BARC: error' in check['differ']['c8f0f002.py']['barc']
+  assert json.loads(out.read_text())['executions'] == result['executions']
+  assert '| ours (1 workers) |' in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_sampling_bench_runs_every_way():
   from ttt_jax.bench import sample  # pylint: disable=import-outside-toplevel

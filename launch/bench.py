@@ -3,6 +3,7 @@ and the commands that made them: docs/BENCHMARKS.md.
 
   python -m launch.bench --bench=ttt-step        # ours (vmap, loop) vs transformers+peft
   python -m launch.bench --bench=decode          # our KV-cache greedy vs HF generate
+  python -m launch.bench --bench=sample          # sampling programs (induction), tokens/s
   python -m launch.bench --bench=end-to-end --selector='arc1/eval@slice=0:2'
   python -m launch.bench --bench=mfu --num_tasks=1,8,16   # meant for a GPU
   python -m launch.bench --bench=memory --num_devices=8 --mesh=data:8 \
@@ -20,11 +21,12 @@ from absl import app, flags
 
 from ttt_jax import knobs
 
-BENCHES = ('ttt-step', 'decode', 'end-to-end', 'mfu', 'memory', 'execution')
+BENCHES = ('ttt-step', 'decode', 'sample', 'end-to-end', 'mfu', 'memory', 'execution')
 # bench -> defaults of the shape flags (the REFERENCE setup for ttt-step).
 BENCH_DEFAULTS = {
     'ttt-step': dict(preset='tiny', num_tasks=[4], batch_size=4, seq_len=1024, rank=8),
     'decode': dict(preset='tiny', num_tasks=[4], batch_size=16, seq_len=800, rank=8),
+    'sample': dict(preset='tiny', num_tasks=[2], batch_size=16, seq_len=1600, rank=8),
     'end-to-end': dict(preset='tiny', num_tasks=[4], batch_size=2, seq_len=2048, rank=8),
     'mfu': dict(preset='llama3.2-1b', num_tasks=[1, 8, 16], batch_size=2, seq_len=2048, rank=128),
     'memory': dict(
@@ -45,7 +47,7 @@ flags.DEFINE_string('out', None, 'Write the results JSON here.')
 # ttt-step
 flags.DEFINE_integer('torch_threads', 2, 'ttt-step: torch.set_num_threads for the HF peer.')
 # decode
-flags.DEFINE_integer('new_tokens', 200, 'decode: new tokens per row.')
+flags.DEFINE_integer('new_tokens', 200, 'decode/sample: new tokens per row.')
 # end-to-end
 flags.DEFINE_string('selector', 'arc1/eval@slice=0:2', 'end-to-end: ARC tasks.')
 flags.DEFINE_integer('ttt_max_steps', 2, 'end-to-end: config.ttt.max_steps.')
@@ -53,7 +55,9 @@ flags.DEFINE_string('recipe', 'runlocal', "end-to-end: configs' argument ('' = p
 # mfu
 flags.DEFINE_float('peak_flops', None, 'mfu: peak FLOP/s per device (else a table).')
 flags.DEFINE_list('modes', ['vmap', 'loop'], 'mfu: vmap and/or loop.')
-flags.DEFINE_integer('vocab_size', 16, 'mfu/memory: vocab (16 = shrunk to ARC tokens).')
+flags.DEFINE_integer(
+    'vocab_size', 16, "mfu/memory: vocab (16 = shrunk to ARC tokens); sample: Llama-3's unless set."
+)
 flags.DEFINE_string('param_dtype', 'bfloat16', 'mfu/memory: base weight dtype.')
 # memory
 flags.DEFINE_integer(
@@ -167,6 +171,14 @@ def main(argv):
     decode.benchmark_decode(
         preset, a['batch_size'], a['seq_len'], a['new_tokens'], a['num_tasks'][0], a['rounds'], out
     )
+  elif bench == 'sample':
+    from ttt_jax.bench import sample  # pylint: disable=import-outside-toplevel
+
+    vocab = a['vocab_size'] if flags.FLAGS['vocab_size'].present else sample.LLAMA3_VOCAB
+    sample.benchmark_sampling(
+        preset, a['batch_size'], a['seq_len'], a['new_tokens'], a['num_tasks'][0], vocab,
+        a['rounds'], out,
+    )  # fmt: skip
   elif bench == 'end-to-end':
     from configs import predict as predict_configs  # pylint: disable=import-outside-toplevel
     from configs import ttt as ttt_configs  # pylint: disable=import-outside-toplevel

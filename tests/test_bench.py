@@ -205,3 +205,14 @@ def test_execution_bench_against_a_stand_in_barc_executor(tmp_path, capsys):
   assert 'BARC: error' in check['differ']['c8f0f002.py']['barc']
   assert json.loads(out.read_text())['executions'] == result['executions']
   assert '| ours (1 workers) |' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sampling_bench_runs_every_way():
+  from ttt_jax.bench import sample  # pylint: disable=import-outside-toplevel
+
+  result = sample.benchmark_sampling(
+      batch=4, prompt_len=16, new_tokens=2, num_tasks=2, vocab_size=32, rounds=1
+  )
+  assert [r['method'] for r in result['rows']][0] == sample.SHARED and len(result['rows']) == 4
+  assert all(r['new_tokens_per_s'] > 0 for r in result['rows'])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 import jax
@@ -50,19 +51,22 @@ def read_log(path: str) -> list[dict]:
   line it cannot parse (one torn by a kill mid-write) is skipped with a
   warning: the work it described is simply redone.
   """
+  return list(iter_log(path))
+
+
+def iter_log(path: str) -> Iterator[dict]:
+  """`read_log` one record at a time (a log too large to hold in memory)."""
   if not os.path.exists(path):
-    return []
-  records = []
+    return
   with open(path) as f:
     for number, line in enumerate(f, 1):
       if line.strip():
         try:
-          records.append(json.loads(line))
+          yield json.loads(line)
         except json.JSONDecodeError as e:
           logging.warning(
               '%s:%d: skipping an unreadable line (an interrupted write?): %s', path, number, e
           )
-  return records
 
 
 def open_log(path: str) -> TextIO:

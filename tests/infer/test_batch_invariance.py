@@ -128,7 +128,7 @@ def test_rows_alone_equal_rows_in_a_batch_token_for_token(model):
   budgets = np.array([7, 30, 12, 3], np.int32)
   keys = jax.random.split(jax.random.key(3), 4)
   tokens, lengths = decode.pad_prompts(prompts_, length_multiple=128)
-  for sampler in (decode.Greedy(), decode.Sampling(temperature=2.0)):
+  for sampler in (decode.Greedy(), decode.Sampling(temperature=2.0), decode.Sampling(2.0, 0.9)):
     batched = decode.generate(
         params,
         model_config,

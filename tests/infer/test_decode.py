@@ -141,6 +141,28 @@ def test_sampling_same_rng_same_result_and_different_rng_differs():
     decode.Sampling(temperature=0.0)
 
 
+def test_top_p_draws_only_from_the_nucleus_in_proportion():
+  probs = np.array([0.5, 0.25, 0.15, 0.06, 0.04])
+  n = 20_000
+  keys = jax.random.split(jax.random.key(0), n)
+  logits = jnp.tile(jnp.log(probs), (n, 1))
+  freq = lambda sampler: np.bincount(sampler.get_next_tokens(logits, keys), minlength=5) / n
+  # Mass 0.5, 0.75, 0.9: the nucleus of 0.8 is the first three, renormalised.
+  np.testing.assert_allclose(freq(decode.Sampling(top_p=0.8)), [*probs[:3] / 0.9, 0, 0], atol=0.015)
+  # The temperature comes first: at 2 the masses are 0.35, 0.59, 0.78, 0.90, so 0.8 keeps four.
+  hot = freq(decode.Sampling(temperature=2.0, top_p=0.8))
+  assert hot[3] > 0.05 and hot[4] == 0
+  assert freq(decode.Sampling(top_p=0.01))[0] == 1  # only the most likely token
+  # top_p = 1 is plain sampling, draw for draw.
+  np.testing.assert_array_equal(
+      decode.Sampling(top_p=1.0).get_next_tokens(logits, keys),
+      jax.vmap(jax.random.categorical)(keys, logits),
+  )
+  for bad in (0.0, 1.5):
+    with pytest.raises(ValueError, match='top_p'):
+      decode.Sampling(top_p=bad)
+
+
 # DFS on a model small enough to enumerate: vocab 4 colours + EOS, 3 new tokens at most.
 SMALL = CONFIG.replace(vocab_size=5)
 SMALL_EOS = 4

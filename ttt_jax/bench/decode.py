@@ -35,18 +35,6 @@ NEVER = -1  # an EOS id no token has: every row decodes the full N tokens
 HF = 'transformers generate (base)'
 
 
-def _timer(fn):
-  """A callable that times one run of `fn`, after a compile/warm-up run now."""
-  jax.block_until_ready(fn())
-
-  def timed() -> float:
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - start
-
-  return timed
-
-
 def _hf_generate_timer(directory: str, tokens: np.ndarray, new_tokens: int):
   import torch  # test-only dependencies, imported here only
   import transformers
@@ -127,7 +115,7 @@ def benchmark_decode(
           stop_ids=(NEVER,),
       ),
   }
-  timers = {name: _timer(fn) for name, fn in ours.items()}
+  timers = {name: interleave.warm_timer(fn) for name, fn in ours.items()}
   with tempfile.TemporaryDirectory() as directory:
     hf.save_hf(directory, config, params)
     timers[HF] = _hf_generate_timer(directory, tokens, new_tokens)

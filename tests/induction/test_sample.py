@@ -5,37 +5,25 @@ real prompt and decoder; the JSON-lines file, resuming after a crash, determinis
 
 import dataclasses
 import importlib
-import json
-import os
 
-import jax
 import numpy as np
 import pytest
 
-import format_testlib as fl
 from ttt_jax.data import arc
 from ttt_jax.errors import UserError
 from ttt_jax.formats.induction import InductionPrompt
 from ttt_jax.induction import sample
-from ttt_jax.model import hf, llama
+from ttt_jax.model import hf
 from ttt_jax.model.builtin import ModelSpec
-from ttt_jax.model.config import ModelConfig
 
-TEMPLATE = json.load(
-    open(os.path.join(os.path.dirname(__file__), 'data', 'barc_induction_golden.json'))
-)['chat_template']
 CONFIG = sample.SampleConfig(
     num_samples=5, samples_per_round=2, max_new_tokens=24, batch_size=4, length_multiple=1024
 )
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp('ckpt'))
-  vocab = fl.write_tiny_tokenizer(directory, TEMPLATE)
-  config = ModelConfig.preset('tiny').replace(vocab_size=vocab)
-  hf.save_hf(directory, config, llama.init_params(config, jax.random.key(0)))
-  return directory
+def checkpoint(induction_checkpoint):
+  return induction_checkpoint
 
 
 @pytest.fixture(scope='module')

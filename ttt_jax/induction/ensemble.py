@@ -235,8 +235,9 @@ class EnsembleRun:
 
 
 def read_records(path: str) -> dict[str, list[ProgramRecord]]:
-  """{task_id: records} of a JSON-lines file of ProgramRecords; a record missing a field
-  is skipped with a warning."""
+  """{task_id: its correct records} of a JSON-lines file of ProgramRecords (only correct
+  programs vote; a 20k-sample run's others would only fill memory); a record missing a
+  field is skipped with a warning."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such file')
   records = collections.defaultdict(list)
@@ -246,7 +247,8 @@ def read_records(path: str) -> dict[str, list[ProgramRecord]]:
     except (KeyError, TypeError) as e:
       logging.warning('%s: record %d skipped: field %s missing or malformed', path, n, e)
       continue
-    records[record.task_id].append(record)
+    if record.correct:
+      records[record.task_id].append(record)
   return dict(records)
 
 

@@ -39,7 +39,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
 
   # TTT data per task (ttt_jax.data.ttt_data.TTTDataConfig): leave-one-out x invertible
   # augmentations; d8 = colors = shuffle_order = False is the paper's "no transformation"
-  # ablation.
+  # ablation. recipe='marc': the reference's own data (docs/TTT.md), no_transform=True its
+  # "no transformation" run.
   c.data = to_config_dict(TTTDataConfig())
   c.data.selector = 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt'
   if runlocal:

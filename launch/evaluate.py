@@ -1,12 +1,13 @@
 r"""Scores a submission.json as the ARC Prize does (pass@2) and writes a report.
 
   python -m launch.evaluate --submission out/submission.json \
-      --solutions arc1/eval --report_dir out/report \
-      --levels configs/data/arc1_eval_levels.csv
+      --solutions arc1/eval --report_dir out/report
 
 --solutions is a Kaggle solutions.json or any `ttt_jax.data.arc.load_tasks`
 selector whose tasks have test outputs (arc1/eval, dir:PATH, kaggle:C,S, ...).
-Writes report.json and report.md to --report_dir and prints the table.
+Writes report.json and report.md to --report_dir and prints the table and the
+score both ways (by test input, and whole tasks). Levels (per-level totals)
+come from configs/data/*levels.csv unless --levels names another CSV.
 """
 
 import os
@@ -25,7 +26,9 @@ _SOLUTIONS = flags.DEFINE_string(
     required=True,
 )
 _REPORT_DIR = flags.DEFINE_string('report_dir', None, 'Where report.json/.md go.', required=True)
-_LEVELS = flags.DEFINE_string('levels', None, 'Optional task_id,level CSV: per-level scores.')
+_LEVELS = flags.DEFINE_string(
+    'levels', None, 'A task_id,level CSV for per-level totals (default: configs/data/*levels.csv).'
+)
 _DETAILS = flags.DEFINE_string(
     'details', None, 'Optional voting details JSON from prediction (votes, found_by).'
 )
@@ -42,7 +45,7 @@ def main(argv):
   )
   with open(os.path.join(_REPORT_DIR.value, 'report.md')) as f:
     print(f.read(), end='')
-  print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
+  print(metrics.summary(score))
 
 
 if __name__ == '__main__':

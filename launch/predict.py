@@ -10,15 +10,18 @@ Writes output_dir/attempts.jsonl (one line per finished task, with its
 candidates; a re-run skips them), submission.json, details.json and, when
 test outputs are known, report/report.{json,md}.
 
-Another voting, without decoding again (the candidates stored by a run):
+Another voting or readout, without decoding again (the candidates stored by a run):
   python -m launch.predict --revote_from=/runs/ttt1/predict --output_dir=/runs/ttt1/flat \
       --config.vote.method=flat
+  (methods: hierarchical, flat, marc, vanilla, single with --config.vote.transform=NAME,
+  oracle; ttt_jax/infer/vote.py)
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
 from ttt_jax import errors, knobs
+from ttt_jax.eval import metrics
 from ttt_jax.infer import predict
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,7 +50,7 @@ def main(argv):
     else:
       score = predict.run_from_config(c, _OUTPUT_DIR.value)
   if score is not None:
-    print(f'score {score.total:.2f} / {score.num_tasks} ({100 * score.mean:.1f}%)')
+    print(metrics.summary(score))
 
 
 if __name__ == '__main__':

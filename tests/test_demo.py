@@ -24,10 +24,11 @@ def test_comparison_table_rows_and_totals():
   assert lines[4] == (
       '| **total** | | **mean 0.650 -> 0.350; lower on 1 / 2** | **0.00 / 2** ' '| **1.00 / 2** |'
   )
-  assert lines[5] == '| well-formed candidate grids | | | 1 / 20 (5.0%) | 7 / 20 (35.0%) |'
+  assert lines[5] == '| **tasks fully solved** | | | **0 / 2** | **1 / 2** |'
+  assert lines[6] == '| well-formed candidate grids | | | 1 / 20 (5.0%) | 7 / 20 (35.0%) |'
   no_details = demo.comparison_table(base, tuned, {}, {}, {})
   assert '| t2 | - | - -> - | 0.00 | 0.00 |' in no_details
-  assert no_details.splitlines()[-1] == '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |'
+  assert no_details.splitlines()[-2] == '| **total** | | **** | **0.00 / 2** | **1.00 / 2** |'
 
 
 def test_comparison_table_totals_per_kind_of_task():
@@ -39,6 +40,25 @@ def test_comparison_table_totals_per_kind_of_task():
   )
   lines = demo.comparison_table(base, tuned, {}, {}, {}).splitlines()
   assert lines[-2:] == [
-      '| generated tasks | | | 0.00 / 1 | 1.00 / 1 |',
-      '| ARC tasks | | | 0.00 / 1 | 0.00 / 1 |',
+      '| generated tasks | | | 0.00 / 1; 0 solved | 1.00 / 1; 1 solved |',
+      '| ARC tasks | | | 0.00 / 1; 0 solved | 0.00 / 1; 0 solved |',
+  ]
+
+
+def test_comparison_table_totals_per_level_both_ways():
+  solutions = {'t1': [RIGHT], 't2': [RIGHT, RIGHT], 't3': [RIGHT]}
+  levels = {'t1': 'hard', 't2': 'easy', 't3': 'easy'}
+  entry = lambda *grids: [{'attempt_1': g, 'attempt_2': WRONG} for g in grids]
+  base = metrics.score_submission(
+      {'t1': entry(WRONG), 't2': entry(RIGHT, WRONG)}, solutions, levels
+  )
+  tuned = metrics.score_submission(
+      {'t1': entry(RIGHT), 't2': entry(RIGHT, RIGHT), 't3': entry(RIGHT)}, solutions, levels
+  )
+  lines = demo.comparison_table(base, tuned, {}, {}, {}).splitlines()
+  assert lines[-4:] == [
+      '| **total** | | **** | **0.50 / 3** | **3.00 / 3** |',
+      '| **tasks fully solved** | | | **0 / 3** | **3 / 3** |',
+      '| level easy | | | 0.50 / 2; 0 solved | 2.00 / 2; 2 solved |',
+      '| level hard | | | 0.00 / 1; 0 solved | 1.00 / 1; 1 solved |',
   ]

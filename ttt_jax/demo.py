@@ -109,15 +109,25 @@ def _group(task_id: str) -> str:
   return 'generated' if generators.is_generated(task_id) else 'ARC'
 
 
-def _group_totals(base: metrics.Score, tuned: metrics.Score) -> list[str]:
-  """One pass@2 line per kind of task (generated, ARC) when the table mixes them."""
-  groups = sorted({_group(t.task_id) for t in base.tasks}, reverse=True)
-  if len(groups) < 2:
-    return []
+def _subtotal(label: str, arms: tuple[metrics.Score, metrics.Score], keep) -> str:
+  """One row: both arms' pass@2 by test input and tasks fully solved, over the tasks kept."""
+  cells = []
+  for score in arms:
+    results = [t for t in score.tasks if keep(t)]
+    total = sum(t.score for t in results)
+    cells.append(f'{total:.2f} / {len(results)}; {sum(t.solved for t in results)} solved')
+  return f'| {label} | | | ' + ' | '.join(cells) + ' |'
+
+
+def _subtotals(base: metrics.Score, tuned: metrics.Score) -> list[str]:
+  """Rows per kind of task (generated, ARC) when the table mixes them, and per level."""
   lines = []
-  for group in groups:
-    b, t = ([s.score for s in score.tasks if _group(s.task_id) == group] for score in (base, tuned))
-    lines.append(f'| {group} tasks | | | {sum(b):.2f} / {len(b)} | {sum(t):.2f} / {len(t)} |')
+  groups = sorted({_group(t.task_id) for t in base.tasks}, reverse=True)
+  if len(groups) > 1:
+    for group in groups:
+      lines.append(_subtotal(f'{group} tasks', (base, tuned), lambda t: _group(t.task_id) == group))
+  for level in base.by_level:
+    lines.append(_subtotal(f'level {level}', (base, tuned), lambda t: t.level == level))
   return lines
 
 
@@ -129,7 +139,8 @@ def comparison_table(
     tuned_details: metrics.Details,
 ) -> str:
   """A Markdown table: per task, the TTT loss curve's ends, the true output's NLL per token
-  and pass@2, without and with TTT; then the totals."""
+  and pass@2 (by test input), without and with TTT; then the totals both ways (by test
+  input, and tasks with every test input right), per kind of task and per level."""
   lines = [
       '| task | TTT loss first -> last | true-output NLL: no TTT -> TTT | no TTT | TTT |',
       '|---|---|---|---|---|',
@@ -153,7 +164,11 @@ def comparison_table(
       f'| **total** | | **{nll}** | **{base.total:.2f} / {base.num_tasks}** '
       f'| **{tuned.total:.2f} / {tuned.num_tasks}** |'
   )
-  lines += _group_totals(base, tuned)
+  lines.append(
+      f'| **tasks fully solved** | | | **{base.num_solved} / {base.num_tasks}** '
+      f'| **{tuned.num_solved} / {tuned.num_tasks}** |'
+  )
+  lines += _subtotals(base, tuned)
   valid = [metrics.valid_candidates(d) for d in (base_details, tuned_details)]
   if all(total for _, total in valid):
     lines.append(

@@ -36,7 +36,8 @@ def recipe(
   # TTT (the paper): leave-one-out tasks under D8, colour and order augmentations, the
   # reference's size-changing augmenters (12 of its 23) as training-only ops, at most 250
   # examples of <= 8192 tokens; LoRA r128 alpha 16 (TTTConfig's defaults), 2 epochs of
-  # batch 2, AdamW wd 0.01, cosine with 10% warm-up.
+  # batch 2, AdamW wd 0.01, cosine with 10% warm-up. --config.ttt.data.recipe=marc builds
+  # the reference's own TTT data instead (docs/REPRODUCE.md).
   c.ttt.data.loss = loss
   c.ttt.data.train_only_prob = 0.5
   c.ttt.ttt.lr = lr

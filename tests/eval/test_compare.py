@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ttt_jax.eval import compare
+from ttt_jax.eval import compare, metrics
 
 RIGHT, WRONG = [[1]], [[2]]
 
@@ -37,12 +37,33 @@ def test_compare_workdir_tables_every_arm(tmp_path):
   lines = text.splitlines()
   assert lines[0] == '| tasks | n | no TTT | TTT | TTT, free |'
   assert lines[2:6] == [
-      '| gravity (held-out family) | 1 | 0.00 | 1.00 | 0.00 |',
-      '| upscale | 1 | 0.00 | 1.00 | 1.00 |',
-      '| ARC | 1 | 0.00 | 0.00 | 0.00 |',
-      '| **all** | 3 | 0.00 | 2.00 | 1.00 |',
+      '| gravity (held-out family) | 1 | 0.00 (0) | 1.00 (1) | 0.00 (0) |',
+      '| upscale | 1 | 0.00 (0) | 1.00 (1) | 1.00 (1) |',
+      '| ARC | 1 | 0.00 (0) | 0.00 (0) | 0.00 (0) |',
+      '| **all** | 3 | 0.00 (0) | 2.00 (2) | 1.00 (1) |',
   ]
+  assert lines[7] == compare.LEGEND
   assert '- TTT vs no TTT: higher on 2 tasks, lower on 0, equal on 1; sign test p = 0.5' in lines
   assert '- TTT vs TTT, free: higher on 1 tasks, lower on 0, equal on 2; sign test p = 1' in lines
   with pytest.raises(ValueError, match='no predict'):
     compare.compare_workdir(str(tmp_path / 'predict_base'), solutions)
+
+
+def test_group_table_scores_both_ways_and_by_level():
+  # 66e6c45b easy (two test inputs, one right), e5c44e8f hard, a generated task: no level.
+  solutions = {'66e6c45b': [RIGHT, RIGHT], 'e5c44e8f': [RIGHT], 'gen-upscale-2x3-100002': [RIGHT]}
+  half = {'66e6c45b': [{'attempt_1': RIGHT, 'attempt_2': WRONG}] * 2}
+  half['66e6c45b'][1] = {'attempt_1': WRONG, 'attempt_2': WRONG}
+  levels = metrics.known_levels()
+  arms = {
+      'a': metrics.score_submission(half, solutions, levels),
+      'b': metrics.score_submission({}, solutions, levels),
+  }
+  lines = compare.group_table(arms).splitlines()
+  assert lines[2:7] == [
+      '| upscale | 1 | 0.00 (0) | 0.00 (0) |',
+      '| ARC | 2 | 0.50 (0) | 0.00 (0) |',
+      '| level easy | 1 | 0.50 (0) | 0.00 (0) |',
+      '| level hard | 1 | 0.00 (0) | 0.00 (0) |',
+      '| **all** | 3 | 0.50 (0) | 0.00 (0) |',
+  ]

@@ -177,8 +177,11 @@ def test_report_json_and_markdown(tmp_path):
   assert next(t for t in data['tasks'] if t['task_id'] == 't1')['truth_nll'] is None
   md = open(md_path).read()
   assert '| t2 | hard | 2 | 1 | 0.50 | 4/1, 3/2 | identity, transpose | 0.375 |' in md
-  assert '**Score: 1.50 / 3 tasks (50.0%), 1 fully solved.**' in md
-  assert '| hard | 2 | 0.50 | 25.0% | 0 |' in md
+  assert (
+      '**pass@2 1.50 / 3 tasks (50.0%) by test input; 1 / 3 (33.3%) with every test input '
+      'right.**'
+  ) in md
+  assert '| easy | 1 | 1.00 | 100.0% | 1 |\n| hard | 2 | 0.50 | 25.0% | 0 |' in md
 
 
 def test_evaluate_files_end_to_end(tmp_path):
@@ -212,3 +215,62 @@ def test_load_solutions_from_a_selector_or_a_file(tmp_path):
   (task_dir / 't3.json').write_text(json.dumps({'train': train, 'test': [{'input': A}]}))
   with pytest.raises(ValueError, match=r"tasks without test outputs: \['t3'\]"):
     metrics.load_solutions(f'dir:{task_dir}')
+
+
+@pytest.mark.parametrize(
+    'right, total, solved',
+    [
+        # (test inputs right per task) -> by test input (fractional) vs whole tasks
+        ({'t1': [0], 't2': [0, 1], 't3': [0]}, 3.0, 3),
+        ({'t1': [0], 't2': [0], 't3': []}, 1.5, 1),  # t2 half: 0.5, not solved
+        ({'t2': [0], 't3': [0]}, 1.5, 1),
+        ({'t2': [1]}, 0.5, 0),  # a half is no whole task
+        ({}, 0.0, 0),
+    ],
+)
+def test_both_scorings(right, total, solved):
+  """The reference's arclib/eval.py both ways: `subpoints` (each test input its fraction
+  of its task: the paper's 400-task unit) and all-or-nothing (its 80-task unit)."""
+  sub = {
+      t: [entry(g if i in right.get(t, ()) else WRONG, WRONG) for i, g in enumerate(grids)]
+      for t, grids in SOLUTIONS.items()
+  }
+  score = metrics.score_submission(sub, SOLUTIONS)
+  assert (score.total, score.num_solved) == (total, solved)
+  line = metrics.summary(score)
+  assert line.startswith(f'pass@2 {total:.2f} / 3 tasks ({100 * total / 3:.1f}%) by test input; ')
+  assert line.endswith(f'{solved} / 3 ({100 * solved / 3:.1f}%) with every test input right')
+
+
+def test_known_levels_are_the_repository_files(tmp_path):
+  levels = metrics.known_levels()
+  assert len(levels) == 400 and set(levels.values()) == set(metrics.LEVELS)
+  assert levels['66e6c45b'] == 'easy'  # in both configs/data files
+  (tmp_path / 'a_levels.csv').write_text('task_id,level\nt1,easy\n')
+  (tmp_path / 'b_levels.csv').write_text('task_id,level\nt1,easy\nt2,hard\n')
+  assert metrics.known_levels(str(tmp_path / '*levels.csv')) == {'t1': 'easy', 't2': 'hard'}
+  (tmp_path / 'c_levels.csv').write_text('task_id,level\nt2,expert\n')
+  with pytest.raises(
+      ValueError, match="c_levels.csv: task t2 is 'expert', another file says 'hard'"
+  ):
+    metrics.known_levels(str(tmp_path / '*levels.csv'))
+  assert metrics.known_levels(str(tmp_path / 'none*.csv')) == {}
+
+
+def test_levels_are_ordered_by_difficulty():
+  solutions = {f't{i}': [A] for i in range(5)}
+  levels = {'t0': 'expert', 't1': 'medium', 't2': 'easy', 't3': 'hard', 't4': 'bonus'}
+  score = metrics.score_submission({}, solutions, levels)
+  assert list(score.by_level) == ['easy', 'medium', 'hard', 'expert', 'bonus']
+
+
+def test_evaluate_reads_the_repository_levels_by_default(tmp_path):
+  ids = {'66e6c45b': 'easy', 'e5c44e8f': 'hard', 'not-arc': None}  # levels as in configs/data
+  assert all(metrics.known_levels().get(t) == level for t, level in ids.items())
+  (tmp_path / 'sub.json').write_text(json.dumps({t: [entry(A, WRONG)] for t in ids}))
+  (tmp_path / 'sol.json').write_text(json.dumps({t: [A] for t in ids}))
+  score = metrics.evaluate(str(tmp_path / 'sub.json'), str(tmp_path / 'sol.json'), str(tmp_path))
+  assert {t.task_id: t.level for t in score.tasks} == ids
+  md = (tmp_path / 'report.md').read_text()
+  assert '| 66e6c45b | easy | 1 | 1 | 1.00 |' in md and '| not-arc |  | 1 | 1 | 1.00 |' in md
+  assert '| easy | 1 | 1.00 | 100.0% | 1 |\n| hard | 1 | 1.00 | 100.0% | 1 |' in md

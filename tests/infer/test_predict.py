@@ -10,6 +10,7 @@ import pytest
 from ttt_jax import checkpoint
 from ttt_jax.data import arc, format as fmt
 from ttt_jax.data.arc import Pair, Task
+from ttt_jax.errors import UserError
 from ttt_jax.eval import metrics
 from ttt_jax.infer import predict, prompts, vote
 from ttt_jax.formats.compact import CompactFormat
@@ -238,3 +239,111 @@ def test_revote_from_stored_candidates_equals_predicting_with_that_vote(tmp_path
     predict.run_revote(selector, str(tmp_path / 'hierarchical'), str(tmp_path / 'x'), by_score)
   with pytest.raises(ValueError, match='has no record of tasks'):
     predict.run_revote(selector, str(tmp_path / 'nowhere'), str(tmp_path / 'y'), flat)
+
+
+def _stored(d8: int, grid) -> dict:
+  """A candidate as attempts.jsonl stores it: `grid` (original frame) as the prompt under
+  d8 would have produced it; None for a malformed output."""
+  colors = list(prompts.IDENTITY_COLORS)
+  moved = None if grid is None else prompts.transform_grid(np.array(grid), d8, colors).tolist()
+  return {'d8': d8, 'colors': colors, 'grid': moved, 'logprob': -1.0, 'score': None}
+
+
+T, W, V = [[1, 2, 3], [4, 5, 6]], [[7, 7]], [[8], [9]]  # T: the true output
+
+
+# Each array readout compiles its own vote (~3 s on 2 cores): the default suite keeps the
+# two with their own plumbing (oracle: the truth; marc: host-side), the rest are slow.
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    'vote_config, attempts, solved',
+    [
+        # V: 3 candidates, W 2, T 1 (only the transpose prompt found it).
+        pytest.param(vote.VoteConfig(method='flat'), (V, W), 0, id='flat', marks=SLOW),
+        pytest.param(vote.VoteConfig(), (V, W), 0, id='hierarchical', marks=SLOW),
+        pytest.param(vote.VoteConfig(method='vanilla'), (W, V), 0, id='vanilla', marks=SLOW),
+        pytest.param(
+            vote.VoteConfig(method='single', transform='transpose'),
+            (T, T),
+            1,
+            id='transpose',
+            marks=SLOW,
+        ),
+        pytest.param(
+            vote.VoteConfig(method='single', transform='flip_ud'), (V, V), 0, id='flip', marks=SLOW
+        ),
+        pytest.param(vote.VoteConfig(method='oracle'), (T, V), 1, id='oracle'),
+        # Each one-candidate category nominates its answer 3 times: V 8, T 4, W 3.
+        pytest.param(vote.VoteConfig(method='marc'), (V, T), 1, id='marc'),
+    ],
+)
+def test_readouts_revote_stored_candidates_without_decoding(
+    tmp_path, monkeypatch, vote_config, attempts, solved
+):
+  """--revote_from on an attempts.jsonl written by hand: every readout, no model."""
+  rng = np.random.default_rng(0)
+  demos = tuple(Pair(rng.integers(0, 9, (2, 3)), rng.integers(0, 9, (2, 3))) for _ in range(2))
+  tasks = [
+      Task('aaa', demos, (Pair(np.zeros((2, 2), np.int8), np.array(T)),)),
+      Task('bbb', demos, (Pair(np.zeros((2, 2), np.int8), np.array(T)),)),
+  ]
+  arc.save_task_dir(tasks, tmp_path / 'tasks')
+  stored = {
+      'aaa': [_stored(0, W), _stored(0, W), _stored(0, V), _stored(4, T), _stored(5, V)]
+      + [_stored(1, V), _stored(2, None)],
+      'bbb': [_stored(0, None), _stored(4, None)],  # nothing well-formed
+  }
+  (tmp_path / 'pred').mkdir()
+  with open(tmp_path / 'pred' / predict.ATTEMPTS_FILE, 'w') as f:
+    for task_id, cands in stored.items():
+      record = {
+          'task_id': task_id,
+          'attempts': [{'attempt_1': [[0]], 'attempt_2': [[0]]}],
+          'details': [{'votes': [0, 0], 'found_by': [[], []], 'truth_nll': 0.5}],
+          'num_variants': len(cands),
+          'candidates': [cands],
+      }
+      f.write(json.dumps(record) + '\n')
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError('a revote decoded')
+
+  monkeypatch.setattr(predict, 'decode_variants', no_decoding)
+  monkeypatch.setattr(predict.builtin, 'load_base_model', no_decoding)
+  config = predict.PredictConfig(vote=vote_config)
+  selector = f'dir:{tmp_path / "tasks"}'
+  score = predict.run_revote(selector, str(tmp_path / 'pred'), str(tmp_path / 'out'), config)
+
+  submission = json.loads((tmp_path / 'out' / 'submission.json').read_text())
+  assert (submission['aaa'][0]['attempt_1'], submission['aaa'][0]['attempt_2']) == attempts
+  assert submission['bbb'] == [{'attempt_1': [[0]], 'attempt_2': [[0]]}]
+  assert score.total == solved and score.num_solved == solved
+  details = json.loads((tmp_path / 'out' / 'details.json').read_text())['aaa'][0]
+  assert (details['num_candidates'], details['num_valid'], details['truth_nll']) == (7, 6, 0.5)
+  assert os.path.exists(tmp_path / 'out' / 'report' / 'report.md')
+
+
+def test_oracle_needs_the_true_outputs(tmp_path):
+  task = Task('ccc', _tasks()[0].train, (Pair(np.zeros((2, 2), np.int8)),))  # no test output
+  arc.save_task_dir([task], tmp_path / 'tasks')
+  oracle = predict.PredictConfig(vote=vote.VoteConfig(method='oracle'))
+  with pytest.raises(UserError, match="--config.vote.method: 'oracle' needs the true test"):
+    predict.run_revote(f'dir:{tmp_path / "tasks"}', str(tmp_path), str(tmp_path / 'o'), oracle)
+
+
+def test_the_report_has_every_known_level(tmp_path):
+  """predict's report (the demo's too) takes levels from configs/data/*levels.csv."""
+  train = _tasks()[0].train
+  tasks = [
+      Task(i, train, (Pair(np.ones((1, 1), np.int8), np.ones((1, 1), np.int8)),))
+      for i in ('66e6c45b', 'e5c44e8f', 'gen-x-1')
+  ]
+  right = {'attempt_1': [[1]], 'attempt_2': [[1]]}
+  records = {t.id: {'attempts': [right], 'details': [{'votes': [1, 1]}]} for t in tasks}
+  score = predict.write_outputs(records, tasks, str(tmp_path))
+  assert [t.level for t in score.tasks] == ['easy', 'hard', None]
+  report = json.loads((tmp_path / 'report' / 'report.json').read_text())
+  assert [t['level'] for t in report['tasks']] == ['easy', 'hard', None]
+  assert list(report['by_level']) == ['easy', 'hard']

@@ -274,3 +274,69 @@ def test_bad_configs_are_named():
   del c['group_C']
   with pytest.raises(ValueError, match='needs group_C'):
     V.vote(**c, config=HIER)
+  with pytest.raises(ValueError, match='VoteConfig.transform'):
+    V.VoteConfig(method='single', transform='rot45')
+  with pytest.raises(ValueError, match='ranks by votes only'):
+    V.VoteConfig(method='marc', rank_mode='scores')
+  with pytest.raises(ValueError, match='host-side'):
+    V.vote(**candidates([A, B]), config=V.VoteConfig(method='marc'))
+  with pytest.raises(ValueError, match='oracle voting needs the true output'):
+    V.vote(**candidates([A, B]), config=V.VoteConfig(method='oracle'))
+
+
+# Readouts for the paper's inference ablations: the same candidates, read differently.
+# Group 0 (identity prompts): B, B, C; group 4 (transpose): A, A; group 1 (rot90): A, D.
+READOUT_GRIDS = [B, B, C, A, A, A, D]
+READOUT = dict(identity=[True] * 3 + [False] * 4, group=[0, 0, 0, 4, 4, 1, 1])
+
+
+@pytest.mark.parametrize(
+    'config, want, votes',
+    [
+        (FLAT, [A, B], [3, 2]),
+        (V.VoteConfig(method='vanilla'), [B, C], [2, 1]),  # the identity prompts alone
+        (V.VoteConfig(method='single', transform='transpose'), [A, None], [2, 0]),
+        (V.VoteConfig(method='single', transform='rot90'), [A, D], [1, 1]),
+        (V.VoteConfig(method='single', transform='identity'), [B, C], [2, 1]),
+        (V.VoteConfig(method='single', transform='flip_lr'), [None, None], [0, 0]),
+    ],
+)
+def test_readouts_read_their_candidates_only(config, want, votes):
+  out = V.vote(**candidates(READOUT_GRIDS, **READOUT), config=config)
+  assert chosen(out, READOUT_GRIDS) == want
+  assert out.votes.tolist() == votes
+  # Members are the read candidates equal to each attempt.
+  for k, grid in enumerate(want):
+    read = [i for i, g in enumerate(READOUT_GRIDS) if g == grid]
+    if config.method == 'vanilla':
+      read = [i for i in read if READOUT['identity'][i]]
+    if config.method == 'single':
+      group = augment.D8_NAMES.index(config.transform)
+      read = [i for i in read if READOUT['group'][i] == group]
+    assert np.flatnonzero(np.asarray(out.members)[k]).tolist() == read
+
+
+ORACLE = V.VoteConfig(method='oracle')
+ORACLE_JIT = jax.jit(functools.partial(V.vote, config=ORACLE))  # compiled once for all cases
+
+
+def _truth(grid):
+  padded, shape = augment.pad_grid(np.array(grid))
+  return jnp.asarray(padded), jnp.asarray(shape)
+
+
+@pytest.mark.parametrize(
+    'truth, want',
+    [
+        (C, [C, A]),  # found once, by the identity prompts: promoted over the flat winner
+        (D, [D, A]),
+        (A, [A, B]),  # the flat winner already
+        (E, [A, B]),  # no candidate is right: the flat vote
+        ([[1, 2, 3]], [A, B]),  # A's first row only: a different answer
+    ],
+)
+def test_oracle_puts_a_right_candidate_first(truth, want):
+  out = V.vote(**candidates(READOUT_GRIDS, **READOUT), truth=_truth(truth), config=ORACLE)
+  assert chosen(out, READOUT_GRIDS) == want
+  again = ORACLE_JIT(**candidates(READOUT_GRIDS, **READOUT), truth=_truth(truth))  # as predict
+  assert chosen(again, READOUT_GRIDS) == want

@@ -176,3 +176,15 @@ def test_tasks_trained_at_their_own_row_length_get_the_same_adapters(tmp_path, m
       for key in path:
         want = want[key.key]
       np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=f'{name} {path}')
+
+
+def test_the_marc_recipe_runs_through_run_ttt(tmp_path):
+  """--config.data.recipe=marc: the reference's TTT data (tests/data/test_marc_ttt_data.py)."""
+  write_tasks(tmp_path / 'tasks')
+  config = load_config('runlocal')
+  config.data.selector = f'dir:{tmp_path / "tasks"}'
+  config.data.seq_len, config.data.max_examples, config.data.recipe = 128, 4, 'marc'
+  config.ttt.max_steps, config.run.num_slots, config.run.checkpoint_every = 2, 1, 0
+  results = ttt.run_ttt(config, str(tmp_path / 'work'))
+  assert [(r.status, r.steps) for r in results] == [('done', 2), ('done', 2)]
+  assert sorted(os.listdir(tmp_path / 'work' / 'adapters')) == ['aaa', 'bbb']

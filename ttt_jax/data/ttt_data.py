@@ -15,7 +15,8 @@ Per task (the paper's recipe, ekinakyurek/marc in spirit):
      prompt missing both i and one other demo j (every ordered i != j) are
      added under the same draws, deduplicated and filtered alike.
   5. A seeded shuffle, then at most `max_examples` kept.
-The result is deterministic for a seed.
+The result is deterministic for a seed. `recipe='marc'` builds the reference's own data
+instead (marc_ttt_data.py).
 
 `pack_tasks` lays them out as arrays: one example per row, padded to
 `seq_len`, or, with `pack`, whole examples packed into rows (first-fit
@@ -37,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.data import augment
+from ttt_jax.data import augment, marc_ttt_data
 from ttt_jax.data.arc import Pair, Task
 from ttt_jax.data.format import LOSS_MODES, bucket_length
 from ttt_jax.formats.base import Format
@@ -45,6 +46,7 @@ from ttt_jax.formats.compact import COMPACT
 
 Example = tuple[np.ndarray, np.ndarray]  # (tokens int32 [S], loss_mask int32 [S])
 _Base = tuple[tuple[int, ...], int]  # (prompt demo indices, target index)
+RECIPES = ('ttt_jax', 'marc')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +67,13 @@ class TTTDataConfig:
   # so the step's compute follows the real lengths (one compilation per length).
   # 0: every row is seq_len long.
   length_bucket: int = 128
+  # 'ttt_jax': the builder of this file. 'marc': the reference's TTT data exactly
+  # (ekinakyurek/marc, marc_ttt_data.py), which reads only max_examples, seq_len, loss,
+  # no_transform (and pack, length_bucket, which lay out rows).
+  recipe: str = 'ttt_jax'
+  # recipe='marc': the reference's --no_transform (no augmenters, no colour permutation: the
+  # leave-one-out tasks and a copy of each in another demonstration order).
+  no_transform: bool = False
 
   def __post_init__(self):
     if self.loss not in LOSS_MODES:
@@ -75,6 +84,12 @@ class TTTDataConfig:
       raise ValueError(f'train_only_prob={self.train_only_prob} not in [0, 1]')
     if self.length_bucket < 0:
       raise ValueError(f'length_bucket={self.length_bucket} must be >= 0 (0: rows of seq_len)')
+    if self.recipe not in RECIPES:
+      raise ValueError(f'recipe={self.recipe!r}; expected one of {RECIPES}')
+    if self.no_transform and self.recipe != 'marc':
+      raise ValueError(
+          "no_transform=True is a switch of the 'marc' recipe (for 'ttt_jax': d8, colors False)"
+      )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +237,8 @@ def build_ttt_examples(
   their stats."""
   if not task.train:
     raise ValueError(f'{task.source}: task {task.id!r}: no demonstrations')
+  if cfg.recipe == 'marc':
+    return _marc_examples(task, cfg, seed, fmt)
   rng = np.random.default_rng(seed)
   n = len(task.train)
   copies, dropped_copies = _augmented_demos(task, cfg, seed, rng)
@@ -262,6 +279,23 @@ def build_ttt_examples(
       num_examples=len(kept),
   )
   return kept, stats
+
+
+def _marc_examples(
+    task: Task, cfg: TTTDataConfig, seed: int, fmt: Format
+) -> tuple[list[Example], TTTDataStats]:
+  kept, counts = marc_ttt_data.build_marc_examples(
+      task,
+      seed,
+      fmt,
+      max_examples=cfg.max_examples,
+      seq_len=cfg.seq_len,
+      loss=cfg.loss,
+      no_transform=cfg.no_transform,
+  )
+  return kept, TTTDataStats(
+      task_id=task.id, num_demos=len(task.train), **counts._asdict(), num_examples=len(kept)
+  )
 
 
 # ----------------------------------------------------------------- packing

@@ -2,8 +2,10 @@
 
 An arm is one prediction run's Score (e.g. no TTT / TTT, constrained / free
 decoding). Groups are the kinds of task: a generated task's family (the family
-held out of training whole is marked), or 'ARC'. The sign test is exact and
-two-sided over the tasks where the two arms differ.
+held out of training whole is marked), or 'ARC', and ARC tasks by level where
+they have one. Each cell scores both ways: pass@2 by test input, and (in
+parentheses) the tasks with every test input right. The sign test is exact
+and two-sided over the tasks where the two arms differ (by test input).
 """
 
 from __future__ import annotations
@@ -37,16 +39,24 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> tuple[int, int, float]:
   return wins, losses, p
 
 
-def _per_task(score: metrics.Score) -> dict[str, float]:
-  return {t.task_id: t.score for t in score.tasks}
+LEGEND = (
+    'Each cell: pass@2 summed by test input (each its fraction of a task), and in '
+    'parentheses the tasks with every test input right.'
+)
+
+
+def _per_task(score: metrics.Score) -> dict[str, metrics.TaskResult]:
+  return {t.task_id: t for t in score.tasks}
 
 
 def group_table(arms: Mapping[str, metrics.Score]) -> str:
-  """Markdown: pass@2 of every arm per group of tasks, then over all tasks."""
+  """Markdown: pass@2 of every arm per group of tasks (and per level), then over all
+  tasks; the legend below it."""
   per_task = {name: _per_task(score) for name, score in arms.items()}
-  ids = sorted(next(iter(per_task.values())))
-  for name, scores in per_task.items():
-    if sorted(scores) != ids:
+  first = next(iter(per_task.values()))
+  ids = sorted(first)
+  for name, results in per_task.items():
+    if sorted(results) != ids:
       raise ValueError(f'arm {name!r} scores other tasks than the first arm')
   groups: dict[str, list[str]] = {}
   for task_id in ids:
@@ -54,13 +64,20 @@ def group_table(arms: Mapping[str, metrics.Score]) -> str:
   lines = ['| tasks | n | ' + ' | '.join(arms) + ' |', '|---|---|' + '---|' * len(arms)]
   for group, members in sorted(groups.items(), key=lambda kv: (kv[0] == 'ARC', kv[0])):
     lines.append(_row(group, members, per_task))
-  if len(groups) > 1:
+  for level, score in metrics.Score(tuple(first[i] for i in ids)).by_level.items():
+    lines.append(_row(f'level {level}', [t.task_id for t in score.tasks], per_task))
+  if len(lines) > 3:
     lines.append(_row('**all**', ids, per_task))
-  return '\n'.join(lines)
+  return '\n'.join([*lines, '', LEGEND])
 
 
-def _row(label: str, ids: Sequence[str], per_task: Mapping[str, Mapping[str, float]]) -> str:
-  cells = [f'{math.fsum(scores[i] for i in ids):.2f}' for scores in per_task.values()]
+def _row(
+    label: str, ids: Sequence[str], per_task: Mapping[str, Mapping[str, metrics.TaskResult]]
+) -> str:
+  cells = [
+      f'{math.fsum(results[i].score for i in ids):.2f} ({sum(results[i].solved for i in ids)})'
+      for results in per_task.values()
+  ]
   return f'| {label} | {len(ids)} | ' + ' | '.join(cells) + ' |'
 
 
@@ -72,7 +89,9 @@ def sign_test_lines(
   lines = []
   for a, b in pairs:
     ids = sorted(per_task[a])
-    wins, losses, p = sign_test([per_task[a][i] for i in ids], [per_task[b][i] for i in ids])
+    wins, losses, p = sign_test(
+        [per_task[a][i].score for i in ids], [per_task[b][i].score for i in ids]
+    )
     lines.append(
         f'- {b} vs {a}: higher on {wins} tasks, lower on {losses}, '
         f'equal on {len(ids) - wins - losses}; sign test p = {p:.3g}'
@@ -97,7 +116,7 @@ def compare_workdir(workdir: str, solutions: Mapping[str, Sequence[metrics.Grid]
     path = os.path.join(workdir, folder, 'submission.json')
     if os.path.exists(path):
       with open(path) as f:
-        arms[name] = metrics.score_submission(json.load(f), solutions)
+        arms[name] = metrics.score_submission(json.load(f), solutions, metrics.known_levels())
   if not arms:
     raise ValueError(f'{workdir}: no predict_*/submission.json of a demo run')
   pairs = [(a, b) for a, b in PAIRS if a in arms and b in arms]

@@ -3,7 +3,11 @@
 The ARC Prize rule: a task's score is the fraction of its test inputs for which
 `attempt_1` or `attempt_2` equals the true output (same shape, same values).
 The total is the sum of task scores; we also report the mean over tasks and the
-number of tasks with every test input right.
+number of tasks with every test input right. Both are printed everywhere
+(`summary`): the paper's 400-task numbers give each test input its fraction,
+its 80-task numbers count whole tasks (the reference's arclib/eval.py,
+`subpoints` on and off). Tasks with a level in configs/data/*levels.csv (the
+paper's easy / medium / hard / expert) get per-level totals.
 
 submission.json (Kaggle format), one dict per test input, in order:
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import glob
 import json
 import math
 import os
@@ -41,6 +46,14 @@ Solutions = dict[str, list[Grid]]
 Details = Mapping[str, Sequence[Mapping[str, Any]]]
 
 ATTEMPT_KEYS = ('attempt_1', 'attempt_2')
+LEVELS = ('easy', 'medium', 'hard', 'expert')  # the order level tables use
+# task_id,level files read by every report (the repository's configs/data).
+LEVEL_FILES = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    'configs',
+    'data',
+    '*levels.csv',
+)
 
 
 class SubmissionError(ValueError):
@@ -157,6 +170,19 @@ def read_levels(path: str | os.PathLike) -> dict[str, str]:
   return levels
 
 
+def known_levels(pattern: str = LEVEL_FILES) -> dict[str, str]:
+  """{task_id: level} of every file `pattern` matches ({} if none: an installed package
+  without the repository's configs)."""
+  levels = {}
+  for path in sorted(glob.glob(pattern)):
+    for task_id, level in read_levels(path).items():
+      if levels.setdefault(task_id, level) != level:
+        raise ValueError(
+            f'{path}: task {task_id} is {level!r}, another file says {levels[task_id]!r}'
+        )
+  return levels
+
+
 # --------------------------------------------------------------- scoring
 
 
@@ -214,12 +240,24 @@ class Score:
 
   @property
   def by_level(self) -> dict[str, Score]:
-    """The same totals per level, for tasks that have one."""
+    """The same totals per level, for tasks that have one (LEVELS order, others after)."""
     grouped = collections.defaultdict(list)
     for t in self.tasks:
       if t.level is not None:
         grouped[t.level].append(t)
-    return {level: Score(tuple(ts)) for level, ts in sorted(grouped.items())}
+    order = lambda level: (LEVELS.index(level) if level in LEVELS else len(LEVELS), level)
+    return {level: Score(tuple(grouped[level])) for level in sorted(grouped, key=order)}
+
+
+def summary(score: Score) -> str:
+  """Both ways of scoring, in one line: pass@2 with each test input its fraction of a task
+  (the ARC Prize's and the paper's 400-task unit) and whole tasks (its 80-task unit)."""
+  n = score.num_tasks
+  solved_pct = 100 * score.num_solved / n if n else 0.0
+  return (
+      f'pass@2 {score.total:.2f} / {n} tasks ({100 * score.mean:.1f}%) by test input; '
+      f'{score.num_solved} / {n} ({solved_pct:.1f}%) with every test input right'
+  )
 
 
 def score_task(
@@ -350,13 +388,13 @@ def report_markdown(score: Score, details: Details | None = None) -> str:
         f"| {t['num_correct']} | {t['score']:.2f} | {votes} "
         f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(t['problems'])} |"
     )
-  lines += [
-      '',
-      f"**Score: {data['total']:.2f} / {data['num_tasks']} tasks "
-      f"({100 * data['mean']:.1f}%), {data['num_solved']} fully solved.**",
-  ]
+  lines += ['', f'**{summary(score)}.**']
   if data['by_level']:
-    lines += ['', '| level | tasks | score | mean | fully solved |', '|---|---|---|---|---|']
+    lines += [
+        '',
+        '| level | tasks | pass@2 by test input | mean | tasks fully solved |',
+        '|---|---|---|---|---|',
+    ]
     for level, s in data['by_level'].items():
       lines.append(
           f"| {level} | {s['num_tasks']} | {s['total']:.2f} "
@@ -391,11 +429,12 @@ def evaluate(
   """Scores a submission file and writes the reports (what launch/evaluate runs).
 
   The submission is scored leniently (see the module docstring): a broken
-  entry costs its test input, it does not stop the evaluation.
+  entry costs its test input, it does not stop the evaluation. Levels come
+  from `levels_path`, else from configs/data (`known_levels`).
   """
   submission = _read_json(submission_path)
   _check_dict(submission, str(submission_path))
-  levels = read_levels(levels_path) if levels_path else None
+  levels = read_levels(levels_path) if levels_path else known_levels()
   details = _read_json(details_path) if details_path else None
   score = score_submission(submission, load_solutions(solutions), levels)
   write_report(report_dir, score, details)

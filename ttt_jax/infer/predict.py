@@ -32,7 +32,7 @@ from ttt_jax.errors import UserError, blame
 from ttt_jax.eval import metrics
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
-from ttt_jax.infer import decode, prompts, score, vote
+from ttt_jax.infer import decode, marc_vote, prompts, score, vote
 from ttt_jax.infer.candidates import Candidate, decode_variants
 from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 (re-exported)
 from ttt_jax.model import builtin
@@ -120,8 +120,10 @@ def read_done(output_dir: str) -> dict[str, dict]:
 
 
 @functools.partial(jax.jit, static_argnames=('config',))
-def _vote(grids, shapes, valid, transforms, scores, *, config):
-  attempts = vote.vote_transformed(grids, shapes, valid, transforms, scores_C=scores, config=config)
+def _vote(grids, shapes, valid, transforms, scores, truth, *, config):
+  attempts = vote.vote_transformed(
+      grids, shapes, valid, transforms, scores_C=scores, truth=truth, config=config
+  )
   inverted_grids, inverted_shapes = vote.inverse_candidates(grids, shapes, transforms)
   return attempts, inverted_grids, inverted_shapes
 
@@ -160,9 +162,15 @@ def _candidate_scores(
 
 
 def vote_test_input(
-    cands: Sequence[Candidate], config: PredictConfig, scores: np.ndarray | None = None
+    cands: Sequence[Candidate],
+    config: PredictConfig,
+    scores: np.ndarray | None = None,
+    truth: np.ndarray | None = None,
 ) -> tuple[dict, dict]:
-  """One test input's Kaggle entry and details from its candidates (maybe none or all bad)."""
+  """One test input's Kaggle entry and details from its candidates (maybe none or all bad);
+  `truth`, the true output, only for the 'oracle' readout."""
+  if config.vote.method in vote.HOST_METHODS:
+    return marc_vote.vote_candidates(cands)
   C = max(8, 1 << max(len(cands) - 1, 0).bit_length())  # a few padded sizes: few compiles
   grids = np.full((C, augment.SIZE, augment.SIZE), augment.FILL, np.int32)
   shapes = np.ones((C, 2), np.int32)
@@ -178,8 +186,15 @@ def vote_test_input(
   if scores is not None:
     padded_scores = np.full((C,), -1e30, np.float32)
     padded_scores[: len(cands)] = np.where(np.isfinite(scores), scores, -1e30)
+  padded_truth = None if truth is None else augment.pad_grid(truth)
   attempts, inv_grids, inv_shapes = _vote(
-      grids, shapes, valid, augment.Transform(d8, colors), padded_scores, config=config.vote
+      grids,
+      shapes,
+      valid,
+      augment.Transform(d8, colors),
+      padded_scores,
+      padded_truth,
+      config=config.vote,
   )
   attempts = jax.tree.map(lambda x: np.asarray(x)[None], attempts)
   entry = vote.to_submission(np.asarray(inv_grids)[None], np.asarray(inv_shapes)[None], attempts)[0]
@@ -240,7 +255,7 @@ def predict_task(
     scores = None
     if config.score_augmentations > 0:
       scores = _candidate_scores(params, model_config, task, n, mine, adapter_kwargs, config, fmt)
-    entry, info = vote_test_input(mine, config, scores)
+    entry, info = vote_test_input(mine, config, scores, _oracle_truth(task, n, config))
     nll = truth_nll(params, model_config, task, n, adapter_kwargs, config, fmt)
     entries.append(entry)
     details.append(info if nll is None else {**info, 'truth_nll': nll})
@@ -256,9 +271,23 @@ def predict_task(
   }
 
 
-def revote_record(record: dict, config: PredictConfig) -> dict:
+def _oracle_truth(task: Task, test_index: int, config: PredictConfig) -> np.ndarray | None:
+  """The true output the 'oracle' readout needs (None for every other method)."""
+  if config.vote.method != 'oracle':
+    return None
+  truth = task.test[test_index].output
+  if truth is None:
+    raise ValueError(
+        f"task {task.id} test {test_index}: vote method 'oracle' needs the true test output, "
+        'and the task has none'
+    )
+  return truth
+
+
+def revote_record(record: dict, task: Task, config: PredictConfig) -> dict:
   """A task's record voted again from its stored candidates under `config.vote`: voting
-  variants without decoding again. Diagnostics (truth_nll) are kept."""
+  variants without decoding again. Diagnostics (truth_nll) are kept; the task gives the
+  true outputs the 'oracle' readout needs."""
   task_id = record['task_id']
   if 'candidates' not in record:
     raise ValueError(
@@ -277,17 +306,23 @@ def revote_record(record: dict, config: PredictConfig) -> dict:
             '(score_augmentations=0)'
         )
       scores = np.array([c['score'] for c in stored], np.float32)
-    entry, info = vote_test_input(cands, config, scores)
+    entry, info = vote_test_input(cands, config, scores, _oracle_truth(task, n, config))
     entries.append(entry)
     details.append({**info, **({'truth_nll': old['truth_nll']} if 'truth_nll' in old else {})})
   return {**record, 'attempts': entries, 'details': details}
 
 
-def _load_tasks(selector: str) -> list[Task]:
+def _load_tasks(selector: str, config: PredictConfig) -> list[Task]:
   with blame('config.selector'):
     tasks, _ = arc.load_tasks(selector)
   if not tasks:
     raise UserError(f'--config.selector: {selector!r} selected no valid tasks')
+  unsolved = [t.id for t in tasks if any(p.output is None for p in t.test)]
+  if config.vote.method == 'oracle' and unsolved:
+    raise UserError(
+        f"--config.vote.method: 'oracle' needs the true test outputs; tasks {unsolved[:5]} "
+        'have none'
+    )
   return tasks
 
 
@@ -296,7 +331,7 @@ def run_revote(
 ) -> metrics.Score | None:
   """Votes every selected task again from from_dir/attempts.jsonl into output_dir (a new
   attempts.jsonl, submission, details and report); nothing is decoded."""
-  tasks = _load_tasks(selector)
+  tasks = _load_tasks(selector, config)
   records = read_done(from_dir)
   missing = [t.id for t in tasks if t.id not in records]
   if missing:
@@ -304,7 +339,7 @@ def run_revote(
         f'--revote_from: {os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
         f'{missing[:5]}{"..." if len(missing) > 5 else ""}; predict them first'
     )
-  revoted = {t.id: revote_record(records[t.id], config) for t in tqdm(tasks, desc='revote')}
+  revoted = {t.id: revote_record(records[t.id], t, config) for t in tqdm(tasks, desc='revote')}
   os.makedirs(output_dir, exist_ok=True)
   with open(os.path.join(output_dir, ATTEMPTS_FILE), 'w') as f:
     f.writelines(json.dumps(revoted[t.id]) + '\n' for t in tasks)
@@ -381,14 +416,14 @@ def write_outputs(
     logging.info('Test outputs unknown: wrote the submission, no score.')
     return None
   solutions = {t.id: [p.output.tolist() for p in t.test] for t in tasks}
-  result = metrics.score_submission(submission, solutions)
+  result = metrics.score_submission(submission, solutions, metrics.known_levels())
   metrics.write_report(os.path.join(output_dir, 'report'), result, details)
   return result
 
 
 def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   """What launch/predict.py runs: load, predict (resumably), write submission and report."""
-  tasks = _load_tasks(run.selector)
+  tasks = _load_tasks(run.selector, run.predict)
   with blame('config.model.checkpoint_dir'):
     model_config, params, _ = builtin.load_base_model(run.model)
     fmt = builtin.load_format(run.model, model_config)
@@ -413,7 +448,7 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   )
   result = write_outputs(records, tasks, output_dir)
   if result is not None:
-    logging.info('Score %.2f / %d (%.1f%%)', result.total, result.num_tasks, 100 * result.mean)
+    logging.info('Score: %s', metrics.summary(result))
   return result
 
 

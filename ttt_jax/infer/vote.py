@@ -20,6 +20,13 @@ Methods (`VoteConfig.method`):
   The paper fills a group with fewer than 3 distinct answers with row- and
   column-wise majority grids; we synthesise no grids: such a group simply
   contributes fewer classes.
+- 'marc': the reference's vote as coded, majority fills included: host-side
+  numpy in marc_vote.py (it may answer with a grid no candidate holds), not here.
+Readouts of the same candidates, for the paper's inference ablations:
+- 'vanilla': the untransformed prompts' candidates alone, flat.
+- 'single': one transformation's candidates alone (`VoteConfig.transform`), flat.
+- 'oracle': a candidate equal to the true output first (needs it: an upper
+  bound, "solved if any candidate is right"), then flat.
 Ties, at every stage: the class found under the identity transform first (the
 paper's rule), then the class whose first candidate comes earliest. The result
 is deterministic.
@@ -46,7 +53,8 @@ MISSING = -1  # attempt index when there is no such attempt
 # Submitted when a test input has no valid candidate: the Kaggle format needs
 # a grid in both attempts.
 EMPTY_GRID = [[0]]
-METHODS = ('hierarchical', 'flat')
+METHODS = ('hierarchical', 'flat', 'marc', 'vanilla', 'single', 'oracle')
+HOST_METHODS = ('marc',)  # voted by marc_vote.py, not by the array code here
 RANK_MODES = ('votes', 'scores', 'votes_then_scores')
 
 
@@ -55,10 +63,15 @@ class VoteConfig:
   method: str = 'hierarchical'  # one of METHODS
   rank_mode: str = 'votes'  # one of RANK_MODES
   group_top_k: int = 3  # classes each group keeps (hierarchical)
+  transform: str = 'identity'  # the group 'single' reads (an augment.D8_NAMES entry)
 
   def __post_init__(self):
     if self.method not in METHODS:
       raise ValueError(f'VoteConfig.method: {self.method!r} is not one of {METHODS}')
+    if self.transform not in augment.D8_NAMES:
+      raise ValueError(f'VoteConfig.transform: {self.transform!r} is not one of {augment.D8_NAMES}')
+    if self.method in HOST_METHODS and self.rank_mode != 'votes':
+      raise ValueError(f'VoteConfig.rank_mode: method {self.method!r} ranks by votes only')
     if self.rank_mode not in RANK_MODES:
       raise ValueError(f'VoteConfig.rank_mode: {self.rank_mode!r} is not one of {RANK_MODES}')
     if self.group_top_k < 1:
@@ -117,7 +130,7 @@ def _class_mean(same_CC: jax.Array, values_C: jax.Array) -> jax.Array:
 # ---------------------------------------------------------------- ranking
 
 
-def _rank_keys(counts_C, scores_C, mode, preferred_C) -> tuple[jax.Array, ...]:
+def _rank_keys(counts_C, scores_C, mode, preferred_C, promoted_C=None) -> tuple[jax.Array, ...]:
   """Sort keys, most significant first, larger is better (the index breaks ties)."""
   if mode not in RANK_MODES:
     raise ValueError(f'rank mode {mode!r} is not one of {RANK_MODES}')
@@ -130,7 +143,8 @@ def _rank_keys(counts_C, scores_C, mode, preferred_C) -> tuple[jax.Array, ...]:
   }[mode]
   if preferred_C is None:
     preferred_C = jnp.zeros(counts_C.shape, bool)
-  return (counts_C > 0, *by_mode, preferred_C)
+  promoted = () if promoted_C is None else (promoted_C,)
+  return (counts_C > 0, *promoted, *by_mode, preferred_C)
 
 
 def rank(
@@ -138,15 +152,17 @@ def rank(
     scores_C: jax.Array | None = None,
     mode: str = 'votes',
     preferred_C: jax.Array | None = None,
+    promoted_C: jax.Array | None = None,
 ) -> jax.Array:
   """int32 [C]: candidate indices, best first.
 
   Entries with `counts_C == 0` (invalid, or not the first of their class)
-  come last in every mode. The rest go by `mode`: 'votes' (most first),
-  'scores' (highest first), 'votes_then_scores'; then `preferred_C` first
-  (e.g. found by the identity transform); then the smaller index.
+  come last in every mode. The rest: `promoted_C` first (the oracle's right
+  answer), then by `mode`: 'votes' (most first), 'scores' (highest first),
+  'votes_then_scores'; then `preferred_C` first (e.g. found by the identity
+  transform); then the smaller index.
   """
-  keys = _rank_keys(counts_C, scores_C, mode, preferred_C)
+  keys = _rank_keys(counts_C, scores_C, mode, preferred_C, promoted_C)
   # lexsort sorts ascending by its last key first.
   ascending = [-k.astype(jnp.float32) for k in reversed(keys)]
   return jnp.lexsort([jnp.arange(counts_C.shape[0]), *ascending]).astype(jnp.int32)
@@ -176,6 +192,22 @@ def _group_top_k(same_CC, valid_C, group_C, scores_C, preferred_C, config: VoteC
   return first_C & (jnp.sum(rivals_CC, axis=1) < config.group_top_k)
 
 
+def _readout_valid(valid_C, preferred_C, group_C, config: VoteConfig) -> jax.Array:
+  """The candidates a readout reads: all, or only the untransformed prompts' ('vanilla'),
+  or only one transformation's ('single')."""
+  if config.method == 'vanilla':
+    return valid_C & preferred_C
+  if config.method == 'single':
+    return valid_C & (group_C == augment.D8_NAMES.index(config.transform))
+  return valid_C
+
+
+def _equals_truth(grids_CHW, shapes_C2, valid_C, truth) -> jax.Array:
+  truth_HW, truth_shape_2 = truth
+  same_C = jnp.all(grids_CHW == truth_HW[None], axis=(1, 2))
+  return valid_C & same_C & jnp.all(shapes_C2 == truth_shape_2[None], axis=-1)
+
+
 def vote(
     grids_CHW: jax.Array,
     shapes_C2: jax.Array,
@@ -183,32 +215,43 @@ def vote(
     preferred_C: jax.Array,
     group_C: jax.Array | None = None,
     scores_C: jax.Array | None = None,
+    truth: tuple[jax.Array, jax.Array] | None = None,
     *,
     config: VoteConfig = VoteConfig(),
 ) -> Attempts:
   """Two attempts from C candidates already in the original frame.
 
   `preferred_C` marks candidates found under the identity transform (the
-  tie-break); `group_C` (int ids) the transformation that produced each
-  candidate, needed by hierarchical voting; `scores_C` per-candidate scores
-  (higher is better) for the score rank modes.
+  tie-break, and what 'vanilla' reads); `group_C` (int ids: the D8 element)
+  the transformation that produced each candidate, needed by 'hierarchical'
+  and 'single'; `scores_C` per-candidate scores (higher is better) for the
+  score rank modes; `truth` the true output (grid [H, W] FILL-padded, shape
+  [2]), needed by 'oracle'.
   """
-  if config.method == 'hierarchical' and group_C is None:
-    raise ValueError('hierarchical voting needs group_C, the transformation of each candidate')
-  valid_C = valid_C.astype(bool)
+  if config.method in HOST_METHODS:
+    raise ValueError(f'vote method {config.method!r} is host-side: see marc_vote.py')
+  if config.method in ('hierarchical', 'single') and group_C is None:
+    raise ValueError(f'{config.method} voting needs group_C, the transformation of each candidate')
+  if config.method == 'oracle' and truth is None:
+    raise ValueError('oracle voting needs the true output')
+  preferred_C = preferred_C.astype(bool)
+  valid_C = _readout_valid(valid_C.astype(bool), preferred_C, group_C, config)
   same_CC = equality_matrix(grids_CHW, shapes_C2, valid_C)
   first_C = _first_of_class(same_CC, valid_C)
-  preferred_C = jnp.any(same_CC & preferred_C.astype(bool)[None, :], axis=1)
+  preferred_C = jnp.any(same_CC & preferred_C[None, :], axis=1)
   if scores_C is not None:
     scores_C = _class_mean(same_CC, scores_C.astype(jnp.float32))
 
-  if config.method == 'flat':
-    voters_C = valid_C
-  else:  # each group votes once for each class in its top k
+  if config.method == 'hierarchical':  # each group votes once for each class in its top k
     voters_C = _group_top_k(same_CC, valid_C, group_C, scores_C, preferred_C, config)
+  else:
+    voters_C = valid_C
   votes_C = jnp.where(first_C, jnp.sum(same_CC & voters_C[None, :], axis=1), 0)
 
-  best_2 = rank(votes_C, scores_C, config.rank_mode, preferred_C)[:2]
+  correct_C = None
+  if config.method == 'oracle':
+    correct_C = _equals_truth(grids_CHW, shapes_C2, valid_C, truth)
+  best_2 = rank(votes_C, scores_C, config.rank_mode, preferred_C, correct_C)[:2]
   found_2 = votes_C[best_2] > 0
   return Attempts(
       index=jnp.where(found_2, best_2, MISSING).astype(jnp.int32),
@@ -224,6 +267,7 @@ def vote_transformed(
     transforms: augment.Transform,
     group_C: jax.Array | None = None,
     scores_C: jax.Array | None = None,
+    truth: tuple[jax.Array, jax.Array] | None = None,
     *,
     config: VoteConfig = VoteConfig(),
 ) -> Attempts:
@@ -236,7 +280,14 @@ def vote_transformed(
   grids_CHW, shapes_C2 = inverse_candidates(grids_CHW, shapes_C2, transforms)
   group_C = transforms.d8 if group_C is None else group_C
   return vote(
-      grids_CHW, shapes_C2, valid_C, is_identity(transforms), group_C, scores_C, config=config
+      grids_CHW,
+      shapes_C2,
+      valid_C,
+      is_identity(transforms),
+      group_C,
+      scores_C,
+      truth,
+      config=config,
   )
 
 

@@ -43,10 +43,16 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
   ids = sorted(solutions)
   sweep = spec.Sweep(
       'configs/demo.py',
-      (spec.Arm('baseline'), spec.Arm('better'), spec.Arm('base_only'), spec.Arm('pending')),
+      (
+          spec.Arm('baseline'),
+          spec.Arm('better'),
+          spec.Arm('base_only', stages=('predict_base',)),
+          spec.Arm('pending'),
+      ),
   )
   _make_arm(workdir, 'baseline', solutions, right=ids[:1], steps=3)
   _make_arm(workdir, 'better', solutions, right=ids[:6], nll=0.25, steps=5)
+  _make_arm(workdir, 'baseline', solutions, right=ids[:2], stage='oracle')  # its oracle readout
   _make_arm(workdir, 'base_only', solutions, right=(), stage='predict_base')
   text = table.write_table(workdir, sweep, levels={})
 
@@ -60,6 +66,7 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
       0,
   )
   assert rows['better']['solved'] == 6 and rows['better']['truth_nll'] == 0.25
+  assert rows['baseline']['oracle'] == 2 and 'oracle' not in rows['better']
   assert rows['better']['ttt_steps'] == 30 and rows['better']['ttt_tokens'] == 600
   assert (
       rows['base_only']['prediction'] == 'predict_base' and rows['base_only']['ttt_steps'] is None
@@ -69,8 +76,10 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
   assert rows['base_only']['vs_baseline'] == {'tasks': 6, 'higher': 0, 'lower': 1, 'p': 1.0}
   assert 'vs_baseline' not in rows['baseline']
   lines = text.splitlines()
-  assert lines[2] == '| baseline | 6 | 1.00 | 1 | - | 0.500 | 18 | 600 | 1.0 |  |'
-  assert lines[3] == '| better | 6 | 6.00 | 6 | - | 0.250 | 30 | 600 | 1.0 | +5 / -0, p = 0.0625 |'
+  assert lines[2] == '| baseline | 6 | 1.00 | 1 | - | 2.00 | 0.500 | 18 | 600 | 1.0 |  |'
+  assert lines[3] == (
+      '| better | 6 | 6.00 | 6 | - | - | 0.250 | 30 | 600 | 1.0 | +5 / -0, p = 0.0625 |'
+  )
   assert 'Not finished yet: pending.' in text
   assert os.path.getsize(tmp_path / 'table.png') > 1000
   assert (tmp_path / 'table.md').read_text() == text

@@ -4,6 +4,8 @@ WORKDIR/<arm>/ holds what `demo.run_stages` writes (ttt/, predict_base/,
 predict_ttt/) and three small files of the sweep's own:
   config.json   the arm's resolved config, written before any work: a rerun with
                 another config for the same arm refuses to mix the two
+  oracle/       the headline prediction's candidates re-voted by the 'oracle' readout
+                (solved if any candidate is right), nothing decoded
   status.json   the stage now running (the executor's progress lines read it)
   result.json   written last, atomically: the arm is finished (its stages'
                 wall and compile seconds); a rerun skips it
@@ -12,6 +14,7 @@ A killed arm is simply run again: every stage resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -20,6 +23,7 @@ from typing import Any
 
 from ttt_jax import demo
 from ttt_jax.errors import UserError
+from ttt_jax.infer import predict
 from ttt_jax.stage_timer import StageTimer
 from ttt_jax.sweep import spec
 
@@ -66,6 +70,20 @@ def _pin_config(directory: str, arm: spec.Arm, config_json: dict) -> None:
     )
 
 
+def headline_stage(arm: spec.Arm) -> str:
+  """The prediction an arm is scored by: with its adapters where it trained them."""
+  return 'predict_ttt' if 'predict_ttt' in arm.stages else 'predict_base'
+
+
+def _oracle_readout(config, directory: str, stage: str) -> None:
+  """Re-votes the stage's stored candidates with the 'oracle' readout into oracle/."""
+  run = predict.PredictRun.from_config(config.predict)
+  oracle = dataclasses.replace(run.predict.vote, method='oracle')
+  predict_config = dataclasses.replace(run.predict, vote=oracle)
+  source = os.path.join(directory, stage)
+  predict.run_revote(run.selector, source, os.path.join(directory, 'oracle'), predict_config)
+
+
 def run_arm(
     sweep: spec.Sweep, arm: spec.Arm, workdir: str, prepare: Callable = lambda config: None
 ) -> dict:
@@ -83,6 +101,8 @@ def run_arm(
   on_start = lambda stage: write_json(status_path, {'stage': stage, 'since': time.time()})
   timer = StageTimer(on_start=on_start)
   demo.run_stages(config, directory, arm.stages, timer)
+  with timer.stage('oracle readout'):
+    _oracle_readout(config, directory, headline_stage(arm))
   result = {'arm': arm.name, 'stages': list(arm.stages), 'timings': timer.rows}
   write_json(os.path.join(directory, RESULT_FILE), result)
   on_start('finished')

@@ -12,9 +12,6 @@ from ttt_jax.eval import metrics
 from ttt_jax.sweep import arm as arm_lib
 from ttt_jax.sweep import local, slurm, spec, table
 
-LEVELS_CSV = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(__file__))), 'configs/data/arc1_eval_levels.csv'
-)
 # The tuning flags a worker inherits from the command that started the sweep.
 _KNOB_FLAGS = ('remat', 'compute_dtype', 'xla_flags', 'hlo_dump_dir', 'compilation_cache_dir')
 
@@ -24,17 +21,13 @@ def knob_flags() -> list[str]:
   return [f'--{n}={flags.FLAGS[n].value}' for n in _KNOB_FLAGS if flags.FLAGS[n].present]
 
 
-def _levels() -> dict[str, str]:
-  return metrics.read_levels(LEVELS_CSV) if os.path.exists(LEVELS_CSV) else {}
-
-
 def _selected(sweep: spec.Sweep, names: Sequence[str]) -> list[spec.Arm]:
   return [sweep.arm(n) for n in names] if names else list(sweep.arms)
 
 
 def report(sweep_file: str, workdir: str) -> str:
   """Writes and returns the table of the arms finished so far."""
-  return table.write_table(workdir, spec.load_sweep(sweep_file), _levels())
+  return table.write_table(workdir, spec.load_sweep(sweep_file), metrics.known_levels())
 
 
 def run_worker(sweep_file: str, workdir: str, index: int) -> None:
@@ -60,7 +53,7 @@ def run_local(sweep_file: str, workdir: str, names, parallel: int, gpus_per_arm:
   """Every selected unfinished arm, `parallel` at a time; the table after each one."""
   sweep = spec.load_sweep(sweep_file)
   arms = _selected(sweep, names)
-  levels = _levels()
+  levels = metrics.known_levels()
   write = lambda: table.write_table(workdir, sweep, levels)
   codes = local.run_local(
       sweep, sweep_file, workdir, arms, parallel, gpus_per_arm, knob_flags(), on_finished=write

@@ -27,13 +27,6 @@ from ttt_jax.sweep import arm as arm_lib
 from ttt_jax.sweep import spec
 
 
-def _headline_dir(directory: str) -> str | None:
-  for stage in ('predict_ttt', 'predict_base'):
-    if os.path.exists(os.path.join(directory, stage, 'submission.json')):
-      return os.path.join(directory, stage)
-  return None
-
-
 def _score(predict_dir: str, solutions, levels) -> metrics.Score:
   with open(os.path.join(predict_dir, 'submission.json')) as f:
     return metrics.score_submission(json.load(f), solutions, levels)
@@ -65,8 +58,8 @@ def arm_row(workdir: str, arm: spec.Arm, levels: Mapping[str, str]) -> dict[str,
   if it has not finished."""
   result = arm_lib.result_of(workdir, arm)
   directory = arm_lib.arm_dir(workdir, arm)
-  headline = _headline_dir(directory)
-  if result is None or headline is None:
+  headline = os.path.join(directory, arm_lib.headline_stage(arm))
+  if result is None:
     return None
   config = arm_lib.read_json(os.path.join(directory, arm_lib.CONFIG_FILE))
   solutions = _solutions(config['predict']['selector'])
@@ -86,9 +79,10 @@ def arm_row(workdir: str, arm: spec.Arm, levels: Mapping[str, str]) -> dict[str,
       'wall_s': sum(r['wall_s'] for r in result['timings']),
       **_ttt_totals(directory),
   }
-  base_dir = os.path.join(directory, 'predict_base')
-  if headline != base_dir and os.path.exists(os.path.join(base_dir, 'submission.json')):
-    row['pass2_no_ttt'] = _score(base_dir, solutions, levels).total
+  for key, folder in (('pass2_no_ttt', 'predict_base'), ('oracle', 'oracle')):
+    path = os.path.join(directory, folder)
+    if path != headline and os.path.exists(os.path.join(path, 'submission.json')):
+      row[key] = _score(path, solutions, levels).total
   return row
 
 
@@ -122,16 +116,17 @@ def _cell(value, fmt: str = '{:.2f}') -> str:
 
 def markdown(rows: Mapping[str, dict], pending: Sequence[str]) -> str:
   lines = [
-      '| arm | tasks | pass@2 | solved | no TTT | true-output NLL | TTT steps | TTT tokens '
-      '| wall min | vs baseline |',
-      '|---|---|---|---|---|---|---|---|---|---|',
+      '| arm | tasks | pass@2 | solved | no TTT | oracle | true-output NLL | TTT steps '
+      '| TTT tokens | wall min | vs baseline |',
+      '|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for name, r in rows.items():
     sign = r.get('vs_baseline')
     versus = '' if sign is None else f"+{sign['higher']} / -{sign['lower']}, p = {sign['p']:.3g}"
     lines.append(
         f"| {name} | {r['num_tasks']} | {r['pass2']:.2f} | {r['solved']} "
-        f"| {_cell(r.get('pass2_no_ttt'))} | {_cell(r['truth_nll'], '{:.3f}')} "
+        f"| {_cell(r.get('pass2_no_ttt'))} | {_cell(r.get('oracle'))} "
+        f"| {_cell(r['truth_nll'], '{:.3f}')} "
         f"| {_cell(r['ttt_steps'], '{}')} | {_cell(r['ttt_tokens'], '{}')} "
         f"| {r['wall_s'] / 60:.1f} | {versus} |"
     )
@@ -147,8 +142,9 @@ def markdown(rows: Mapping[str, dict], pending: Sequence[str]) -> str:
   lines += [
       '',
       'pass@2: fractional credit per test input, summed over tasks; solved: tasks with '
-      'every test input right; vs baseline: tasks scoring higher / lower than the baseline '
-      'arm, two-sided exact sign test.',
+      'every test input right; oracle: pass@2 if any candidate that was voted on counted; '
+      'vs baseline: tasks scoring higher / lower than the baseline arm, two-sided exact '
+      'sign test.',
   ]
   return '\n'.join(lines) + '\n'
 

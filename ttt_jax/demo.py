@@ -32,38 +32,65 @@ def _details(predict_dir: str) -> metrics.Details:
     return json.load(f)
 
 
+# A demo run's stages, each in its own folder of the workdir; the sweep's arms name theirs.
+STAGES = ('ttt', 'predict_base', 'predict_ttt')
+_STAGE_TITLES = {
+    'ttt': 'ttt',
+    'predict_base': 'predict without TTT',
+    'predict_ttt': 'predict with TTT',
+}
+
+
+def run_stages(
+    config, workdir: str, stages=STAGES, timer: StageTimer | None = None, suffix: str = ''
+) -> dict[str, metrics.Score | None]:
+  """TTT into workdir/ttt/, then predictions without and with its adapters into
+  workdir/predict_{base,ttt}SUFFIX/, each stage if named; returns the predictions' scores.
+
+  The base arm runs through zero adapters when there are adapters (B = 0: the base
+  model's logits), so the arm with TTT reuses every function it compiled: a cold run
+  compiles predict once. Every stage resumes where a killed run stopped."""
+  timer = timer or StageTimer()
+  ttt_dir = os.path.join(workdir, 'ttt')
+  adapters_dir = os.path.join(ttt_dir, 'adapters') if 'ttt' in stages else ''
+  if 'ttt' in stages and not suffix:
+    with timer.stage('ttt'):
+      ttt.run_ttt(config.ttt, ttt_dir)
+  scores = {}
+  for stage, zero_adapters in (('predict_base', True), ('predict_ttt', False)):
+    if stage in stages:
+      with timer.stage(_STAGE_TITLES[stage] + suffix):
+        scores[stage] = predict.run_from_config(
+            config.predict, os.path.join(workdir, stage + suffix), adapters_dir, zero_adapters
+        )
+  return scores
+
+
 def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   """Trains every selected task's adapter, predicts without and with it, prints the table
   (and, with config.compare_free_decoding, the same without output-shape constraints),
   then where the time went: each stage's wall seconds and its compiling (timings.json)."""
-  ttt_dir = os.path.join(workdir, 'ttt')
   timer = StageTimer()
-  with timer.stage('ttt'):
-    ttt.run_ttt(config.ttt, ttt_dir)
-  scores = _compare(config.predict, workdir, ttt_dir, '', timer)
+  scores = _compare(config.predict, workdir, timer, '')
   if config.compare_free_decoding:
-    free = config.predict.copy_and_resolve_references()
-    free.shapes = 'none'
-    _compare(free, workdir, ttt_dir, '_free', timer)
+    free = config.copy_and_resolve_references()
+    free.predict.shapes = 'none'
+    _compare(free, workdir, timer, '_free')
   timer.write(os.path.join(workdir, 'timings.json'))
   print('\nWall time by stage (a rerun in the same workdir resumes, so it skips done work):')
   print(timer.table())
   return scores
 
 
-def _compare(predict_config, workdir: str, ttt_dir: str, suffix: str, timer: StageTimer):
-  """Predicts without and with the adapters into predict_{base,ttt}SUFFIX/, writes and prints
-  comparisonSUFFIX.md."""
-  base_dir, tuned_dir = (os.path.join(workdir, f'predict_{d}{suffix}') for d in ('base', 'ttt'))
-  adapters_dir = os.path.join(ttt_dir, 'adapters')
-  # The base arm runs through zero adapters (B = 0: the base model's logits), so the arm
-  # with TTT reuses every function it compiled: a cold run compiles predict once.
-  with timer.stage(f'predict without TTT{suffix}'):
-    base = predict.run_from_config(predict_config, base_dir, adapters_dir, zero_adapters=True)
-  with timer.stage(f'predict with TTT{suffix}'):
-    tuned = predict.run_from_config(predict_config, tuned_dir, adapters_dir, zero_adapters=False)
+def _compare(config, workdir: str, timer: StageTimer, suffix: str):
+  """Runs the stages (TTT once, predictions per suffix), writes and prints comparisonSUFFIX.md."""
+  scores = run_stages(config, workdir, STAGES, timer, suffix)
+  base, tuned = scores['predict_base'], scores['predict_ttt']
   table = comparison_table(
-      base, tuned, _loss_curves(ttt_dir), _details(base_dir), _details(tuned_dir)
+      base,
+      tuned,
+      _loss_curves(os.path.join(workdir, 'ttt')),
+      *(_details(os.path.join(workdir, f'predict_{arm}{suffix}')) for arm in ('base', 'ttt')),
   )
   with open(os.path.join(workdir, f'comparison{suffix}.md'), 'w') as f:
     f.write(table + '\n')

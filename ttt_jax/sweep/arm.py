@@ -1,0 +1,109 @@
+"""One arm of a sweep, run in its own folder: the same stages and code path as launch.demo.
+
+WORKDIR/<arm>/ holds what `demo.run_stages` writes (ttt/, predict_base/,
+predict_ttt/) and three small files of the sweep's own:
+  config.json   the arm's resolved config, written before any work: a rerun with
+                another config for the same arm refuses to mix the two
+  oracle/       the headline prediction's candidates re-voted by the 'oracle' readout
+                (solved if any candidate is right), nothing decoded
+  status.json   the stage now running (the executor's progress lines read it)
+  result.json   written last, atomically: the arm is finished (its stages'
+                wall and compile seconds); a rerun skips it
+A killed arm is simply run again: every stage resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ttt_jax import demo
+from ttt_jax.errors import UserError
+from ttt_jax.infer import predict
+from ttt_jax.stage_timer import StageTimer
+from ttt_jax.sweep import spec
+
+CONFIG_FILE, STATUS_FILE, RESULT_FILE = 'config.json', 'status.json', 'result.json'
+
+
+def arm_dir(workdir: str, arm: spec.Arm) -> str:
+  return os.path.join(workdir, arm.name)
+
+
+def read_json(path: str) -> Any | None:
+  """A small JSON file, or None if it is missing or torn (a kill mid-write)."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (FileNotFoundError, json.JSONDecodeError):
+    return None
+
+
+def write_json(path: str, value: Any) -> None:
+  """Whole or not at all: a reader never sees half a file."""
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=1)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def result_of(workdir: str, arm: spec.Arm) -> dict | None:
+  """A finished arm's result.json, else None."""
+  return read_json(os.path.join(arm_dir(workdir, arm), RESULT_FILE))
+
+
+def _pin_config(directory: str, arm: spec.Arm, config_json: dict) -> None:
+  path = os.path.join(directory, CONFIG_FILE)
+  before = read_json(path)
+  if before is None:
+    write_json(path, config_json)
+  elif before != config_json:
+    raise UserError(
+        f'arm {arm.name}: its config differs from the one {path} was run with (the sweep '
+        'file changed?): use a new --workdir, or remove that arm folder to rerun it'
+    )
+
+
+def headline_stage(arm: spec.Arm) -> str:
+  """The prediction an arm is scored by: with its adapters where it trained them."""
+  return 'predict_ttt' if 'predict_ttt' in arm.stages else 'predict_base'
+
+
+def _oracle_readout(config, directory: str, stage: str) -> None:
+  """Re-votes the stage's stored candidates with the 'oracle' readout into oracle/."""
+  run = predict.PredictRun.from_config(config.predict)
+  oracle = dataclasses.replace(run.predict.vote, method='oracle')
+  predict_config = dataclasses.replace(run.predict, vote=oracle)
+  source = os.path.join(directory, stage)
+  predict.run_revote(run.selector, source, os.path.join(directory, 'oracle'), predict_config)
+
+
+def run_arm(
+    sweep: spec.Sweep, arm: spec.Arm, workdir: str, prepare: Callable = lambda config: None
+) -> dict:
+  """Runs (or resumes) the arm's stages unless it finished; returns its result.json.
+  `prepare(config)` adjusts the arm's config in place first (the tuning flags)."""
+  directory = arm_dir(workdir, arm)
+  os.makedirs(directory, exist_ok=True)
+  config = spec.arm_config(sweep, arm)
+  prepare(config)
+  _pin_config(directory, arm, json.loads(config.to_json_best_effort()))
+  done = result_of(workdir, arm)
+  if done is not None:
+    return done
+  status_path = os.path.join(directory, STATUS_FILE)
+  on_start = lambda stage: write_json(status_path, {'stage': stage, 'since': time.time()})
+  timer = StageTimer(on_start=on_start)
+  demo.run_stages(config, directory, arm.stages, timer)
+  with timer.stage('oracle readout'):
+    _oracle_readout(config, directory, headline_stage(arm))
+  result = {'arm': arm.name, 'stages': list(arm.stages), 'timings': timer.rows}
+  write_json(os.path.join(directory, RESULT_FILE), result)
+  on_start('finished')
+  return result

@@ -71,7 +71,7 @@ def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   (and, with config.compare_free_decoding, the same without output-shape constraints),
   then where the time went: each stage's wall seconds and its compiling (timings.json)."""
   timer = StageTimer()
-  scores = _compare(config.predict, workdir, timer, '')
+  scores = _compare(config, workdir, timer, '')
   if config.compare_free_decoding:
     free = config.copy_and_resolve_references()
     free.predict.shapes = 'none'

@@ -80,7 +80,7 @@ def backend_finding() -> Finding:
   )
 
 
-def _version(name: str) -> str | None:
+def installed_version(name: str) -> str | None:
   try:
     return importlib.metadata.version(name)
   except importlib.metadata.PackageNotFoundError:
@@ -113,9 +113,9 @@ def plugins() -> dict[str, str]:
   jaxlib (a plugin is built for one jax), and what those pin (the CUDA plugins' PJRT)."""
   pinned = lambda rs: [r.name for r in rs if r.specifier and r.name != 'jaxlib']
   names = [n for e in ACCELERATOR_EXTRAS for n in pinned(_requires('jax', e))]
-  installed = {n: _version(n) for n in names if _version(n)}
+  installed = {n: installed_version(n) for n in names if installed_version(n)}
   for name in list(installed):
-    installed |= {n: _version(n) for n in pinned(_requires(name)) if _version(n)}
+    installed |= {n: installed_version(n) for n in pinned(_requires(name)) if installed_version(n)}
   return installed
 
 
@@ -123,7 +123,7 @@ def version_findings() -> list[Finding]:
   """The versions line, then a warning per installed package outside a pin: ttt_jax's
   dependencies (pyproject.toml), jax's jaxlib, jax's extras' plugins, the plugins' own."""
   found = plugins()
-  text = f'jax {jax.__version__}, jaxlib {_version("jaxlib")}; ' + (
+  text = f'jax {jax.__version__}, jaxlib {installed_version("jaxlib")}; ' + (
       ', '.join(f'{n} {v}' for n, v in found.items()) or 'no accelerator plugin'
   )
   findings = [Finding('versions', text)]
@@ -134,7 +134,7 @@ def version_findings() -> list[Finding]:
     pins += [(f'jax[{extra}]', r, False) for r in _requires('jax', extra) if r.name in found]
   pins += [(name, r, False) for name in found for r in _requires(name)]
   for owner, r, required in pins:
-    version, pin = _version(r.name), f'{r.name}{r.specifier}'
+    version, pin = installed_version(r.name), f'{r.name}{r.specifier}'
     if version is None and required:
       findings.append(
           Finding('versions', f'{r.name} is not installed ({owner} needs {pin})', 'warning')

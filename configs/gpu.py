@@ -4,7 +4,8 @@ bf16 weights and matmuls, as the paper ran; what stays float32 does so by
 construction: LoRA adapters (`init_lora`'s dtype), their AdamW state (optax keeps
 the params' dtype), softmax, norms, logits and the loss (ttt_jax/model/llama.py).
 The attention kernel is the default 'auto': cuDNN flash attention on a GPU
-for bf16 (ttt_jax/model/attention_dispatch.py).
+for bf16 rows of one example, Pallas (Triton) flash attention for packed rows
+(ttt_jax/model/attention_dispatch.py).
 """
 
 PARAM_DTYPE = 'bfloat16'

@@ -216,3 +216,33 @@ def test_sampling_bench_runs_every_way():
   )
   assert [r['method'] for r in result['rows']][0] == sample.SHARED and len(result['rows']) == 4
   assert all(r['new_tokens_per_s'] > 0 for r in result['rows'])
+
+
+def test_packing_runs_each_backends_kernels_own_kernel_first():
+  from ttt_jax.bench import packing  # pylint: disable=import-outside-toplevel
+
+  assert packing.runs('gpu') == [
+      ('packed', 'pallas_gpu'),
+      ('unpacked', 'cudnn'),
+      ('packed', 'xla'),
+      ('unpacked', 'pallas_gpu'),
+      ('unpacked', 'xla'),
+  ]
+  assert packing.runs('tpu')[:2] == [('packed', 'splash'), ('unpacked', 'splash')]
+  assert packing.runs('rocm') == [('packed', 'xla'), ('unpacked', 'xla')]
+
+
+def test_packing_layouts_hold_the_same_examples():
+  """Unpacked rows are cut to the bucket of the longest example; packed rows hold the
+  same tokens in fewer, fuller rows of seq_len."""
+  from ttt_jax.bench import packing  # pylint: disable=import-outside-toplevel
+
+  examples = packing.random_examples(2, 8, 512, seed=0)
+  lengths = [len(t) for task in examples for t, _ in task]
+  assert 64 <= min(lengths) and max(lengths) <= 256
+  unpacked = packing.layout_arrays(examples, 512, 'unpacked')
+  packed = packing.layout_arrays(examples, 512, 'packed')
+  assert unpacked.tokens.shape[-1] == 256 and packed.tokens.shape[-1] == 512
+  assert unpacked.segments is None and packed.segments.max() >= 2
+  assert int(unpacked.lengths.sum()) == int(packed.lengths.sum()) == sum(lengths)
+  assert (packed.num_examples < unpacked.num_examples).all()

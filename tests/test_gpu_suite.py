@@ -43,7 +43,9 @@ def test_every_part_ran_and_the_files_fit_a_device_call(suite):
     markdown = f.read()
   assert 'FAILED' not in markdown and all(title in markdown for _, title in gpu_suite.PARTS)
   assert summary['machine']['jax'] == jax.__version__ and summary['machine']['jaxlib']
-  assert summary['cudnn_probe'] == 'not a GPU (cpu)'  # so (b) and (c) ran attention=auto
+  assert summary['probes'] == {'blockwise': None, 'xla': None} and summary['attention'] == 'auto'
+  assert summary['machine']['doctor'][0].startswith('backend    cpu')
+  assert 'attention kernels: blockwise runs, xla runs; (b) and (c) ran attention=auto' in markdown
 
 
 def test_the_figures_are_finite(suite):
@@ -55,6 +57,14 @@ def test_the_figures_are_finite(suite):
   assert all(_finite(r['s/step'], r['tokens/s'], r['TFLOP/s']) and r['s/step'] > 0 for r in rows)
   assert set(s['mfu']['vmap_over_loop']) == {str(t) for t in gpu_suite.SMOKE.mfu_tasks}
   assert _finite(s['decode']['new_tokens_per_s']) and s['decode']['new_tokens_per_s'] > 0
+  k = s['kernels']
+  assert [(r['rows'], r['attention']) for r in k['rows']] == list(gpu_suite.SMOKE.kernel_pairs)
+  assert not k['errors'] and not k['skipped']
+  assert all(
+      _finite(r['tokens/s'], r['TFLOP/s'], r['fill']) and 0 < r['fill'] <= 1 for r in k['rows']
+  )
+  packed, unpacked = k['rows']
+  assert packed['fill'] > unpacked['fill'] and packed['S'] >= unpacked['S']
   t = s['train']
   assert t['steps_done'] >= 2 and t['steps_done'] <= t['steps_planned']
   assert _finite(t['last_train_loss'], t['val_loss'], t['tokens_per_s'], t['estimate']['step_s'])

@@ -56,16 +56,20 @@ def plan_ttt_step(
     seq_len: int,
     max_examples: int,
     mesh_axes: Sequence[tuple[str, int]] = parallel.DEFAULT_AXES,
+    packed: bool = False,
 ) -> MemoryPlan:
   """Compiles (never runs) the step on a mesh over this process's devices, its slots
-  vmapped as an accelerator runs them (not lax.map, what 'auto' picks on one CPU)."""
+  vmapped as an accelerator runs them (not lax.map, what 'auto' picks on one CPU); with
+  `packed`, on rows with segment ids (data.pack), whose attention kernel may differ."""
   ttt_config = dataclasses.replace(ttt_config, over_slots='vmap')
   mesh = parallel.make_mesh(mesh_axes)
   tasks = parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data' x 'fsdp'
   params = jax.eval_shape(lambda: llama.init_params(model_config, jax.random.key(0)))
   params = _abstract(params, lambda p: parallel.param_shardings(p, mesh))
   slots, data = jax.eval_shape(
-      lambda: slot_ops.empty_slots(num_tasks, max_examples, seq_len, model_config, ttt_config)
+      lambda: slot_ops.empty_slots(
+          num_tasks, max_examples, seq_len, model_config, ttt_config, packed=packed
+      )
   )
   slots, data = _abstract((slots, data), lambda tree: jax.tree.map(lambda _: tasks, tree))
   compiled = ttt_step.train_step.lower(

@@ -126,10 +126,15 @@ def test_model_kernels_agree_on_logits_and_lora_grads():
         ('auto', 'gpu', 'float32', 64, 'xla'),  # cuDNN's flash attention is bf16 / fp16 only
         ('auto', 'gpu', 'bfloat16', 256, 'xla'),  # head_dim over 128
         ('auto', 'gpu', 'bfloat16', 36, 'xla'),  # head_dim not a multiple of 8
-        ('auto', 'tpu', 'bfloat16', 128, 'xla'),
+        ('auto', 'tpu', 'bfloat16', 128, 'splash'),
+        ('auto', 'tpu', 'float32', 64, 'splash'),
         ('xla', 'cpu', 'float32', 64, 'xla'),
         ('blockwise', 'gpu', 'bfloat16', 64, 'blockwise'),
         ('cudnn', 'gpu', 'bfloat16', 64, 'cudnn'),
+        ('splash', 'tpu', 'bfloat16', 64, 'splash'),
+        ('splash', 'cpu', 'float32', 64, 'splash'),  # interpreted (the tests)
+        ('pallas_gpu', 'gpu', 'bfloat16', 64, 'pallas_gpu'),
+        ('pallas_gpu', 'cpu', 'float32', 64, 'pallas_gpu'),
     ],
 )
 def test_resolve(impl, backend, dtype, head_dim, want):
@@ -137,11 +142,36 @@ def test_resolve(impl, backend, dtype, head_dim, want):
 
 
 def test_resolve_packed_rows():
-  # cuDNN takes lengths, not segment ids: packed rows run XLA on a GPU, blockwise on CPU.
-  assert attention_dispatch.resolve('auto', 'gpu', 'bfloat16', 64, segmented=True) == 'xla'
+  # cuDNN takes lengths, not segment ids: packed rows run Pallas (Triton) on a GPU.
+  assert attention_dispatch.resolve('auto', 'gpu', 'bfloat16', 64, segmented=True) == 'pallas_gpu'
+  assert attention_dispatch.resolve('auto', 'gpu', 'float32', 128, segmented=True) == 'pallas_gpu'
+  assert attention_dispatch.resolve('auto', 'gpu', 'bfloat16', 512, segmented=True) == 'xla'
+  assert attention_dispatch.resolve('auto', 'tpu', 'bfloat16', 64, segmented=True) == 'splash'
   assert attention_dispatch.resolve('auto', 'cpu', 'bfloat16', 64, segmented=True) == 'blockwise'
   with pytest.raises(ValueError, match="attention='cudnn' takes no segment ids"):
     attention_dispatch.resolve('cudnn', 'gpu', 'bfloat16', 64, segmented=True)
+
+
+def test_choose_says_why():
+  choice = attention_dispatch.choose('auto', 'gpu', 'bfloat16', 64, segmented=True)
+  assert choice.kernel == 'pallas_gpu' and 'segment ids' in choice.why
+  choice = attention_dispatch.choose('auto', 'gpu', 'float32', 64)
+  assert choice.kernel == 'xla' and 'needs compute_dtype' in choice.why
+  assert 'interpret' in attention_dispatch.choose('splash', 'cpu', 'float32', 64).why
+
+
+def test_a_jax_without_the_pallas_kernels_falls_back_to_xla():
+  """A jax that moved the kernels (jax 0.11 deprecates the GPU one): 'auto' takes XLA's
+  softmax and names the reason; naming the kernel is a clear error."""
+  missing = lambda kernel: f'is not in jax {jax.__version__}: no module'
+  with mock.patch.object(attention_dispatch, '_import_problem', missing):
+    for backend in ('gpu', 'tpu'):
+      choice = attention_dispatch.choose('auto', backend, 'bfloat16', 64, segmented=True)
+      assert choice.kernel == 'xla' and 'is not in jax' in choice.why
+    with pytest.raises(ValueError, match="attention='splash' is not in jax"):
+      attention_dispatch.resolve('splash', 'tpu', 'bfloat16', 64)
+  assert attention_dispatch.pallas_problem('splash', 64) is None  # this jax has both
+  assert attention_dispatch.pallas_problem('pallas_gpu', 64) is None
 
 
 def test_bad_values_are_clear_errors():
@@ -149,6 +179,12 @@ def test_bad_values_are_clear_errors():
     attention_dispatch.resolve('cudnn', 'cpu', 'bfloat16', 64)
   with pytest.raises(ValueError, match="attention='cudnn' needs compute_dtype"):
     attention_dispatch.resolve('cudnn', 'gpu', 'float32', 64)
+  with pytest.raises(ValueError, match="attention='splash' needs a TPU"):
+    attention_dispatch.resolve('splash', 'gpu', 'bfloat16', 64)
+  with pytest.raises(ValueError, match="attention='pallas_gpu' needs a GPU"):
+    attention_dispatch.resolve('pallas_gpu', 'tpu', 'bfloat16', 64)
+  with pytest.raises(ValueError, match="attention='pallas_gpu' needs head_dim <= 256"):
+    attention_dispatch.resolve('pallas_gpu', 'gpu', 'bfloat16', 512)
   with pytest.raises(ValueError, match='attention must be one of'):
     attention_dispatch.resolve('flash', 'gpu', 'bfloat16', 64)
   with pytest.raises(ValueError, match='ModelConfig.attention_impl must be one of'):

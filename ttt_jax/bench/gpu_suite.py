@@ -4,7 +4,9 @@ and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
   (a) MFU of the TTT step, Llama-3.2-1B shape (vocab 16), bf16, batch 2 x 2048, LoRA
       r128, T = 1, 8, 16, vmapped vs the per-task loop (bench/mfu.py; one example per
       row, so attention `auto` is cuDNN's flash attention on a GPU); greedy decode
-      tokens/s at that shape;
+      tokens/s at that shape; tokens/s and MFU of the step at that shape on packed vs
+      unpacked rows with each attention kernel of the backend (bench/packing.py: on a GPU
+      cudnn, pallas_gpu, xla), as long as the time left for (b) allows;
   (b) stage 1 of the 'medium' preset (~19M parameters) with configs/finetune.py's
       recipe and data on GPU numerics (configs/gpu.py), its steps sized from a few
       timed steps so that it trains for `train_s` (a deadline guards the estimate),
@@ -12,7 +14,10 @@ and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
   (c) docs/RESULTS.md's protocol with that model: the 100 tasks of
       configs/data/arc1_eval_shortest100.txt, no TTT vs TTT (ttt_jax/demo.py: the
       same prompts and voting), pass@2, sign test, true-output NLL;
-  (d) summary.json + summary.md: the machine, versions, every figure.
+  (d) summary.json + summary.md: the machine, versions and what launch.doctor finds,
+      which attention kernels run here, every figure.
+Throughput parts of features still landing (induction sampling, QLoRA) go beside (a):
+a function here, a `part(...)` line in `run` and an entry in PARTS and RENDER.
 
 out_dir receives at most 8 files (summary.json, summary.md, model/: config.json,
 ttt_jax.json, the shard index, 3 shards), each < 16 MB: what a device call brings
@@ -24,7 +29,6 @@ error and the others go on ((c) falls back to the shipped built-in model).
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import os
 import re
@@ -38,8 +42,8 @@ import numpy as np
 from configs import demo as demo_configs
 from configs import finetune as finetune_configs
 from configs import gpu
-from ttt_jax import checkpoint, demo
-from ttt_jax.bench import mfu, report
+from ttt_jax import checkpoint, demo, doctor
+from ttt_jax.bench import mfu, packing, report
 from ttt_jax.data import pretrain_data
 from ttt_jax.eval import compare, metrics
 from ttt_jax.formats.compact import COMPACT
@@ -71,10 +75,16 @@ class Sizes:
   decode_batch: int = 32
   decode_prompt_len: int = 2048
   decode_new_tokens: int = 256
+  kernel_tasks: int = 8  # packed vs unpacked rows, each kernel (bench/packing.py)
+  kernel_examples: int = 16  # per task
+  kernel_steps: int = 2
+  kernel_pairs: tuple[tuple[str, str], ...] = ()  # (layout, kernel); (): packing.runs
+  kernel_budget_s: float = 100.0  # no (layout, kernel) starts after this
   # (b)
   train_preset: str = 'medium'
   finetune_recipe: str = 'gpu'  # the argument of configs/finetune.py
   train_s: float = 300.0  # stage-1 training time, at most
+  min_train_s: float = 60.0  # ... and at least: a model of a few steps makes (c) meaningless
   calibration_steps: int = 5  # timed device steps
   data_workers: int = 12  # processes making batches (the H200 machine has 16 cores)
   shard_bytes: int = 15 * 2**20
@@ -103,9 +113,14 @@ SMOKE = Sizes(
     decode_batch=2,
     decode_prompt_len=32,
     decode_new_tokens=4,
+    kernel_tasks=2,
+    kernel_examples=4,
+    kernel_steps=1,
+    kernel_pairs=(('packed', 'blockwise'), ('unpacked', 'xla')),
     train_preset='tiny',
     finetune_recipe='runlocal',
     train_s=8.0,
+    min_train_s=8.0,
     calibration_steps=2,
     data_workers=1,
     shard_bytes=900_000,  # the tiny model's 2 MB of bf16 in 3 shards
@@ -200,6 +215,23 @@ def decode_part(sizes: Sizes) -> dict:
       'seconds': seconds,
       'new_tokens_per_s': new_tokens / seconds,
   }
+
+
+def kernels_part(sizes: Sizes, latest: float) -> dict:
+  """bench/packing.py's rows at the MFU shape; no (layout, kernel) starts after
+  kernel_budget_s or `latest` (monotonic)."""
+  deadline = min(time.monotonic() + sizes.kernel_budget_s, latest)
+  return packing.bench_packing(
+      sizes.mfu_preset,
+      sizes.kernel_tasks,
+      sizes.kernel_examples,
+      sizes.mfu_batch,
+      sizes.mfu_seq_len,
+      sizes.mfu_rank,
+      steps=sizes.kernel_steps,
+      pairs=sizes.kernel_pairs or None,
+      deadline=deadline,
+  )
 
 
 def _timed(fn) -> float:
@@ -421,22 +453,26 @@ def _read_json(path: str):
     return json.load(f)
 
 
-def cudnn_probe() -> str | None:
-  """None when cuDNN's attention runs here (a small jitted forward and backward), else why
-  not: then (b) and (c) run attention=xla instead of losing their parts."""
-  if jax.default_backend() != 'gpu':
-    return f'not a GPU ({jax.default_backend()})'
-  try:
-    q_BSHD = jnp.ones((2, 128, 4, 64), jnp.bfloat16)
-    valid_BS = jnp.arange(128)[None, :] < jnp.asarray([[128], [70]])
-    attend = lambda q: attention_dispatch.dot_product_attention(
-        q, q[:, :, :2], q[:, :, :2], valid_BS, 'cudnn'
-    )
-    loss = lambda q: jnp.sum(attend(q).astype(jnp.float32))
-    jax.block_until_ready(jax.jit(jax.grad(loss))(q_BSHD))
-    return None
-  except Exception as e:  # pylint: disable=broad-except
-    return _error(e)
+def attention_probes(sizes: Sizes) -> dict[str, str | None]:
+  """{kernel: None when it runs here, else why} for every kernel of this backend in
+  bench/packing.py, a small jitted forward and backward at the MFU preset's heads in
+  bf16 (doctor.probe_kernel), on packed rows where the kernel takes them."""
+  config = ModelConfig.preset(sizes.mfu_preset, compute_dtype='bfloat16')
+  kernels = packing.KERNELS.get(jax.default_backend(), {'unpacked': ('xla',)})
+  probes = {}
+  for layout, names in kernels.items():
+    for kernel in names:
+      if kernel not in probes:
+        probes[kernel] = doctor.probe_kernel(kernel, config, segmented=layout == 'packed')
+  return probes
+
+
+def fallback_attention(probes: dict[str, str | None], preset: str) -> str:
+  """What (b) and (c) run: 'auto', or 'xla' when the kernel auto takes (unpacked bf16
+  rows) failed its probe, instead of losing their parts."""
+  head_dim = ModelConfig.preset(preset).head_dim
+  kernel = attention_dispatch.resolve('auto', jax.default_backend(), 'bfloat16', head_dim)
+  return 'xla' if probes.get(kernel) else 'auto'
 
 
 # --- (d) the summary -------------------------------------------------------------------
@@ -450,15 +486,11 @@ def machine() -> dict:
   return {
       **report.machine(),
       'backend': jax.default_backend(),
-      **{name: _version(name) for name in PACKAGES},
+      **{name: doctor.installed_version(name) for name in PACKAGES},
+      'plugins': doctor.plugins(),
+      # launch.doctor's backend and version lines: a warning for each version off our pins
+      'doctor': [f.line() for f in [doctor.backend_finding(), *doctor.version_findings()]],
   }
-
-
-def _version(name: str) -> str | None:
-  try:
-    return importlib.metadata.version(name)
-  except importlib.metadata.PackageNotFoundError:
-    return None
 
 
 def write_summary(out_dir: str, summary: dict) -> None:
@@ -478,7 +510,13 @@ def summary_markdown(s: dict) -> str:
       '',
       ', '.join(f'{name} {m[name]}' for name in PACKAGES),
       '',
-      f'cuDNN attention: {s["cudnn_probe"] or "runs"}',
+      '```',
+      *m['doctor'],
+      '```',
+      '',
+      'attention kernels: '
+      + ', '.join(f'{k} {e and f"FAILED: `{e}`" or "runs"}' for k, e in s['probes'].items())
+      + f'; (b) and (c) ran attention={s["attention"]}',
   ]
   for part, title in PARTS:
     lines += ['', f'## {title}', '']
@@ -503,6 +541,15 @@ def _mfu_md(r: dict) -> list[str]:
       '',
       f'vmap over loop (tokens/s): {speedups}',
   ] + (['', 'Failed runs:'] + errors if errors else [])
+
+
+def _kernels_md(r: dict) -> list[str]:
+  columns = ['rows', 'attention', 'S', 'fill', 's/step', 'tokens/s', 'TFLOP/s', 'MFU']
+  notes = [f'- {k}: FAILED `{v}`' for k, v in r['errors'].items()]
+  notes += [f'- {k}: not run (no time left for it)' for k in r['skipped']]
+  return [r['title'], '', report.markdown_table(r['rows'], columns)] + (
+      [''] + notes if notes else []
+  )
 
 
 def _decode_md(r: dict) -> list[str]:
@@ -569,10 +616,17 @@ def _protocol_md(r: dict) -> list[str]:
 PARTS = (
     ('mfu', '(a) TTT step MFU, vmap vs loop'),
     ('decode', '(a) decoding'),
+    ('kernels', '(a) packed vs unpacked rows, each attention kernel'),
     ('train', '(b) stage 1 of the larger built-in model'),
     ('protocol', '(c) the RESULTS.md protocol'),
 )
-RENDER = {'mfu': _mfu_md, 'decode': _decode_md, 'train': _train_md, 'protocol': _protocol_md}
+RENDER = {
+    'mfu': _mfu_md,
+    'decode': _decode_md,
+    'kernels': _kernels_md,
+    'train': _train_md,
+    'protocol': _protocol_md,
+}
 
 
 def out_files(out_dir: str) -> dict[str, int]:
@@ -617,9 +671,10 @@ def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple |
       'sizes': dataclasses.asdict(sizes),
   }
   model_dir, trained = os.path.join(out_dir, MODEL_DIR), None
-  summary['cudnn_probe'] = cudnn_probe()
-  gpu_without_cudnn = jax.default_backend() == 'gpu' and summary['cudnn_probe'] is not None
-  attention = 'xla' if gpu_without_cudnn else 'auto'  # for (b) and (c)
+  summary['probes'] = attention_probes(sizes)
+  summary['attention'] = attention = fallback_attention(summary['probes'], sizes.train_preset)
+  # (a)'s kernel runs start only while (b) can still have min_train_s and (c) its reserve.
+  kernels_end = start + sizes.budget_s - sizes.reserve_s - sizes.min_train_s
 
   def part(name: str, fn):
     part_start = time.monotonic()
@@ -637,13 +692,15 @@ def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple |
   def train():
     nonlocal trained
     left = sizes.budget_s - (time.monotonic() - start) - sizes.reserve_s
-    # At least a minute (or train_s): a model of a few steps would make (c) meaningless.
-    seconds = max(min(sizes.train_s, left), min(60.0, sizes.train_s))
+    seconds = max(min(sizes.train_s, left), sizes.min_train_s)
     record, *trained = train_part(sizes, seconds, work_dir, model_dir, attention)
     return record
 
   part('mfu', lambda: mfu_part(sizes))
   part('decode', lambda: decode_part(sizes))
+  part('kernels', lambda: kernels_part(sizes, kernels_end))
+  # Parts of features still landing go here: induction sampling (samples/s at the paper's
+  # 1536-token budget, 1B shape), QLoRA (step time and memory).
   part('train', train)
   checkpoint_dir = model_dir if trained else builtin.BUILTIN
   part('protocol', lambda: protocol_part(sizes, checkpoint_dir, work_dir, attention))

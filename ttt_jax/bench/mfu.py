@@ -83,6 +83,22 @@ def peak_flops(device_kind: str, override: float | None = None) -> float | None:
   return None
 
 
+def step_setup(preset: str, rank: int, batch_size: int, **config_fields):
+  """(model config, random weights, TTT config) of the step benches: LoRA r`rank` on
+  every target the paper trains, slots vmapped."""
+  config = ModelConfig.preset(preset, **config_fields)
+  params = llama.init_params(config, jax.random.key(0))
+  ttt_config = TTTConfig(
+      lora=LoraConfig(rank=rank),
+      batch_size=batch_size,
+      lr=1e-4,
+      epochs=1000,
+      warmup_frac=0.0,
+      over_slots='vmap',  # the 'vmap' mode is vmapped on any backend ('auto' maps on a CPU)
+  )
+  return config, params, ttt_config
+
+
 def bench_mfu(
     preset: str = 'llama3.2-1b',
     num_tasks: tuple[int, ...] = (1, 8, 16),
@@ -106,18 +122,10 @@ def bench_mfu(
   overrides = dict(config_overrides or {})
   if vocab_size:
     overrides['vocab_size'] = vocab_size
-  config = ModelConfig.preset(
-      preset, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat, **overrides
-  )
-  params = llama.init_params(config, jax.random.key(0))
-  ttt_config = TTTConfig(
-      lora=LoraConfig(rank=rank),
-      batch_size=batch_size,
-      lr=1e-4,
-      epochs=1000,
-      warmup_frac=0.0,
-      over_slots='vmap',  # the 'vmap' mode is vmapped on any backend ('auto' maps on a CPU)
-  )
+  config, params, ttt_config = step_setup(
+      preset, rank, batch_size, param_dtype=param_dtype, compute_dtype=compute_dtype,
+      remat=remat, **overrides,
+  )  # fmt: skip
   device_peak = peak_flops(jax.devices()[0].device_kind, peak)
   rows = []
   for t in num_tasks:
@@ -126,7 +134,7 @@ def bench_mfu(
     for mode in modes:
       groups = [range(t)] if mode == 'vmap' else [range(i, i + 1) for i in range(t)]
       states = [workload.fill_slots(arrays, g, config, ttt_config) for g in groups]
-      seconds = workload.time_steps(params, states, steps, config, ttt_config) / steps
+      seconds = workload.time_steps(params, states, steps, config, ttt_config)[0] / steps
       achieved = flops.total / seconds
       rows.append(
           {

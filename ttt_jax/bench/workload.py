@@ -26,7 +26,8 @@ def random_tasks(num_tasks: int, num_examples: int, seq_len: int, seed: int) -> 
 def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
   """(slots, data) with task t of `arrays` in slot t - tasks.start, one job each."""
   n, s = arrays.tokens.shape[1:]
-  slots, data = slot_ops.empty_slots(len(tasks), n, s, model_config, ttt_config)
+  packed = arrays.segments is not None
+  slots, data = slot_ops.empty_slots(len(tasks), n, s, model_config, ttt_config, packed=packed)
   for slot, t in enumerate(tasks):
     slots, data = slot_ops.place_job(
         slots,
@@ -43,19 +44,25 @@ def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
 
 
 def run_steps(params, states, steps: int, model_config, ttt_config):
-  """(seconds, states) after `steps` steps of every (slots, data) in `states`: the
-  step donates its slots, so a caller that times again goes on from the returned ones."""
-  start = time.perf_counter()
+  """(seconds, states, real tokens trained) after `steps` steps of every (slots, data) in
+  `states`: the step donates its slots, so a caller that times again goes on from the
+  returned ones."""
+  start, tokens = time.perf_counter(), []
   for _ in range(steps):
-    states = [
-        (ttt_step.train_step(params, s, d, model_config=model_config, ttt_config=ttt_config)[0], d)
+    stepped = [
+        ttt_step.train_step(params, s, d, model_config=model_config, ttt_config=ttt_config)
         for s, d in states
     ]
+    states = [(s, d) for (s, _), (_, d) in zip(stepped, states)]
+    tokens += [metrics['tokens'] for _, metrics in stepped]
   jax.block_until_ready([s for s, _ in states])
-  return time.perf_counter() - start, states
+  seconds = time.perf_counter() - start
+  return seconds, states, int(sum(np.sum(t) for t in jax.device_get(tokens)))
 
 
-def time_steps(params, states, steps: int, model_config, ttt_config) -> float:
-  """Seconds for `steps` steps of every (slots, data) in `states`, after a warm-up."""
-  _, states = run_steps(params, states, 1, model_config, ttt_config)  # compile
-  return run_steps(params, states, steps, model_config, ttt_config)[0]
+def time_steps(params, states, steps: int, model_config, ttt_config) -> tuple[float, int]:
+  """(seconds, real tokens) of `steps` steps of every (slots, data) in `states`, after a
+  warm-up."""
+  _, states, _ = run_steps(params, states, 1, model_config, ttt_config)  # compile
+  seconds, _, tokens = run_steps(params, states, steps, model_config, ttt_config)
+  return seconds, tokens

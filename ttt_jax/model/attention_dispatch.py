@@ -1,41 +1,56 @@
 """Which attention kernel a forward runs, chosen once per trace by backend, dtype and shape.
 
-`ModelConfig.attention_impl` ('auto' | 'cudnn' | 'xla' | 'blockwise') names it;
-`resolve` turns 'auto' into one of the others:
+`ModelConfig.attention_impl` ('auto' | 'cudnn' | 'splash' | 'pallas_gpu' | 'xla' |
+'blockwise') names it; `choose` turns 'auto' into one of the others, with the reason
+(`python -m launch.doctor` prints both):
 
-| backend | bf16 / fp16 compute, head_dim % 8 == 0 and <= 128, no segment ids | otherwise |
+| backend | unpacked rows | packed rows (segment ids) |
 |---|---|---|
 | cpu | blockwise | blockwise |
-| gpu | cudnn | xla |
-| tpu (and any other) | xla | xla |
+| gpu | cudnn (bf16 / fp16, head_dim % 8 == 0 and <= 128), else xla | pallas_gpu (head_dim <= 256), else xla |
+| tpu | splash | splash |
+| any other | xla | xla |
 
-Segment ids (packed rows, `segments_BS`) are what cuDNN cannot take through
-`jax.nn.dot_product_attention` (it takes sequence lengths): packed rows run
-XLA's softmax on a GPU.
-
-- 'blockwise': `attention.blockwise_attention`, block-causal with a recomputing
-  custom VJP (what the 2-core CPU runs fastest).
+- 'blockwise': `attention.blockwise_attention`, block-causal with a recomputing custom
+  VJP (what the 2-core CPU runs fastest).
 - 'cudnn' / 'xla': `jax.nn.dot_product_attention(implementation=...)`: cuDNN's
   flash attention on NVIDIA GPUs, or XLA's masked softmax. Both get the same
   arguments (`dot_product_attention` below), so the CPU tests of 'xla' cover
-  everything but cuDNN's kernel.
+  everything but cuDNN's kernel. cuDNN gets sequence lengths through that call, not
+  segment ids: packed rows cannot run it.
+- 'splash' (TPU) / 'pallas_gpu' (NVIDIA GPU, Triton): JAX's Pallas flash-attention
+  kernels, which take segment ids (pallas_attention.py); on a CPU they run in
+  Pallas' interpret mode (slow: for the tests).
 - A prompt prefilled into an empty KV cache attends to itself: it runs the kernel
   chosen here too. Decode steps over a filled cache run `attention.cached_attention`.
 
 All keep the convention of attention.py: query s sees key t iff t <= s, key t is
-real (and, in packed rows, in s's segment); a query that sees no key outputs zeros.
+real (and, in packed rows, in s's segment); a query that sees no key outputs zeros
+('splash' and 'pallas_gpu' zero every padding query: pallas_attention.py says why
+that changes nothing the model reads).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from ttt_jax.model import attention
+from ttt_jax.model import attention, pallas_attention
 from ttt_jax.model.config import ATTENTION_IMPLS
 
 CUDNN_DTYPES = ('bfloat16', 'float16')
 CUDNN_MAX_HEAD_DIM = 128  # every CUDA GPU cuDNN's flash attention runs on (Hopper: 256)
+# The backend each Pallas kernel is written for; on a CPU it runs interpreted.
+PALLAS_BACKEND = {'splash': 'tpu', 'pallas_gpu': 'gpu'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  kernel: str  # 'cudnn', 'splash', 'pallas_gpu', 'xla' or 'blockwise'
+  why: str
 
 
 def cudnn_problem(compute_dtype: str, head_dim: int, segmented: bool = False) -> str | None:
@@ -49,26 +64,74 @@ def cudnn_problem(compute_dtype: str, head_dim: int, segmented: bool = False) ->
   return None
 
 
-def resolve(
+def pallas_problem(kernel: str, head_dim: int) -> str | None:
+  """Why this jax cannot run Pallas kernel `kernel` ('splash' | 'pallas_gpu') at this
+  head_dim, or None when it can."""
+  if kernel == 'pallas_gpu' and head_dim > pallas_attention.GPU_MAX_HEAD_DIM:
+    return f'needs head_dim <= {pallas_attention.GPU_MAX_HEAD_DIM}, got {head_dim}'
+  return _import_problem(kernel)
+
+
+@functools.cache
+def _import_problem(kernel: str) -> str | None:
+  try:
+    pallas_attention.splash_module() if kernel == 'splash' else pallas_attention.gpu_module()
+  except ImportError as e:  # a jax that moved or dropped it (0.11 deprecates the GPU one)
+    return f'is not in jax {jax.__version__}: {e}'
+  return None
+
+
+def choose(
     impl: str, backend: str, compute_dtype: str, head_dim: int, segmented: bool = False
-) -> str:
-  """'cudnn', 'xla' or 'blockwise': what `impl` means on `backend` (jax.default_backend())
-  for rows with segment ids (`segmented`: packed examples) or without."""
+) -> Choice:
+  """The kernel `impl` means on `backend` (jax.default_backend()) for rows with segment
+  ids (`segmented`: packed examples) or without, and why."""
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f'attention must be one of {ATTENTION_IMPLS}, got {impl!r}')
-  problem = cudnn_problem(compute_dtype, head_dim, segmented)
+  if impl == 'auto':
+    return _auto(backend, compute_dtype, head_dim, segmented)
   if impl == 'cudnn':
     if backend != 'gpu':
       raise ValueError(f"attention='cudnn' needs an NVIDIA GPU; this backend is {backend!r}")
-    if problem:
+    if problem := cudnn_problem(compute_dtype, head_dim, segmented):
       raise ValueError(f"attention='cudnn' {problem}")
-  if impl != 'auto':
-    return impl
+  if impl in PALLAS_BACKEND:
+    if backend not in (PALLAS_BACKEND[impl], 'cpu'):
+      raise ValueError(
+          f'attention={impl!r} needs a {PALLAS_BACKEND[impl].upper()} (or a CPU, interpreted); '
+          f'this backend is {backend!r}'
+      )
+    if problem := pallas_problem(impl, head_dim):
+      raise ValueError(f'attention={impl!r} {problem}')
+    if backend == 'cpu':
+      return Choice(impl, 'named by model.attention; on a CPU in Pallas interpret mode (slow)')
+  return Choice(impl, 'named by model.attention')
+
+
+def _auto(backend: str, compute_dtype: str, head_dim: int, segmented: bool) -> Choice:
+  rows = 'packed rows' if segmented else 'unpacked rows'
   if backend == 'cpu':
-    return 'blockwise'
-  if backend == 'gpu' and problem is None:
-    return 'cudnn'
-  return 'xla'
+    return Choice('blockwise', 'CPU: block-causal with a recomputing VJP, fastest there')
+  if backend == 'tpu':
+    if problem := pallas_problem('splash', head_dim):
+      return Choice('xla', f'TPU: splash attention {problem}')
+    return Choice('splash', f'TPU, {rows}: Pallas splash attention (skips masked blocks)')
+  if backend != 'gpu':
+    return Choice('xla', f'{backend}: no flash kernel of ours')
+  if not segmented:
+    if problem := cudnn_problem(compute_dtype, head_dim):
+      return Choice('xla', f"GPU: cuDNN's flash attention {problem}")
+    return Choice('cudnn', "GPU, unpacked rows: cuDNN's flash attention (sequence lengths)")
+  if problem := pallas_problem('pallas_gpu', head_dim):
+    return Choice('xla', f'GPU, packed rows: cuDNN takes no segment ids, Pallas {problem}')
+  return Choice('pallas_gpu', 'GPU, packed rows: cuDNN takes no segment ids; Pallas (Triton)')
+
+
+def resolve(
+    impl: str, backend: str, compute_dtype: str, head_dim: int, segmented: bool = False
+) -> str:
+  """The kernel of `choose`."""
+  return choose(impl, backend, compute_dtype, head_dim, segmented).kernel
 
 
 def dot_product_attention(
@@ -141,9 +204,13 @@ def attend(
   """Causal self-attention of a full sequence (or a prompt into an empty KV cache) with the
   kernel `resolve` picks. `segments_BS` (packed rows) keeps each query within its segment."""
   segmented = segments_BS is not None
-  kernel = resolve(impl, jax.default_backend(), compute_dtype, q_BSHD.shape[-1], segmented)
+  backend = jax.default_backend()
+  kernel = resolve(impl, backend, compute_dtype, q_BSHD.shape[-1], segmented)
+  args = (q_BSHD, k_BSKD, v_BSKD, key_valid_BS, segments_BS)
   if kernel == 'blockwise':
-    return attention.blockwise_attention(
-        q_BSHD, k_BSKD, v_BSKD, key_valid_BS, segments_BS=segments_BS
-    )
-  return dot_product_attention(q_BSHD, k_BSKD, v_BSKD, key_valid_BS, kernel, segments_BS)
+    return attention.blockwise_attention(*args[:4], segments_BS=segments_BS)
+  if kernel == 'splash':
+    return pallas_attention.splash_attention(*args, interpret=backend == 'cpu')
+  if kernel == 'pallas_gpu':
+    return pallas_attention.gpu_attention(*args, interpret=backend == 'cpu')
+  return dot_product_attention(*args[:4], kernel, segments_BS)

@@ -77,8 +77,8 @@ class ModelSpec:
   compute_dtype: str = 'float32'
   remat: str = 'none'
   # The attention kernel of full-sequence forwards (ModelConfig.attention_impl): 'auto' is
-  # blockwise on CPU, cuDNN flash attention on a GPU where it applies, else XLA's
-  # (ttt_jax/model/attention_dispatch.py).
+  # blockwise on CPU; on a GPU cuDNN flash attention for unpacked rows where it applies,
+  # Pallas (Triton) for packed ones; splash attention on TPU (model/attention_dispatch.py).
   attention: str = DEFAULT_ATTENTION
 
 

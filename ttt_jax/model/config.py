@@ -16,9 +16,10 @@ import jax.numpy as jnp
 
 REMAT_MODES = ('none', 'full', 'dots')
 # The attention kernel of full-sequence forwards (training, scoring, prefill of an empty
-# KV cache); 'auto' picks one by backend, dtype and head_dim (model/attention_dispatch.py).
-# Decode steps over a filled cache always run attention.cached_attention.
-ATTENTION_IMPLS = ('auto', 'cudnn', 'xla', 'blockwise')
+# KV cache); 'auto' picks one by backend, dtype, head_dim and packing
+# (model/attention_dispatch.py). Decode steps over a filled cache always run
+# attention.cached_attention.
+ATTENTION_IMPLS = ('auto', 'cudnn', 'splash', 'pallas_gpu', 'xla', 'blockwise')
 DEFAULT_ATTENTION = 'auto'
 # Position ids: 0, 1, 2, ... (Llama's), or from grid coordinates of compact-format
 # tokens (ttt_jax/formats/positions.py); a model trained with one must run with it.

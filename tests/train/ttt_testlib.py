@@ -73,3 +73,32 @@ def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None
     )
     losses.append(np.asarray(metrics['loss']))  # replicated: addressable on every process
   return slots, np.stack(losses, 1)
+
+
+def stream(params, arrays: TTTArrays, jobs, num_slots: int = 3, **kwargs):
+  """`scheduler.train_stream` of `jobs` on `arrays`: (results, {job: adapter handed out})."""
+  from ttt_jax.train import scheduler  # pylint: disable=import-outside-toplevel
+
+  adapters = {}
+
+  def on_job_done(result, adapter):
+    adapters[result.job] = adapter
+
+  results = scheduler.train_stream(
+      params,
+      jobs,
+      lambda t: one_task(arrays, t),
+      model_config=MODEL,
+      ttt_config=TTT,
+      num_slots=num_slots,
+      max_examples=N,
+      seq_len=S,
+      on_job_done=on_job_done,
+      **kwargs,
+  )
+  return results, adapters
+
+
+def assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,10 +1,13 @@
-"""Fixtures shared across the test folders: a small filesystem that fills up."""
+"""Fixtures shared across the test folders: a small filesystem that fills up, damaged
+files, and a kill -9 at the right moment."""
 
 import builtins
 import errno
 import os
 import random
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -149,3 +152,29 @@ def damage_file(path: str, kind: str) -> None:
 def damage():
   """`damage(path, kind)`: see damage_file."""
   return damage_file
+
+
+# --------------------------------------------------------------------- kill -9
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float, what: str) -> None:
+  """SIGKILLs `proc` (no cleanup runs in it) as soon as `ready()` holds; fails if it ends
+  first or `timeout` seconds pass. The process never outlives the call."""
+  deadline = time.time() + timeout
+  try:
+    while not ready():
+      assert proc.poll() is None, f'{what}: the process ended before it could be killed'
+      assert time.time() < deadline, f'{what}: not reached in {timeout} s'
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+@pytest.fixture
+def kill9():
+  """`kill9(proc, ready, timeout, what)`: see kill_when."""
+  return kill_when

@@ -136,9 +136,6 @@ class RunCheckpointer:
         },
     )
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
   def should_save(self, step: int) -> bool:
     return step % self.save_every == 0
 

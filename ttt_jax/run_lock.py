@@ -89,8 +89,13 @@ class RunLock:
         'host': socket.gethostname(),
         'started': datetime.datetime.now().isoformat(timespec='seconds'),
     }
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps(me).encode(), 0)
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, json.dumps(me).encode(), 0)
+    except OSError as e:  # a full disk: the flock still excludes others, unnamed
+      logging.warning(
+          '%s: cannot record the holder (%s); the lock holds all the same', self.path, e
+      )
     self._fd = fd
     return self
 

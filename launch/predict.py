@@ -8,7 +8,9 @@ r"""Augmented inference: tasks + TTT adapters -> candidates -> vote -> submissio
 
 Writes output_dir/attempts.jsonl (one line per finished task, with its
 candidates; a re-run skips them), submission.json, details.json and, when
-test outputs are known, report/report.{json,md}.
+test outputs are known, report/report.{json,md}. A task whose adapter is
+missing a file, truncated or shaped for another model is `failed` (its line
+and the report name the file) and the others go on; a re-run tries it again.
 
 Another voting or readout, without decoding again (the candidates stored by a run):
   python -m launch.predict --revote_from=/runs/ttt1/predict --output_dir=/runs/ttt1/flat \

@@ -1,18 +1,21 @@
 """The main job: TTT + augmented inference + voting, with and without TTT, one table.
 
 Both predictions use the same model, prompts and voting; the only difference
-is each task's own TTT adapter, so the table shows what TTT adds.
+is each task's own TTT adapter, so the table shows what TTT adds. A task
+whose adapter could not be used shows as failed in the TTT column.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
-from ttt_jax import checkpoint
+from ttt_jax import atomic_io, checked_read, checkpoint
 from ttt_jax.data import generators
+from ttt_jax.errors import blame
 from ttt_jax.eval import metrics
 from ttt_jax.infer import predict
+from ttt_jax.model import builtin
+from ttt_jax.run_lock import RunLock
 from ttt_jax.stage_timer import StageTimer
 from ttt_jax.train import ttt
 
@@ -28,8 +31,7 @@ def _loss_curves(workdir: str) -> dict[str, tuple[float, float]]:
 
 
 def _details(predict_dir: str) -> metrics.Details:
-  with open(os.path.join(predict_dir, 'details.json')) as f:
-    return json.load(f)
+  return checked_read.read_json_object(os.path.join(predict_dir, 'details.json'))
 
 
 # A demo run's stages, each in its own folder of the workdir; the sweep's arms name theirs.
@@ -69,7 +71,15 @@ def run_stages(
 def run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   """Trains every selected task's adapter, predicts without and with it, prints the table
   (and, with config.compare_free_decoding, the same without output-shape constraints),
-  then where the time went: each stage's wall seconds and its compiling (timings.json)."""
+  then where the time went: each stage's wall seconds and its compiling (timings.json).
+  The workdir is locked meanwhile; the prediction's base model is checked before TTT."""
+  with RunLock(workdir):
+    with blame('config.predict.model.checkpoint_dir'):
+      builtin.check_base_model(predict.PredictRun.from_config(config.predict).model)
+    return _run_demo(config, workdir)
+
+
+def _run_demo(config, workdir: str) -> tuple[metrics.Score, metrics.Score]:
   timer = StageTimer()
   scores = _compare(config, workdir, timer, '')
   if config.compare_free_decoding:
@@ -92,8 +102,7 @@ def _compare(config, workdir: str, timer: StageTimer, suffix: str):
       _loss_curves(os.path.join(workdir, 'ttt')),
       *(_details(os.path.join(workdir, f'predict_{arm}{suffix}')) for arm in ('base', 'ttt')),
   )
-  with open(os.path.join(workdir, f'comparison{suffix}.md'), 'w') as f:
-    f.write(table + '\n')
+  atomic_io.write_text(os.path.join(workdir, f'comparison{suffix}.md'), table + '\n')
   if suffix:
     print('\nWithout output-shape constraints (predict shapes=none):')
   print(table)
@@ -103,6 +112,12 @@ def _compare(config, workdir: str, timer: StageTimer, suffix: str):
 def _nll(task_id: str, details: metrics.Details) -> str:
   nll = metrics.truth_nll(task_id, details)
   return '-' if nll is None else f'{nll:.3f}'
+
+
+def _score(result: metrics.TaskResult, details: metrics.Details) -> str:
+  """A task's pass@2, or 'failed' when it could not be predicted (its reason is logged and
+  in the arm's report)."""
+  return 'failed' if metrics.failure(result.task_id, details) else f'{result.score:.2f}'
 
 
 def _group(task_id: str) -> str:
@@ -153,7 +168,8 @@ def comparison_table(
       pairs.append((before, after))
     lines.append(
         f'| {b.task_id} | {loss} | {_nll(b.task_id, base_details)} -> '
-        f'{_nll(b.task_id, tuned_details)} | {b.score:.2f} | {t.score:.2f} |'
+        f'{_nll(b.task_id, tuned_details)} | {_score(b, base_details)} '
+        f'| {_score(t, tuned_details)} |'
     )
   nll = ''
   if pairs:

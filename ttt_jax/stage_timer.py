@@ -8,11 +8,12 @@ without a profiler: `with timer.stage('ttt'): ...`, then `timer.table()`.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Callable
 
 import jax
+
+from ttt_jax import atomic_io
 
 # The events whose durations add up to the time spent compiling.
 COMPILE_EVENTS = (
@@ -71,5 +72,4 @@ class StageTimer:
     return '\n'.join(lines)
 
   def write(self, path: str) -> None:
-    with open(path, 'w') as f:
-      json.dump(self.rows, f, indent=1)
+    atomic_io.write_json(path, self.rows, indent=1)

@@ -134,12 +134,13 @@ def test_voting_maps_transformed_predictions_back_to_the_truth():
 
 def test_a_task_without_adapter_gets_the_base_model(tmp_path):
   config = ModelConfig.preset('tiny')
-  assert predict.load_adapters(str(tmp_path), ['zzz'], config) is None
+  assert predict.load_adapters(str(tmp_path), ['zzz'], config) == (None, {})
   lora_config = LoraConfig(rank=2, alpha=4.0)
   lora = init_lora(jax.random.key(0), config, lora_config)
   lora = jax.tree.map(lambda x: x + 1.0, lora)  # nonzero B: a real adapter
   checkpoint.export_peft_adapter(str(tmp_path / 'aaa'), lora, lora_config, config)
-  adapters = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
+  adapters, failed = predict.load_adapters(str(tmp_path), ['zzz', 'aaa'], config)
+  assert failed == {}  # no adapter at all is not a failure
   stacked, got_config = adapters.lora, adapters.config
   assert got_config == lora_config
   for name, ab in stacked.items():
@@ -186,7 +187,7 @@ def test_truth_nll_is_the_mean_token_nll_of_the_true_output_under_the_adapter(tm
   task = _tasks()[1]
   model_config, params = builtin.load_model('', preset='tiny', warn_random=False)
   _write_adapters(tmp_path, [task], model_config)
-  adapter = predict.load_adapters(str(tmp_path), [task.id], model_config).model_kwargs(0)
+  adapter = predict.load_adapters(str(tmp_path), [task.id], model_config)[0].model_kwargs(0)
   lora, lora_config = adapter['lora'], adapter['lora_config']
   tokens, mask = fmt.encode_task(
       task.train, task.test[1].input, task.test[1].output, loss='test_only'

@@ -7,10 +7,8 @@ candidates do not depend on its group.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -60,7 +58,7 @@ def _lines(path):
     return sum(1 for line in f if line.endswith('\n'))
 
 
-def _kill_after_first_record(output_dir, timeout=300):
+def _kill_after_first_record(kill9, output_dir, timeout=300):
   """Starts predict and SIGKILLs it as soon as one task is written (the rest of its group,
   or the next group, is being decoded). Returns the tasks written before the kill."""
   proc = subprocess.Popen(
@@ -71,18 +69,7 @@ def _kill_after_first_record(output_dir, timeout=300):
       env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
   )
   path = os.path.join(output_dir, 'attempts.jsonl')
-  deadline = time.time() + timeout
-  try:
-    while _lines(path) < 1:
-      assert proc.poll() is None, 'predict finished or crashed before it could be killed'
-      assert time.time() < deadline, 'predict wrote nothing in time'
-      time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-      proc.wait()
+  kill9(proc, lambda: _lines(path) >= 1, timeout, 'the first record of predict')
   return _lines(path)
 
 
@@ -102,10 +89,10 @@ def _assert_close(got, want, where, atol=1e-4):
     assert got == want, where
 
 
-def test_killed_predict_resumes_to_the_same_attempts(tmp_path):
+def test_killed_predict_resumes_to_the_same_attempts(tmp_path, kill9):
   full, killed = str(tmp_path / 'full'), str(tmp_path / 'killed')
   _run(full)
-  written = _kill_after_first_record(killed)
+  written = _kill_after_first_record(kill9, killed)
   if written >= len(TASKS):
     pytest.fail('the kill came after the last task: make the run longer')
   _run(killed)

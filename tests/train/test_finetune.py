@@ -1,5 +1,6 @@
 """Stage-1 trainer: it learns, resumes exactly, and exports loadable HF weights."""
 
+import glob
 import json
 import os
 
@@ -74,12 +75,21 @@ def test_loss_decreases_on_a_tiny_overfit_run(task_dir, tmp_path):
   assert {'train/lr', 'train/grad_norm', 'train/tokens_per_s'} <= set(scalars)
 
 
-def test_kill_and_resume_equals_uninterrupted_and_hf_export_loads(task_dir, tmp_path):
-  config = _config(task_dir, steps=6, checkpoint_every=3)
+# orbax leaves unretrieved futures behind the torn step's failed read: noise, not a failure.
+@pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
+def test_kill_and_resume_equals_uninterrupted_and_hf_export_loads(task_dir, tmp_path, damage):
+  config = _config(task_dir, steps=6, checkpoint_every=2)
   full = finetune.train(config, str(tmp_path / 'full'))
   killed = str(tmp_path / 'killed')
-  finetune.train(config, killed, stop_after=5)  # checkpoint at 3, killed after 5
+  finetune.train(config, killed, stop_after=5)  # checkpoints at 2 and 4, killed after 5
+  # The latest step torn (its arrays' bytes truncated) and the log's last line torn: the
+  # rerun skips both and resumes from step 2.
+  data = glob.glob(os.path.join(killed, 'checkpoints', '4', '*', 'ocdbt.process_0', 'd', '*'))
+  damage(max(data, key=os.path.getsize), 'truncated')
+  with open(os.path.join(killed, finetune.METRICS_FILE), 'a') as f:
+    f.write('{"step": 5, "lo')
   resumed = finetune.train(config, killed)
+  assert sorted(os.listdir(os.path.join(killed, 'checkpoints'))) == ['4', '6', 'torn_4']
   for a, b in zip(
       jax.tree.leaves(full['state']['params']), jax.tree.leaves(resumed['state']['params'])
   ):

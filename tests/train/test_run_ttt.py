@@ -1,7 +1,6 @@
 """run_ttt end to end on two small tasks: adapters, metrics, an lr sweep and a rerun."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -9,30 +8,12 @@ import jax
 import numpy as np
 import pytest
 
+import ttt_testlib as tl
 from ttt_jax import checkpoint, metric_writer
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.train import ttt, ttt_step
 
-CONFIG_FILE = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ttt.py')
-
-
-def load_config(arg):
-  spec = importlib.util.spec_from_file_location('ttt_config_file', CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def write_tasks(directory):
-  rng = np.random.default_rng(0)
-  os.makedirs(directory)
-  for name in ('aaa', 'bbb'):
-    pairs = []
-    for _ in range(3):
-      grid = rng.integers(0, 10, (3, 3)).tolist()
-      pairs.append({'input': grid, 'output': np.rot90(grid).tolist()})
-    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
-      json.dump({'train': pairs[:2], 'test': pairs[2:]}, f)
+load_config, write_tasks = tl.load_config, tl.write_tasks
 
 
 def test_full_config_is_the_papers_recipe():

@@ -1,7 +1,12 @@
 """Shared small fixtures for the TTT tests: a ~20k-parameter Llama and
-random task data, all deterministic in their seeds."""
+random task data, all deterministic in their seeds; configs/ttt.py and two
+tiny task files for whole runs."""
 
 from __future__ import annotations
+
+import importlib.util
+import json
+import os
 
 import jax
 import numpy as np
@@ -73,3 +78,56 @@ def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None
     )
     losses.append(np.asarray(metrics['loss']))  # replicated: addressable on every process
   return slots, np.stack(losses, 1)
+
+
+def stream(params, arrays: TTTArrays, jobs, num_slots: int = 3, **kwargs):
+  """`scheduler.train_stream` of `jobs` on `arrays`: (results, {job: adapter handed out})."""
+  from ttt_jax.train import scheduler  # pylint: disable=import-outside-toplevel
+
+  adapters = {}
+
+  def on_job_done(result, adapter):
+    adapters[result.job] = adapter
+
+  results = scheduler.train_stream(
+      params,
+      jobs,
+      lambda t: one_task(arrays, t),
+      model_config=MODEL,
+      ttt_config=TTT,
+      num_slots=num_slots,
+      max_examples=N,
+      seq_len=S,
+      on_job_done=on_job_done,
+      **kwargs,
+  )
+  return results, adapters
+
+
+def assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+CONFIG_FILE = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ttt.py')
+
+
+def load_config(arg):
+  """configs/ttt.py's get_config(arg)."""
+  spec = importlib.util.spec_from_file_location('ttt_config_file', CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def write_tasks(directory):
+  """Two 3 x 3 rotation tasks, aaa and bbb, as ARC JSON files in `directory`."""
+  rng = np.random.default_rng(0)
+  os.makedirs(directory)
+  for name in ('aaa', 'bbb'):
+    pairs = []
+    for _ in range(3):
+      grid = rng.integers(0, 10, (3, 3)).tolist()
+      pairs.append({'input': grid, 'output': np.rot90(grid).tolist()})
+    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
+      json.dump({'train': pairs[:2], 'test': pairs[2:]}, f)

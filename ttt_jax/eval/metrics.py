@@ -34,6 +34,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ttt_jax import atomic_io
 from ttt_jax.data import arc
 
 Grid = list[list[int]]
@@ -42,6 +43,7 @@ Solutions = dict[str, list[Grid]]
 # Optional voting details from the predictor, per task, one dict per test input:
 #   {"votes": [votes_1, votes_2], "found_by": [[group names], [group names]],
 #    "truth_nll": mean NLL per token of the true output (when known)}
+# or, for a task that could not be predicted (its adapter was damaged), {"failed": why}.
 # (`ttt_jax.infer.vote.to_details` and `ttt_jax.infer.predict` write them).
 Details = Mapping[str, Sequence[Mapping[str, Any]]]
 
@@ -125,9 +127,9 @@ def read_submission(path: str | os.PathLike) -> Submission:
 
 
 def write_submission(path: str | os.PathLike, submission: Submission) -> None:
+  """Validates and writes `submission` atomically (a reader never sees half of it)."""
   validate_submission(submission)
-  with open(path, 'w') as f:
-    json.dump(submission, f)
+  atomic_io.write_json(path, submission)
 
 
 def read_solutions(path: str | os.PathLike) -> Solutions:
@@ -332,6 +334,11 @@ def truth_nll(task_id: str, details: Details) -> float | None:
   return sum(values) / len(values) if values else None
 
 
+def failure(task_id: str, details: Details) -> str | None:
+  """Why the task could not be predicted (its details say "failed"), or None."""
+  return next((d['failed'] for d in details.get(task_id, ()) if d.get('failed')), None)
+
+
 def valid_candidates(details: Details) -> tuple[int, int]:
   """(well-formed grids, candidates) decoded over all tasks' test inputs, where recorded."""
   entries = [d for info in details.values() for d in info if 'num_candidates' in d]
@@ -354,6 +361,9 @@ def report(score: Score, details: Details | None = None) -> dict[str, Any]:
       **_totals(score),
       'by_level': {level: _totals(s) for level, s in score.by_level.items()},
       'unknown_tasks': list(score.unknown_tasks),
+      'failed_tasks': {
+          t.task_id: failure(t.task_id, details) for t in score.tasks if failure(t.task_id, details)
+      },
       'tasks': [
           {
               'task_id': t.task_id,
@@ -365,6 +375,7 @@ def report(score: Score, details: Details | None = None) -> dict[str, Any]:
               'votes': _votes(t, details),
               'found_by': _found_by(t, details),
               'truth_nll': truth_nll(t.task_id, details),
+              'failed': failure(t.task_id, details),
               'problems': list(t.problems),
           }
           for t in score.tasks
@@ -383,10 +394,11 @@ def report_markdown(score: Score, details: Details | None = None) -> str:
   for t in data['tasks']:
     votes = ', '.join(f'{a}/{b}' for a, b in t['votes']) if t['votes'] else ''
     nll = '' if t['truth_nll'] is None else f"{t['truth_nll']:.3f}"
+    problems = ([f"FAILED: {t['failed']}"] if t['failed'] else []) + t['problems']
     lines.append(
         f"| {t['task_id']} | {t['level'] or ''} | {t['num_tests']} "
         f"| {t['num_correct']} | {t['score']:.2f} | {votes} "
-        f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(t['problems'])} |"
+        f"| {', '.join(t['found_by'])} | {nll} | {'; '.join(problems)} |"
     )
   lines += ['', f'**{summary(score)}.**']
   if data['by_level']:
@@ -400,6 +412,12 @@ def report_markdown(score: Score, details: Details | None = None) -> str:
           f"| {level} | {s['num_tasks']} | {s['total']:.2f} "
           f"| {100 * s['mean']:.1f}% | {s['num_solved']} |"
       )
+  if data['failed_tasks']:
+    lines += [
+        '',
+        f"**Failed, not predicted (each scores 0): {len(data['failed_tasks'])} task(s): "
+        f"{', '.join(data['failed_tasks'])}.**",
+    ]
   if data['unknown_tasks']:
     lines += ['', f"Not in the solutions, not scored: {', '.join(data['unknown_tasks'])}"]
   return '\n'.join(lines) + '\n'
@@ -412,10 +430,8 @@ def write_report(
   os.makedirs(report_dir, exist_ok=True)
   json_path = os.path.join(report_dir, 'report.json')
   md_path = os.path.join(report_dir, 'report.md')
-  with open(json_path, 'w') as f:
-    json.dump(report(score, details), f, indent=1)
-  with open(md_path, 'w') as f:
-    f.write(report_markdown(score, details))
+  atomic_io.write_json(json_path, report(score, details), indent=1)
+  atomic_io.write_text(md_path, report_markdown(score, details))
   return json_path, md_path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -22,6 +21,9 @@ import jinja2
 import jinja2.sandbox
 import numpy as np
 from tokenizers import Tokenizer
+
+from ttt_jax import atomic_io, checked_read
+from ttt_jax.errors import DamagedFileError
 
 TOKENIZER_FILE = 'tokenizer.json'
 TOKENIZER_CONFIG_FILE = 'tokenizer_config.json'
@@ -68,8 +70,7 @@ class ChatTokenizer:
           f'{directory}: no {", ".join(os.path.basename(p) for p in missing)} (the text '
           "formats read the checkpoint's own tokenizer and chat template)"
       )
-    with open(paths[1]) as f:
-      config = json.load(f)
+    config = checked_read.read_json_object(paths[1])
     template = config.get('chat_template')
     if isinstance(template, list):  # [{'name': 'default', 'template': ...}, ...]
       template = next((t['template'] for t in template if t.get('name') == 'default'), None)
@@ -78,7 +79,14 @@ class ChatTokenizer:
     bos, eos = (_token_text(config.get(k)) for k in ('bos_token', 'eos_token'))
     if not bos or not eos:
       raise ValueError(f'{paths[1]}: fields bos_token and eos_token are required')
-    return cls(Tokenizer.from_file(paths[0]), template, bos, eos)
+    try:
+      tokenizer = Tokenizer.from_file(paths[0])
+    except Exception as e:  # pylint: disable=broad-except (tokenizers raises plain Exception)
+      size = os.path.getsize(paths[0])
+      raise DamagedFileError(
+          paths[0], f'not a tokenizer the tokenizers package reads ({size} bytes: {e})'
+      ) from None
+    return cls(tokenizer, template, bos, eos)
 
   @property
   def vocab_size(self) -> int:
@@ -119,4 +127,5 @@ def copy_tokenizer_files(src: str, dst: str) -> None:
   for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE):
     if os.path.exists(os.path.join(src, name)):
       os.makedirs(dst, exist_ok=True)
-      shutil.copy(os.path.join(src, name), os.path.join(dst, name))
+      with atomic_io.replacing(os.path.join(dst, name)) as tmp:
+        shutil.copyfile(os.path.join(src, name), tmp)

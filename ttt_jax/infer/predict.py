@@ -8,14 +8,21 @@ candidate), optionally re-score the distinct answers under N augmentations
 `output_dir/attempts.jsonl` at once, so a re-run skips the tasks already
 there. At the end: `submission.json`, `details.json` ({task_id:
 vote.to_details(...)}, what launch/evaluate.py reads) and, when the tasks
-carry their test outputs, `report/report.{json,md}` (eval/metrics.py).
+carry their test outputs, `report/report.{json,md}` (eval/metrics.py), each
+written atomically. One process at a time per output_dir (run_lock.py).
+
+A task whose adapter cannot be used (missing a file, truncated, unparseable,
+or shaped for another model or rank) is `failed`: its record says why, naming
+the file, and holds empty attempts (it scores 0, the submission stays
+complete); every other task is predicted exactly as in a run without it. A
+rerun tries a failed task again.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-import json
 import os
 from collections.abc import Sequence
 
@@ -24,11 +31,11 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
-from ttt_jax import checkpoint
+from ttt_jax import atomic_io, checkpoint
 from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data import arc, augment
 from ttt_jax.data.arc import Task
-from ttt_jax.errors import UserError, blame
+from ttt_jax.errors import DamagedFileError, UserError, blame
 from ttt_jax.eval import metrics
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
@@ -37,6 +44,7 @@ from ttt_jax.infer.candidates import Candidate, decode_variants
 from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 (re-exported)
 from ttt_jax.model import builtin
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.run_lock import RunLock
 
 ATTEMPTS_FILE = 'attempts.jsonl'
 
@@ -76,19 +84,25 @@ def load_adapters(
     model_config: ModelConfig,
     subdir: str = '',
     zeros: bool = False,
-) -> decode.Adapters | None:
-  """The PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...].
+) -> tuple[decode.Adapters | None, dict[str, str]]:
+  """(the PEFT adapters adapters_dir/<task_id>[/subdir]/ stacked on a task axis [T, ...],
+  {task_id: why its adapter cannot be used}).
 
-  A task with no adapter (TTT found no example short enough, or did not reach
-  it) is predicted by the base model, said in the log: its slot holds zeros,
-  and B = 0 is exactly the base model. None when no task of the group has one.
+  A task with no adapter at all (TTT found no example short enough, or did not
+  reach it) is predicted by the base model, said in the log: its slot holds
+  zeros, and B = 0 is exactly the base model. A task whose adapter is damaged
+  (a file missing, truncated or unparseable; shapes of another model) fails,
+  with a one-line reason naming the file; so does one whose LoRA config differs
+  from the one most adapters of the group share (they stack into one shape).
+  Its slot holds zeros. The adapters are None when no task has a usable one.
   With `zeros` every slot holds zeros (the base model for every task, in the
-  adapters' shapes).
+  adapters' shapes) and no task fails: its adapter is not used.
   """
-  trees, lora_config = {}, None
+  trees, configs, failed = {}, {}, {}
   for task_id in task_ids:
     directory = os.path.join(adapters_dir, task_id, subdir)
-    if not os.path.exists(os.path.join(directory, checkpoint.ADAPTER_CONFIG)):
+    files = (checkpoint.ADAPTER_CONFIG, checkpoint.ADAPTER_WEIGHTS)
+    if not any(os.path.exists(os.path.join(directory, f)) for f in files):
       logging.warning(
           'task %s: no adapter at %s (TTT had no example for it? with an lr sweep, '
           'set adapter_subdir, e.g. lr_5e-05): predicting with the base model',
@@ -96,23 +110,56 @@ def load_adapters(
           directory,
       )
       continue
-    tree, config = checkpoint.load_peft_adapter(directory, model_config)
-    if lora_config is not None and config != lora_config:
-      raise ValueError(
-          f'task {task_id}: adapter config {config} differs from {lora_config} '
-          f'(of task {next(iter(trees))}); stacked adapters must share one shape'
-      )
-    trees[task_id] = tree
-    lora_config = config
+    try:
+      trees[task_id], configs[task_id] = checkpoint.load_peft_adapter(directory, model_config)
+    except DamagedFileError as e:
+      failed[task_id] = str(e).replace('\n', ' ')
+  if configs:
+    counts = collections.Counter(configs.values())
+    shared = max(counts, key=counts.get)  # a tie: the first task's
+    for task_id, config in configs.items():
+      if config != shared:
+        path = os.path.join(adapters_dir, task_id, subdir, checkpoint.ADAPTER_CONFIG)
+        failed[task_id] = (
+            f'{path}: LoRA config {config} differs from {shared}, the one of the other '
+            f'{counts[shared]} adapter(s) predicted with it (stacked adapters share one shape)'
+        )
+        del trees[task_id]
+  if zeros:
+    for task_id, reason in failed.items():
+      logging.warning('task %s: its adapter is not used (zero_adapters): %s', task_id, reason)
+    failed = {}
   if not trees:
-    return None
+    return None, failed
   zero = jax.tree.map(np.zeros_like, next(iter(trees.values())))
   stacked = [zero if zeros else trees.get(task_id, zero) for task_id in task_ids]
-  return decode.Adapters.stack(stacked, lora_config)
+  return decode.Adapters.stack(stacked, shared), failed
+
+
+def failed_record(task: Task, reason: str) -> dict:
+  """attempts.jsonl's record of a task that could not be predicted: status 'failed' and
+  why (each test input's details say it too, for the report); empty attempts, so the
+  submission stays complete and the task scores 0."""
+  return {
+      'task_id': task.id,
+      'status': 'failed',
+      'reason': reason,
+      'attempts': [{'attempt_1': vote.EMPTY_GRID, 'attempt_2': vote.EMPTY_GRID} for _ in task.test],
+      'details': [{'failed': reason} for _ in task.test],
+      'num_variants': 0,
+      'candidates': [[] for _ in task.test],
+  }
 
 
 def read_done(output_dir: str) -> dict[str, dict]:
-  """{task_id: record} of the tasks already in attempts.jsonl (a torn line is redone)."""
+  """{task_id: record} of the tasks already in attempts.jsonl (a torn line is redone; a
+  failed task is tried again)."""
+  records = checkpoint.read_log(os.path.join(output_dir, ATTEMPTS_FILE))
+  return {r['task_id']: r for r in records if r.get('status') != 'failed'}
+
+
+def read_records(output_dir: str) -> dict[str, dict]:
+  """{task_id: its last record} in attempts.jsonl, failed ones included."""
   return {r['task_id']: r for r in checkpoint.read_log(os.path.join(output_dir, ATTEMPTS_FILE))}
 
 
@@ -287,8 +334,10 @@ def _oracle_truth(task: Task, test_index: int, config: PredictConfig) -> np.ndar
 def revote_record(record: dict, task: Task, config: PredictConfig) -> dict:
   """A task's record voted again from its stored candidates under `config.vote`: voting
   variants without decoding again. Diagnostics (truth_nll) are kept; the task gives the
-  true outputs the 'oracle' readout needs."""
+  true outputs the 'oracle' readout needs; a failed task stays failed."""
   task_id = record['task_id']
+  if record.get('status') == 'failed':
+    return record
   if 'candidates' not in record:
     raise ValueError(
         f'task {task_id}: its attempts record has no stored candidates '
@@ -331,19 +380,19 @@ def run_revote(
 ) -> metrics.Score | None:
   """Votes every selected task again from from_dir/attempts.jsonl into output_dir (a new
   attempts.jsonl, submission, details and report); nothing is decoded."""
-  tasks = _load_tasks(selector, config)
-  records = read_done(from_dir)
-  missing = [t.id for t in tasks if t.id not in records]
-  if missing:
-    raise UserError(
-        f'--revote_from: {os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
-        f'{missing[:5]}{"..." if len(missing) > 5 else ""}; predict them first'
-    )
-  revoted = {t.id: revote_record(records[t.id], t, config) for t in tqdm(tasks, desc='revote')}
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, ATTEMPTS_FILE), 'w') as f:
-    f.writelines(json.dumps(revoted[t.id]) + '\n' for t in tasks)
-  return write_outputs(revoted, tasks, output_dir)
+  with RunLock(output_dir):
+    tasks = _load_tasks(selector, config)
+    records = read_records(from_dir)
+    missing = [t.id for t in tasks if t.id not in records]
+    if missing:
+      raise UserError(
+          f'--revote_from: {os.path.join(from_dir, ATTEMPTS_FILE)} has no record of tasks '
+          f'{missing[:5]}{"..." if len(missing) > 5 else ""}; predict them first'
+      )
+    revoted = {t.id: revote_record(records[t.id], t, config) for t in tqdm(tasks, desc='revote')}
+    attempts = [revoted[t.id] for t in tasks]
+    checkpoint.write_records(os.path.join(output_dir, ATTEMPTS_FILE), attempts)
+    return write_outputs(revoted, tasks, output_dir)
 
 
 # ------------------------------------------------------------------ pipeline
@@ -372,32 +421,36 @@ def predict_tasks(
         len(tasks),
         os.path.join(output_dir, ATTEMPTS_FILE),
     )
-  with (
-      checkpoint.open_log(os.path.join(output_dir, ATTEMPTS_FILE)) as out,
-      tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc='predict') as bar,
-  ):
+  path = os.path.join(output_dir, ATTEMPTS_FILE)
+  with tqdm(total=len(tasks), initial=len(tasks) - len(todo), desc='predict') as bar:
     for start in range(0, len(todo), config.tasks_per_group):
       group = todo[start : start + config.tasks_per_group]
-      adapters = None
+      adapters, failed = None, {}
       if adapters_dir:
-        adapters = load_adapters(
+        adapters, failed = load_adapters(
             adapters_dir, [t.id for t in group], model_config, adapter_subdir, zero_adapters
         )
-      per_task = [prompts.task_variants(t, config.prompts, fmt) for t in group]
+      # A failed task decodes nothing: the others' batches (one task each) stay as they were.
+      per_task = [
+          [] if t.id in failed else prompts.task_variants(t, config.prompts, fmt) for t in group
+      ]
       variants = [v for vs in per_task for v in vs]
       task_index = [t for t, vs in enumerate(per_task) for _ in vs]
       cands = []
       if variants:
         cands = decode_variants(params, model_config, variants, task_index, adapters, config, fmt)
       for t, task in enumerate(group):
-        mine = [c for c in cands if c.task_id == task.id]
-        task_params, adapter = decode.task_model(params, adapters, t, config.merge_adapters)
-        adapter_kwargs = {} if adapter is None else adapter.model_kwargs()
-        record = predict_task(
-            task_params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config, fmt
-        )
-        out.write(json.dumps(record) + '\n')
-        out.flush()
+        if task.id in failed:
+          logging.error('task %s failed: %s', task.id, failed[task.id])
+          record = failed_record(task, failed[task.id])
+        else:
+          mine = [c for c in cands if c.task_id == task.id]
+          task_params, adapter = decode.task_model(params, adapters, t, config.merge_adapters)
+          adapter_kwargs = {} if adapter is None else adapter.model_kwargs()
+          record = predict_task(
+              task_params, model_config, task, len(per_task[t]), mine, adapter_kwargs, config, fmt
+          )
+        checkpoint.append_record(path, record)
         done[task.id] = record
         bar.update(1)
   return done
@@ -410,8 +463,7 @@ def write_outputs(
   submission = {t.id: records[t.id]['attempts'] for t in tasks}
   details = {t.id: records[t.id]['details'] for t in tasks}
   metrics.write_submission(os.path.join(output_dir, 'submission.json'), submission)
-  with open(os.path.join(output_dir, 'details.json'), 'w') as f:
-    json.dump(details, f)
+  atomic_io.write_json(os.path.join(output_dir, 'details.json'), details)
   if not tasks or any(p.output is None for t in tasks for p in t.test):
     logging.info('Test outputs unknown: wrote the submission, no score.')
     return None
@@ -422,7 +474,13 @@ def write_outputs(
 
 
 def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
-  """What launch/predict.py runs: load, predict (resumably), write submission and report."""
+  """What launch/predict.py runs: load, predict (resumably), write submission and report;
+  output_dir is locked meanwhile (a second process on it is refused)."""
+  with RunLock(output_dir):
+    return _run_predict(run, output_dir)
+
+
+def _run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   tasks = _load_tasks(run.selector, run.predict)
   with blame('config.model.checkpoint_dir'):
     model_config, params, _ = builtin.load_base_model(run.model)
@@ -449,6 +507,9 @@ def run_predict(run: PredictRun, output_dir: str) -> metrics.Score | None:
   result = write_outputs(records, tasks, output_dir)
   if result is not None:
     logging.info('Score: %s', metrics.summary(result))
+  failed = [t.id for t in tasks if records[t.id].get('status') == 'failed']
+  if failed:
+    logging.error('%d task(s) failed (their adapters; see attempts.jsonl): %s', len(failed), failed)
   return result
 
 

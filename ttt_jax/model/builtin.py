@@ -9,13 +9,12 @@ Hugging Face format, or '' for a randomly initialised preset.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
 from absl import logging
 
-from ttt_jax import formats, hub
+from ttt_jax import atomic_io, checked_read, formats, hub
 from ttt_jax.formats import Format
 from ttt_jax.model import hf, llama
 from ttt_jax.model.config import ATTENTION_IMPLS, DEFAULT_ATTENTION, POSITION_SCHEMES, ModelConfig
@@ -112,13 +111,24 @@ def read_sidecar(directory: str) -> dict:
   path = os.path.join(directory, SIDECAR)
   if not os.path.exists(path):
     return {}
-  with open(path) as f:
-    return json.load(f)
+  return checked_read.read_json_object(path)
 
 
 def write_sidecar(directory: str, config: ModelConfig) -> None:
-  with open(os.path.join(directory, SIDECAR), 'w') as f:
-    json.dump({'positions': config.positions}, f)
+  atomic_io.write_json(os.path.join(directory, SIDECAR), {'positions': config.positions})
+
+
+def check_base_model(spec: ModelSpec) -> None:
+  """Checks a ModelSpec's checkpoint (config, safetensors headers, sidecar, tokenizer)
+  without reading its weights: for a run that loads it only after other work (the demo's
+  predictions after TTT), so a damaged file ends the run before any work starts."""
+  directory = resolve(spec.checkpoint_dir)
+  if directory:
+    config, _ = hf.check_hf(directory)
+    read_sidecar(directory)
+  else:
+    config = ModelConfig.preset(spec.preset)
+  load_format(spec, config)
 
 
 def load_format(spec: ModelSpec, config: ModelConfig) -> Format:

@@ -8,7 +8,6 @@ permutation of q/k.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterator, Sequence
 
@@ -16,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
-from safetensors import safe_open
 
+from ttt_jax import atomic_io, checked_read
+from ttt_jax.errors import DamagedFileError
 from ttt_jax.model import llama
 from ttt_jax.model.config import ModelConfig
 
@@ -67,37 +67,98 @@ def _get(tree: dict, path: tuple[str, ...]):
   return tree
 
 
-def _tensor_files(directory: str) -> dict[str, str]:
-  """HF tensor name -> the safetensors file holding it (single file or sharded with an index)."""
+# Tensor dtypes (safetensors names) a checkpoint may store: every weight is a float.
+_FLOAT_DTYPES = ('F16', 'BF16', 'F32', 'F64')
+
+
+def _tensor_files(directory: str) -> dict[str, tuple[str, tuple[int, ...], str]]:
+  """HF tensor name -> (the safetensors file holding it, its shape, its dtype), from the
+  headers (single file or sharded with an index); no tensor data is read."""
   index_path = os.path.join(directory, INDEX_FILE)
   if os.path.exists(index_path):
-    with open(index_path) as f:
-      weight_map = json.load(f).get('weight_map')
+    weight_map = checked_read.read_json_object(index_path).get('weight_map')
     if not isinstance(weight_map, dict):
-      raise ValueError(f'{index_path}: no "weight_map" object')
+      raise DamagedFileError(index_path, 'no "weight_map" object')
     files = sorted(set(weight_map.values()))
   elif os.path.exists(os.path.join(directory, SINGLE_FILE)):
     weight_map, files = None, [SINGLE_FILE]
   else:
     raise FileNotFoundError(f'{directory}: neither {SINGLE_FILE} nor {INDEX_FILE} found')
 
-  name_to_file = {}
+  headers = {}
   for file in files:
     file_path = os.path.join(directory, file)
     if not os.path.exists(file_path):
       raise FileNotFoundError(f'{index_path}: lists {file}, which does not exist')
-    with safe_open(file_path, framework='np') as f:
+    with checked_read.open_safetensors(file_path) as f:
       for name in f.keys():
-        if name in name_to_file:
-          raise ValueError(f'tensor {name!r} is in both {name_to_file[name]} and {file}')
-        name_to_file[name] = file
+        if name in headers:
+          raise ValueError(f'tensor {name!r} is in both {headers[name][0]} and {file}')
+        tensor = f.get_slice(name)
+        headers[name] = (file, tuple(tensor.get_shape()), tensor.get_dtype())
   if weight_map is not None:
     for name, file in weight_map.items():
-      if name_to_file.get(name) != file:
+      if headers.get(name, (None,))[0] != file:
         raise ValueError(
             f'{index_path}: lists tensor {name!r} in {file}, but {file} does not hold it'
         )
-  return name_to_file
+  return headers
+
+
+def _read_config(directory: str, **options) -> ModelConfig:
+  config_path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.exists(config_path):
+    raise FileNotFoundError(
+        f'{config_path} not found: {directory} is not a HF checkpoint directory'
+    )
+  hf_config = checked_read.read_json_object(config_path)
+  try:
+    return ModelConfig.from_hf(hf_config, **options)
+  except ValueError as e:
+    raise ValueError(f'{config_path}: {e}') from None
+
+
+def check_hf(directory: str, **options) -> tuple[ModelConfig, dict[str, str]]:
+  """What `load_hf` checks before reading any tensor data, from config.json and the
+  safetensors headers only (cheap: a run checks a checkpoint it loads later up front):
+  (config, HF tensor name -> file). Missing, unexpected, mis-shaped or non-float tensors
+  and damaged files raise a ValueError naming the tensor and file."""
+  config = _read_config(directory, **options)
+  headers = _tensor_files(directory)
+  entries = list(_entries(config))
+  expected = {name for name, *_ in entries}
+  missing = sorted(expected - headers.keys())
+  if missing:
+    raise ValueError(
+        f'{directory}: tensor {missing[0]!r} is missing from the checkpoint '
+        f'({len(missing)} missing in all)'
+    )
+  extra = [n for n in headers.keys() - expected if not n.endswith(_IGNORED_SUFFIXES)]
+  if config.tie_word_embeddings and 'lm_head.weight' in extra:
+    extra.remove('lm_head.weight')  # a tied model may still store its head; checked equal later
+    entries.append(('lm_head.weight', ('embed',), False, None))
+  if extra:
+    name = sorted(extra)[0]
+    raise ValueError(
+        f'{os.path.join(directory, headers[name][0])}: unexpected tensor {name!r} '
+        f'for a {config.num_layers}-layer Llama ({len(extra)} unexpected in all)'
+    )
+  shapes = _param_shapes(config)
+  for name, path, transpose, layer in entries:
+    file, shape, dtype = headers[name]
+    want = _get(shapes, path).shape[0 if layer is None else 1 :]
+    want = tuple(want[::-1] if transpose else want)
+    if shape != want:
+      raise ValueError(
+          f'{os.path.join(directory, file)}: tensor {name!r} has shape {shape}, expected '
+          f'{want} (config.json says so)'
+      )
+    if dtype not in _FLOAT_DTYPES:
+      raise ValueError(
+          f'{os.path.join(directory, file)}: tensor {name!r} has dtype {dtype}, '
+          f'expected one of {_FLOAT_DTYPES}'
+      )
+  return config, {name: file for name, (file, _, _) in headers.items()}
 
 
 def load_hf(
@@ -109,71 +170,35 @@ def load_hf(
 ) -> tuple[ModelConfig, dict]:
   """Reads config.json + model.safetensors (or shards + index) into (config, params).
 
-  Missing, unexpected or mis-shaped tensors raise a ValueError naming the tensor and file.
+  Everything `check_hf` checks is checked before any tensor is read: missing,
+  unexpected, mis-shaped or non-float tensors, and damaged files, raise a ValueError
+  naming the tensor and file.
   """
-  config_path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.exists(config_path):
-    raise FileNotFoundError(
-        f'{config_path} not found: {directory} is not a HF checkpoint directory'
-    )
-  with open(config_path) as f:
-    hf_config = json.load(f)
-  try:
-    config = ModelConfig.from_hf(
-        hf_config, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat
-    )
-  except ValueError as e:
-    raise ValueError(f'{config_path}: {e}') from None
-
-  name_to_file = _tensor_files(directory)
-  entries = list(_entries(config))
-  expected = {name for name, *_ in entries}
-  missing = sorted(expected - name_to_file.keys())
-  if missing:
-    raise ValueError(
-        f'{directory}: tensor {missing[0]!r} is missing from the checkpoint '
-        f'({len(missing)} missing in all)'
-    )
-  extra = [n for n in name_to_file.keys() - expected if not n.endswith(_IGNORED_SUFFIXES)]
-  if config.tie_word_embeddings and 'lm_head.weight' in extra:
-    extra.remove('lm_head.weight')  # a tied model may still store its head; checked equal below
-  if extra:
-    name = sorted(extra)[0]
-    raise ValueError(
-        f'{os.path.join(directory, name_to_file[name])}: unexpected tensor {name!r} '
-        f'for a {config.num_layers}-layer Llama ({len(extra)} unexpected in all)'
-    )
-
+  config, name_to_file = check_hf(
+      directory, param_dtype=param_dtype, compute_dtype=compute_dtype, remat=remat
+  )
   dtype = config.param_jnp_dtype
   shapes = _param_shapes(config)
   handles = {
-      file: safe_open(os.path.join(directory, file), framework='np')
+      file: checked_read.open_safetensors(os.path.join(directory, file))
       for file in set(name_to_file.values())
   }
 
-  def read(name: str, want_shape: tuple[int, ...], transpose: bool) -> np.ndarray:
-    file = name_to_file[name]
-    tensor = handles[file].get_tensor(name)
-    hf_shape = want_shape[::-1] if transpose else want_shape
-    if tuple(tensor.shape) != tuple(hf_shape):
-      raise ValueError(
-          f'{os.path.join(directory, file)}: tensor {name!r} has shape '
-          f'{tuple(tensor.shape)}, expected {tuple(hf_shape)}'
-      )
+  def read(name: str, transpose: bool) -> np.ndarray:
+    tensor = handles[name_to_file[name]].get_tensor(name)
     return (tensor.T if transpose else tensor).astype(dtype)
 
   arrays = {}
-  for name, path, transpose, layer in entries:
-    full_shape = _get(shapes, path).shape
+  for name, path, transpose, layer in _entries(config):
     if layer is None:
-      arrays[path] = read(name, full_shape, transpose)
+      arrays[path] = read(name, transpose)
     else:
       if path not in arrays:
-        arrays[path] = np.empty(full_shape, dtype)
-      arrays[path][layer] = read(name, full_shape[1:], transpose)
+        arrays[path] = np.empty(_get(shapes, path).shape, dtype)
+      arrays[path][layer] = read(name, transpose)
 
   if config.tie_word_embeddings and 'lm_head.weight' in name_to_file:
-    head = read('lm_head.weight', shapes['embed'].shape, False)
+    head = read('lm_head.weight', False)
     if not np.array_equal(head, arrays[('embed',)]):
       raise ValueError(
           f'{os.path.join(directory, name_to_file["lm_head.weight"])}: tensor '
@@ -193,8 +218,7 @@ def save_hf(
   """Writes config.json and safetensors (sharded with an index above max_shard_bytes) in
   the layout `transformers.AutoModelForCausalLM.from_pretrained` loads."""
   os.makedirs(directory, exist_ok=True)
-  with open(os.path.join(directory, CONFIG_FILE), 'w') as f:
-    json.dump(config.to_hf(), f, indent=2)
+  atomic_io.write_json(os.path.join(directory, CONFIG_FILE), config.to_hf(), indent=2)
 
   entries = list(_entries(config))
   sizes = []
@@ -223,11 +247,12 @@ def save_hf(
   weight_map = {}
   for file, shard in zip(names, shards):
     tensors = {name: hf_tensor(path, transpose, layer) for name, path, transpose, layer in shard}
-    safetensors.numpy.save_file(tensors, os.path.join(directory, file), metadata={'format': 'pt'})
+    with atomic_io.replacing(os.path.join(directory, file)) as tmp:
+      safetensors.numpy.save_file(tensors, tmp, metadata={'format': 'pt'})
     weight_map |= {name: file for name in tensors}
   if len(shards) > 1:
-    with open(os.path.join(directory, INDEX_FILE), 'w') as f:
-      json.dump({'metadata': {'total_size': sum(sizes)}, 'weight_map': weight_map}, f, indent=2)
+    index = {'metadata': {'total_size': sum(sizes)}, 'weight_map': weight_map}
+    atomic_io.write_json(os.path.join(directory, INDEX_FILE), index, indent=2)
 
 
 def shrink_vocab(

@@ -7,7 +7,8 @@ linear warmup + cosine decay and global-norm clipping, one jitted step with
 donated buffers. Every `checkpoint_every` steps and at the end: an orbax
 checkpoint (trainable params + optimizer state; the data position is the
 step itself) and an HF export in workdir/hf/. A rerun with the same workdir
-resumes from the latest checkpoint and reproduces the uninterrupted run.
+resumes from the latest checkpoint that restores (a torn one is skipped) and
+reproduces the uninterrupted run; one run per workdir at a time (run_lock.py).
 Metrics go to workdir/metrics.jsonl (one JSON object per line).
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -40,6 +40,7 @@ from ttt_jax.metric_writer import MetricWriter
 from ttt_jax.model import builtin, hf
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, init_lora, merge_lora
+from ttt_jax.run_lock import RunLock
 from ttt_jax.train.loss import loss_one
 
 METRICS_FILE = 'metrics.jsonl'
@@ -246,7 +247,11 @@ def train(
   last step would end it: validation, checkpoint and export (a time-budgeted run,
   its lr schedule sized for config.steps). `data_workers` processes make the batches ahead
   (data/prefetch.py: the same batches; for a GPU, which a 2-core host cannot keep busy)."""
-  os.makedirs(workdir, exist_ok=True)
+  with RunLock(workdir):  # one run per workdir: a second is refused
+    return _train(config, workdir, stop_after, deadline, data_workers)
+
+
+def _train(config, workdir: str, stop_after, deadline, data_workers) -> dict:
   c = FinetuneRun.from_config(config)
   # No checkpoint: training from scratch is the point, not a warning.
   with blame('config.model.checkpoint_dir'):
@@ -283,16 +288,16 @@ def train(
       os.path.join(workdir, 'checkpoints'), config.checkpoint_every
   )
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  start = checkpointer.latest_step() or 0
-  if start:
-    state, host = checkpointer.restore(start, state)
+  start = 0
+  restored = checkpointer.restore_latest(state)  # a torn step is skipped: the one before
+  if restored is not None:
+    start, state, host = restored
     logging.info('resuming from step %d', start)
   checkpoint.drop_records_after(metrics_path, start)  # what a killed run logged past it
   scalars = MetricWriter(workdir)
 
   def log(record: dict, prefix: str) -> None:
-    with checkpoint.open_log(metrics_path) as f:
-      f.write(json.dumps(record) + '\n')
+    checkpoint.append_record(metrics_path, record)
     scalars.write(record['step'], {k: v for k, v in record.items() if k != 'step'}, prefix)
 
   def save(step: int) -> None:

@@ -141,12 +141,15 @@ class Scheduler:
     after that many global steps without saving (what a killed run leaves; for tests)."""
     # A rerun after the stream ended does not resume: refilling passes every job through.
     ended = all(i in self.finished for i in self.schedule)
-    latest = None if checkpointer is None or ended else checkpointer.latest_step()
-    if latest is None:
+    restored = None
+    if checkpointer is not None and not ended:
+      # A torn step is skipped (the one before is used); none readable: start afresh.
+      restored = checkpointer.restore_latest(self.slots, self._check_checkpoint)
+    if restored is None:
       for slot in range(len(self.slots.step)):
         self._refill(slot)
     else:
-      self._resume(checkpointer, latest)
+      self._resume(*restored)
     pending = None
     while self.running or pending is not None:
       metrics = None
@@ -170,14 +173,15 @@ class Scheduler:
       checkpointer.close()
     return [JobResult(**{**r, 'losses': tuple(r['losses'])}) for r in self.host.done]
 
-  def _resume(self, checkpointer, latest: int) -> None:
-    self.slots, host = checkpointer.restore(latest, self.slots)
-    if host['fingerprint'] != self.host.fingerprint:
+  def _check_checkpoint(self, step: int, host: dict) -> None:
+    if host.get('fingerprint') != self.host.fingerprint:
       raise ValueError(
-          f'checkpoint step {latest} in {checkpointer.manager.directory} is of a '
-          'different run (jobs, model, TTT config or slot shapes differ); use a fresh workdir'
+          f'checkpoint step {step} is of a different run (jobs, model, TTT config or slot '
+          'shapes differ); use a fresh workdir'
       )
-    self.host = HostState(**host)
+
+  def _resume(self, step: int, slots: Any, host: dict) -> None:
+    self.slots, self.host = slots, HostState(**host)
     status, task = jax.device_get((self.slots.status, self.slots.task))
     self.running = {int(s) for s in np.flatnonzero(status == Status.RUNNING)}
     for slot in sorted(self.running):
@@ -186,7 +190,7 @@ class Scheduler:
       )
     logging.info(
         'resumed TTT from step %d: %d jobs done, %d running',
-        latest,
+        step,
         len(self.host.done),
         len(self.running),
     )

@@ -10,9 +10,9 @@ ttt_metrics.jsonl and TensorBoard scalars as jobs finish.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import json
 import os
 import zlib
 from collections.abc import Sequence
@@ -28,6 +28,7 @@ from ttt_jax.data.ttt_data import TTTArrays, TTTDataConfig
 from ttt_jax.errors import UserError, blame
 from ttt_jax.metric_writer import MetricWriter
 from ttt_jax.model import builtin
+from ttt_jax.run_lock import RunLock
 from ttt_jax.train.scheduler import Job, JobResult, train_stream
 from ttt_jax.train.ttt_config import TTTConfig
 
@@ -155,12 +156,19 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   sweeping several lrs), workdir/ttt_metrics.jsonl (one line per job: status,
   steps, loss curve, seconds), workdir/tensorboard/ and resumable checkpoints
   in workdir/checkpoints/len_<S>/. A rerun in the same workdir trains only the
-  jobs not yet in ttt_metrics.jsonl (from the last checkpoint, if any).
+  jobs not yet in ttt_metrics.jsonl (from the last checkpoint that restores, if
+  any). One run per workdir at a time (run_lock.py).
   """
   c = TTTRun.from_config(config)
   parallel.initialize_distributed(
       c.run.distributed, c.run.coordinator_address or None, c.run.num_processes, c.run.process_id
   )
+  # Process 0 locks the workdir for the whole run: a second run on it is refused.
+  with RunLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _run_ttt(c, workdir)
+
+
+def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
   with blame('config.model.checkpoint_dir'):
     model_config, params, model_dir = builtin.load_base_model(c.model)
   with blame('config.model.format'):
@@ -208,8 +216,7 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
       checkpoint.export_peft_adapter(
           out, adapter, c.ttt.lora, model_config, base_model_name_or_path=model_dir
       )
-    with checkpoint.open_log(metrics_path) as f:
-      f.write(json.dumps({'task_id': task_id, **dataclasses.asdict(result)}) + '\n')
+    checkpoint.append_record(metrics_path, {'task_id': task_id, **dataclasses.asdict(result)})
     name = task_id if len(lrs) == 1 else f'{task_id}/lr_{result.lr:g}'
     for step, loss in enumerate(result.losses):
       scalars.write(step, {'loss': loss}, prefix=f'ttt_task/{name}')

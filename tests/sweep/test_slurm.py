@@ -75,3 +75,35 @@ def test_array_index_one_runs_its_arm_locally(tmp_path):
   assert arm_lib.result_of(workdir, cheap)['stages'] == ['predict_base']
   assert os.path.exists(os.path.join(workdir, 'cheap', 'predict_base', 'submission.json'))
   assert not os.path.exists(os.path.join(workdir, 'baseline'))
+
+
+def test_a_second_process_on_the_same_arm_is_refused(tmp_path):
+  sweep_file, workdir = _sweep_file(tmp_path), str(tmp_path / 'work')
+  holder = subprocess.Popen(
+      [sys.executable, '-c', HOLD_LOCK, os.path.join(workdir, 'cheap')],
+      stdout=subprocess.PIPE,
+      text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    worker = subprocess.run(
+        [sys.executable, '-m', 'launch.sweep', f'--sweep={sweep_file}', f'--workdir={workdir}',
+         '--arm_index=1'],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+  finally:
+    holder.kill()
+    holder.wait()
+  assert worker.returncode == 1
+  fatal = [line for line in worker.stderr.splitlines() if line.startswith('FATAL')]
+  assert len(fatal) == 1 and f'pid {holder.pid}' in fatal[0], worker.stderr[-2000:]
+  assert not os.path.exists(os.path.join(workdir, 'cheap', 'predict_base'))
+
+
+HOLD_LOCK = """
+import sys, time
+from ttt_jax.run_lock import RunLock
+with RunLock(sys.argv[1]):
+  print('locked', flush=True)
+  time.sleep(600)
+"""

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 
 from absl import logging
 
-from ttt_jax import checkpoint
+from ttt_jax import atomic_io, checkpoint
 from ttt_jax.data import arc
 from ttt_jax.data.arc import Task
 from ttt_jax.dataclass_config import from_config_dict
@@ -36,6 +35,7 @@ from ttt_jax.eval import metrics
 from ttt_jax.induction import records as records_lib
 from ttt_jax.induction import released as released_lib
 from ttt_jax.induction.records import ProgramRecord
+from ttt_jax.run_lock import RunLock
 
 SECOND_ATTEMPTS = ('transduction', 'repeat')
 SIDES = ('induction', 'transduction', 'ensemble')
@@ -270,7 +270,13 @@ def read_ttt(path: str, tasks: Sequence[Task]) -> dict[str, list[dict]]:
 
 def run_ensemble(run: EnsembleRun, output_dir: str) -> dict | None:
   """Writes output_dir/submission.json and choices.json and, when the test outputs are
-  known, report.json and report.md; returns the report (None without outputs)."""
+  known, report.json and report.md; returns the report (None without outputs). The
+  directory is locked meanwhile."""
+  with RunLock(output_dir):
+    return _run_ensemble(run, output_dir)
+
+
+def _run_ensemble(run: EnsembleRun, output_dir: str) -> dict | None:
   tasks = arc.load_selected(run.selector)
   with blame('config.ttt'):
     ttt = read_ttt(run.ttt, tasks)
@@ -283,17 +289,14 @@ def run_ensemble(run: EnsembleRun, output_dir: str) -> dict | None:
           run.released, tasks, run.released_folders, run.released_samples
       )
   result = ensemble(tasks, records, ttt, run.ensemble)
-  os.makedirs(output_dir, exist_ok=True)
   metrics.write_submission(os.path.join(output_dir, 'submission.json'), result.submission)
-  with open(os.path.join(output_dir, 'choices.json'), 'w') as f:
-    json.dump({t: dataclasses.asdict(c) for t, c in result.choices.items()}, f, indent=1)
+  choices = {t: dataclasses.asdict(c) for t, c in result.choices.items()}
+  atomic_io.write_json(os.path.join(output_dir, 'choices.json'), choices, indent=1)
   if any(p.output is None for t in tasks for p in t.test):
     logging.info('Test outputs unknown: wrote the submission, no score.')
     return None
   solutions = {t.id: [p.output.tolist() for p in t.test] for t in tasks}
   data = report(result, ttt, solutions)
-  with open(os.path.join(output_dir, 'report.json'), 'w') as f:
-    json.dump(data, f, indent=1)
-  with open(os.path.join(output_dir, 'report.md'), 'w') as f:
-    f.write(report_markdown(data))
+  atomic_io.write_json(os.path.join(output_dir, 'report.json'), data, indent=1)
+  atomic_io.write_text(os.path.join(output_dir, 'report.md'), report_markdown(data))
   return data

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from absl import logging
 from tqdm import tqdm
 
-from ttt_jax import checkpoint
+from ttt_jax import atomic_io, checkpoint
 from ttt_jax.data import arc
 from ttt_jax.data.arc import Task
 from ttt_jax.dataclass_config import from_config_dict
@@ -35,6 +35,7 @@ from ttt_jax.induction import sandbox, verify
 from ttt_jax.induction.records import ProgramRecord
 from ttt_jax.infer.vote import EMPTY_GRID
 from ttt_jax.model import builtin
+from ttt_jax.run_lock import RunLock
 
 RECORDS_FILE = 'records.jsonl'
 TASKS_DIR = 'tasks'
@@ -198,8 +199,7 @@ def summarize(tasks: Sequence[Task], output_dir: str, carry_over: bool) -> metri
   submission = {}
   for task in tasks:
     summary = task_summary(task, tallies.get(task.id, _Tally()), carry_over)
-    with open(os.path.join(output_dir, TASKS_DIR, f'{task.id}.json'), 'w') as f:
-      json.dump(summary, f, indent=1)
+    atomic_io.write_json(os.path.join(output_dir, TASKS_DIR, f'{task.id}.json'), summary, indent=1)
     submission[task.id] = submission_entries(summary)
   metrics.write_submission(os.path.join(output_dir, 'submission.json'), submission)
   if any(p.output is None for t in tasks for p in t.test):
@@ -211,7 +211,13 @@ def summarize(tasks: Sequence[Task], output_dir: str, carry_over: bool) -> metri
 
 
 def run_induce(run: InduceRun, output_dir: str) -> metrics.Score | None:
-  """Samples, executes and votes every selected task into output_dir (each stage resumes)."""
+  """Samples, executes and votes every selected task into output_dir (each stage resumes;
+  the directory is locked meanwhile)."""
+  with RunLock(output_dir):
+    return _run_induce(run, output_dir)
+
+
+def _run_induce(run: InduceRun, output_dir: str) -> metrics.Score | None:
   sample_run = sample_lib.SampleRun(run.model, run.selector, run.sample)
   sample_lib.run_sampling(sample_run, output_dir)
   tasks = arc.load_selected(run.selector)

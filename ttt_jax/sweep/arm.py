@@ -9,7 +9,9 @@ predict_ttt/) and three small files of the sweep's own:
   status.json   the stage now running (the executor's progress lines read it)
   result.json   written last, atomically: the arm is finished (its stages'
                 wall and compile seconds); a rerun skips it
-A killed arm is simply run again: every stage resumes where it stopped.
+A killed arm is simply run again: every stage resumes where it stopped. The arm's
+folder is locked while it runs (run_lock.py): a second process on the same arm is
+refused, naming the holder.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ttt_jax import demo
+from ttt_jax import atomic_io, demo
 from ttt_jax.errors import UserError
 from ttt_jax.infer import predict
+from ttt_jax.run_lock import RunLock
 from ttt_jax.stage_timer import StageTimer
 from ttt_jax.sweep import spec
 
@@ -43,16 +46,6 @@ def read_json(path: str) -> Any | None:
     return None
 
 
-def write_json(path: str, value: Any) -> None:
-  """Whole or not at all: a reader never sees half a file."""
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def result_of(workdir: str, arm: spec.Arm) -> dict | None:
   """A finished arm's result.json, else None."""
   return read_json(os.path.join(arm_dir(workdir, arm), RESULT_FILE))
@@ -62,7 +55,7 @@ def _pin_config(directory: str, arm: spec.Arm, config_json: dict) -> None:
   path = os.path.join(directory, CONFIG_FILE)
   before = read_json(path)
   if before is None:
-    write_json(path, config_json)
+    atomic_io.write_json(path, config_json)
   elif before != config_json:
     raise UserError(
         f'arm {arm.name}: its config differs from the one {path} was run with (the sweep '
@@ -90,20 +83,24 @@ def run_arm(
   """Runs (or resumes) the arm's stages unless it finished; returns its result.json.
   `prepare(config)` adjusts the arm's config in place first (the tuning flags)."""
   directory = arm_dir(workdir, arm)
-  os.makedirs(directory, exist_ok=True)
+  with RunLock(directory):
+    return _run_arm(sweep, arm, directory, prepare)
+
+
+def _run_arm(sweep: spec.Sweep, arm: spec.Arm, directory: str, prepare: Callable) -> dict:
   config = spec.arm_config(sweep, arm)
   prepare(config)
   _pin_config(directory, arm, json.loads(config.to_json_best_effort()))
-  done = result_of(workdir, arm)
+  done = read_json(os.path.join(directory, RESULT_FILE))
   if done is not None:
     return done
   status_path = os.path.join(directory, STATUS_FILE)
-  on_start = lambda stage: write_json(status_path, {'stage': stage, 'since': time.time()})
+  on_start = lambda stage: atomic_io.write_json(status_path, {'stage': stage, 'since': time.time()})
   timer = StageTimer(on_start=on_start)
   demo.run_stages(config, directory, arm.stages, timer)
   with timer.stage('oracle readout'):
     _oracle_readout(config, directory, headline_stage(arm))
   result = {'arm': arm.name, 'stages': list(arm.stages), 'timings': timer.rows}
-  write_json(os.path.join(directory, RESULT_FILE), result)
+  atomic_io.write_json(os.path.join(directory, RESULT_FILE), result)
   on_start('finished')
   return result

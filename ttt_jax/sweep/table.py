@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use('Agg')
 from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from ttt_jax import checkpoint
+from ttt_jax import atomic_io, checkpoint
 from ttt_jax.eval import compare, metrics
 from ttt_jax.sweep import arm as arm_lib
 from ttt_jax.sweep import spec
@@ -163,7 +163,8 @@ def bar_chart(rows: Mapping[str, dict], path: str) -> None:
   ax.set_ylim(0, max(values + [1]) * 1.2)
   ax.tick_params(axis='x', labelrotation=30)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with atomic_io.replacing(path) as tmp:
+    fig.savefig(tmp, dpi=120, format='png')
   plt.close(fig)
 
 
@@ -178,9 +179,8 @@ def write_table(workdir: str, sweep: spec.Sweep, levels: Mapping[str, str]) -> s
       rows[a.name] = row
   with_sign_tests(rows)
   text = markdown(rows, pending)
-  arm_lib.write_json(os.path.join(workdir, 'table.json'), {'arms': rows, 'pending': pending})
-  with open(os.path.join(workdir, 'table.md'), 'w') as f:
-    f.write(text)
+  atomic_io.write_json(os.path.join(workdir, 'table.json'), {'arms': rows, 'pending': pending})
+  atomic_io.write_text(os.path.join(workdir, 'table.md'), text)
   if rows:
     bar_chart(rows, os.path.join(workdir, 'table.png'))
   return text

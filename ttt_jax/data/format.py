@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Task
+from ttt_jax.data.task_types import MAX_SIDE, NUM_COLORS, Task
 
 NEWLINE, INPUT, OUTPUT, BOS, EOS, PAD = 10, 11, 12, 13, 14, 15
 VOCAB_SIZE = 16

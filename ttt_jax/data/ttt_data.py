@@ -39,7 +39,7 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import Pair, Task
-from ttt_jax.data.format import LOSS_MODES, bucket_length
+from ttt_jax.data.format import bucket_length, loss_mode
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
 
@@ -67,8 +67,7 @@ class TTTDataConfig:
   length_bucket: int = 128
 
   def __post_init__(self):
-    if self.loss not in LOSS_MODES:
-      raise ValueError(f'loss={self.loss!r}; expected one of {LOSS_MODES}')
+    loss_mode(self.loss)  # raises on an unknown mode
     if self.augmentations_per_task < 1 or self.max_examples < 1:
       raise ValueError('augmentations_per_task and max_examples must be >= 1')
     if not 0.0 <= self.train_only_prob <= 1.0:

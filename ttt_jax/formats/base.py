@@ -15,8 +15,9 @@ class Format(abc.ABC):
   """Encodes tasks to (tokens, loss_mask) and parses generated answers back to grids.
 
   `loss_mask[s] = 1` marks token s as a target (predicted from tokens < s). The
-  loss modes say which outputs are targets besides the test output:
-  'test_only', 'all_outputs', 'all_but_first' (the paper's).
+  loss modes (data/format.py LOSS_MODES, or the paper's names in LOSS_ALIASES) say which
+  tokens are targets besides the test output: 'test_only', 'all_outputs', 'all_but_first'
+  (the paper's), 'inputs_too' (every token).
   """
 
   name: str

@@ -38,8 +38,10 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
     gpu.apply(c.model)
 
   # TTT data per task (ttt_jax.data.ttt_data.TTTDataConfig): leave-one-out x invertible
-  # augmentations; d8 = colors = shuffle_order = False is the paper's "no transformation"
-  # ablation.
+  # augmentations. The paper's data arms (docs/TTT.md "Arms"): d8 = colors = False is
+  # "No transformations" (the demonstration order still shuffled, as the reference's
+  # --no_transform); mode='direct_io' is "E2E data"; loss='no_demonstration_loss' (or
+  # 'inputs_too') changes the loss mask.
   c.data = to_config_dict(TTTDataConfig())
   c.data.selector = 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt'
   if runlocal:

@@ -37,6 +37,7 @@ from ttt_jax.infer.candidates import Candidate, decode_variants
 from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 (re-exported)
 from ttt_jax.model import builtin
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.train import shared
 
 ATTEMPTS_FILE = 'attempts.jsonl'
 
@@ -83,8 +84,18 @@ def load_adapters(
   it) is predicted by the base model, said in the log: its slot holds zeros,
   and B = 0 is exactly the base model. None when no task of the group has one.
   With `zeros` every slot holds zeros (the base model for every task, in the
-  adapters' shapes).
+  adapters' shapes). A shared TTT run's adapters_dir (its manifest, train/shared.py)
+  gives its one adapter to every task.
   """
+  manifest = shared.read_manifest(adapters_dir)
+  if manifest is not None:
+    tree, config = checkpoint.load_peft_adapter(
+        os.path.join(adapters_dir, manifest['adapter'], subdir), model_config
+    )
+    unseen = sorted(set(task_ids) - set(manifest['tasks']))
+    if unseen:
+      logging.warning("tasks %s: not in the shared adapter's training data", unseen[:5])
+    return decode.Adapters.shared(jax.tree.map(np.zeros_like, tree) if zeros else tree, config)
   trees, lora_config = {}, None
   for task_id in task_ids:
     directory = os.path.join(adapters_dir, task_id, subdir)

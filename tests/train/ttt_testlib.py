@@ -73,3 +73,13 @@ def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None
     )
     losses.append(np.asarray(metrics['loss']))  # replicated: addressable on every process
   return slots, np.stack(losses, 1)
+
+
+def dot_shapes(jaxpr, found: set) -> set:
+  """The output shapes of every dot_general of a jaxpr, nested jaxprs included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      found.add(tuple(eqn.outvars[0].aval.shape))
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      dot_shapes(sub, found)
+  return found

@@ -31,7 +31,7 @@ from ttt_jax import checkpoint
 from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data.format import round_up
 from ttt_jax.data import prefetch, pretrain_data
-from ttt_jax.errors import blame
+from ttt_jax.errors import UserError, blame
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.chat import copy_tokenizer_files
 from ttt_jax.formats.compact import COMPACT
@@ -248,6 +248,8 @@ def train(
   (data/prefetch.py: the same batches; for a GPU, which a 2-core host cannot keep busy)."""
   os.makedirs(workdir, exist_ok=True)
   c = FinetuneRun.from_config(config)
+  if c.model.quantize:
+    raise UserError('--config.model.quantize: stage 1 trains the base weights; quantize for TTT')
   # No checkpoint: training from scratch is the point, not a warning.
   with blame('config.model.checkpoint_dir'):
     model_config, base_params, model_dir = builtin.load_base_model(c.model, warn_random=False)

@@ -30,7 +30,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
 
   # Base model (ttt_jax.model.builtin.ModelSpec): 'builtin' (the shipped stage-1 model,
   # docs/BUILTIN_MODEL.md), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or
-  # '': a random-init preset.
+  # '': a random-init preset. model.quantize='nf4' is the paper's QLoRA arm (docs/TTT.md).
   c.model = to_config_dict(ModelSpec())
   if not runlocal:
     c.model.compute_dtype, c.model.remat = 'bfloat16', 'full'
@@ -54,7 +54,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
     c.ttt.lora.rank, c.ttt.epochs, c.ttt.max_steps = 8, 1, 4
 
   # The run (ttt_jax.train.ttt.RunConfig): slots trained together, an optional lr sweep,
-  # checkpoints, the device mesh, multi-host start-up.
+  # checkpoints, the device mesh, multi-host start-up; run.shared_adapter=True is the
+  # paper's "Shared TTT" arm (one adapter for all tasks).
   c.run = to_config_dict(RunConfig())
   if runlocal:
     c.run.num_slots, c.run.checkpoint_every = 4, 0

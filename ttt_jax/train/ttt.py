@@ -317,7 +317,11 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
         scalars=scalars,
     )
   progress.close()
-  if c.run.shared_adapter and writer:
+  if (
+      c.run.shared_adapter
+      and writer
+      and os.path.isdir(os.path.join(adapters_dir, shared.SHARED_ID))
+  ):
     shared.write_manifest(
         adapters_dir, [t.id for t in tasks], c.run.shared_steps, plan.ttt.max_steps
     )

@@ -30,7 +30,7 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
 
   # Base model (ttt_jax.model.builtin.ModelSpec): 'builtin' (the shipped stage-1 model,
   # docs/BUILTIN_MODEL.md), an HF checkpoint dir (vocab shrunk to the 16 ARC tokens), or
-  # '': a random-init preset.
+  # '': a random-init preset. model.quantize='nf4' is the paper's QLoRA arm (docs/TTT.md).
   c.model = to_config_dict(ModelSpec())
   if not runlocal:
     c.model.compute_dtype, c.model.remat = 'bfloat16', 'full'
@@ -38,8 +38,11 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
     gpu.apply(c.model)
 
   # TTT data per task (ttt_jax.data.ttt_data.TTTDataConfig): leave-one-out x invertible
-  # augmentations; d8 = colors = shuffle_order = False is the paper's "no transformation"
-  # ablation. recipe='marc': the reference's own data (docs/TTT.md), no_transform=True its
+  # augmentations. The paper's data arms (docs/TTT.md "Arms"): d8 = colors = False is
+  # "No transformations" (the demonstration order still shuffled, as the reference's
+  # --no_transform); mode='direct_io' is "E2E data"; loss='no_demonstration_loss' (or
+  # 'inputs_too') changes the loss mask.
+  # recipe='marc': the reference's own data (docs/TTT.md), no_transform=True its
   # "no transformation" run.
   c.data = to_config_dict(TTTDataConfig())
   c.data.selector = 'arc1/eval@ids_file=configs/data/arc1_eval_80_subset.txt'
@@ -53,7 +56,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
     c.ttt.lora.rank, c.ttt.epochs, c.ttt.max_steps = 8, 1, 4
 
   # The run (ttt_jax.train.ttt.RunConfig): slots trained together, an optional lr sweep,
-  # checkpoints, the device mesh, multi-host start-up.
+  # checkpoints, the device mesh, multi-host start-up; run.shared_adapter=True is the
+  # paper's "Shared TTT" arm (one adapter for all tasks).
   c.run = to_config_dict(RunConfig())
   if runlocal:
     c.run.num_slots, c.run.checkpoint_every = 4, 0

@@ -66,6 +66,9 @@ flags.DEFINE_integer(
 flags.DEFINE_list('mesh', ['data:-1'], "memory: axis:size list, e.g. 'data:4,fsdp:2'.")
 flags.DEFINE_integer('max_examples', 250, 'memory: examples per task (N).')
 flags.DEFINE_float('budget_gb', 80.0, 'memory: per-device budget for the fits column.')
+flags.DEFINE_enum(
+    'quantize', None, ['nf4', 'int8'], 'memory: the base projections quantized (QLoRA).'
+)
 flags.DEFINE_list('targets', None, 'LoRA targets (ttt-step: all 7; memory/mfu: paper).')
 flags.DEFINE_integer(
     'loss_capacity', None, 'memory: LM head on at most this many targets per task batch.'
@@ -100,6 +103,7 @@ _OWN_FLAGS = (
     'mesh',
     'max_examples',
     'budget_gb',
+    'quantize',
     'targets',
     'loss_capacity',
     'barc_dir',
@@ -265,11 +269,12 @@ def _memory(a: dict, remat: str, compute_dtype: str) -> None:
       a['max_examples'],
       _mesh_axes(a['mesh']),
       a['budget_gb'],
+      a['quantize'],
   )
   report.report(
       f'TTT step memory per device (CPU-compiled estimate), {preset}, '
-      f'{model_config.param_dtype} weights, {model_config.compute_dtype} compute, '
-      f'remat {model_config.remat}, LoRA r{ttt_config.lora.rank} on '
+      f'{a["quantize"] or model_config.param_dtype} weights, '
+      f'{model_config.compute_dtype} compute, remat {model_config.remat}, LoRA r{ttt_config.lora.rank} on '
       f'{",".join(ttt_config.lora.targets)}, batch {ttt_config.batch_size}, '
       f'vocab {model_config.vocab_size}, loss capacity {ttt_config.loss_capacity}',
       rows,

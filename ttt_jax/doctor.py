@@ -253,6 +253,7 @@ def memory_finding(config: ModelConfig, run) -> Finding:
       f'T={run.run.num_slots} slots vmapped x {run.ttt.batch_size} rows x {run.data.seq_len} '
       f'tokens, {"packed" if run.data.pack else "unpacked"}, {config.num_params / 1e6:,.0f}M '
       f'params {config.param_dtype}, LoRA r{run.ttt.lora.rank}, remat {config.remat}'
+      + (f', base in {run.model.quantize}' if run.model.quantize else '')
   )
   try:
     plan = memory.plan_ttt_step(
@@ -263,6 +264,8 @@ def memory_finding(config: ModelConfig, run) -> Finding:
         run.data.max_examples,
         run.run.mesh,
         packed=run.data.pack,
+        quantize=run.model.quantize,
+        double_quant=run.model.double_quant,
     )
   except Exception as e:  # pylint: disable=broad-except
     return Finding('memory', f'{shape}: the planner failed: {one_line(e)}', 'fatal')

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import jax
 
 from ttt_jax import parallel
-from ttt_jax.model import llama
+from ttt_jax.model import llama, quant
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.train import slots as slot_ops
 from ttt_jax.train import ttt_step
@@ -57,14 +57,22 @@ def plan_ttt_step(
     max_examples: int,
     mesh_axes: Sequence[tuple[str, int]] = parallel.DEFAULT_AXES,
     packed: bool = False,
+    quantize: str | None = None,
+    double_quant: bool = False,
 ) -> MemoryPlan:
   """Compiles (never runs) the step on a mesh over this process's devices, its slots
   vmapped as an accelerator runs them (not lax.map, what 'auto' picks on one CPU); with
-  `packed`, on rows with segment ids (data.pack), whose attention kernel may differ."""
+  `packed`, on rows with segment ids (data.pack), whose attention kernel may differ; with
+  `quantize` ('nf4' | 'int8') the base's projections held quantized (model/quant.py)."""
   ttt_config = dataclasses.replace(ttt_config, over_slots='vmap')
   mesh = parallel.make_mesh(mesh_axes)
   tasks = parallel.task_sharding(mesh, num_tasks)  # T must divide over 'data' x 'fsdp'
-  params = jax.eval_shape(lambda: llama.init_params(model_config, jax.random.key(0)))
+
+  def base():
+    params = llama.init_params(model_config, jax.random.key(0))
+    return quant.quantize_params(params, quantize, double_quant) if quantize else params
+
+  params = jax.eval_shape(base)
   params = _abstract(params, lambda p: parallel.param_shardings(p, mesh))
   slots, data = jax.eval_shape(
       lambda: slot_ops.empty_slots(
@@ -95,6 +103,7 @@ def plan_rows(
     max_examples: int,
     mesh_axes: Sequence[tuple[str, int]],
     budget_gb: float = 80.0,
+    quantize: str | None = None,
 ) -> list[dict]:
   """One table row per T (those that do not divide over 'data' x 'fsdp' are skipped)."""
   mesh_shape = dict(
@@ -105,7 +114,9 @@ def plan_rows(
   for t in num_tasks:
     if t % shards:
       continue
-    plan = plan_ttt_step(model_config, ttt_config, t, seq_len, max_examples, mesh_axes)
+    plan = plan_ttt_step(
+        model_config, ttt_config, t, seq_len, max_examples, mesh_axes, quantize=quantize
+    )
     rows.append(
         {
             'devices': jax.device_count(),

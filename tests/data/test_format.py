@@ -68,6 +68,22 @@ def test_encode_task_exact_layout_and_masks():
     F.encode_task([(A, B)], B, C, loss='outputs')
 
 
+def test_inputs_too_and_the_papers_names_for_the_loss_masks():
+  tokens, mask = F.encode_task([(A, B), (C, D)], B, C, loss='inputs_too')
+  assert mask.tolist() == [0] + [1] * (len(tokens) - 1)  # all but BOS: inputs, markers too
+  for alias, mode in (
+      ('demonstration_loss', 'all_but_first'),
+      ('no_demonstration_loss', 'test_only'),
+  ):
+    assert F.loss_mode(alias) == mode
+    np.testing.assert_array_equal(
+        F.encode_task([(A, B), (C, D)], B, C, loss=alias)[1],
+        F.encode_task([(A, B), (C, D)], B, C, loss=mode)[1],
+    )
+  with pytest.raises(ValueError, match='no_demonstration_loss'):  # the message lists them
+    F.loss_mode('demonstrations')
+
+
 def test_prompt_stops_after_output_marker():
   tokens, mask = F.encode_task([Pair(A, B)], C, loss='test_only')
   assert tokens[-1] == F.OUTPUT and tokens[-2] == F.NEWLINE

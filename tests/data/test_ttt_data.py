@@ -217,3 +217,46 @@ def test_config_validation():
   with pytest.raises(ValueError, match='length_bucket'):
     TTTDataConfig(length_bucket=-1)
   assert hash(TTTDataConfig()) == hash(TTTDataConfig())
+  with pytest.raises(ValueError, match='mode'):
+    TTTDataConfig(mode='e2e')
+
+
+# ------------------------------------------------------------------ the paper's arms
+
+
+def _pair_key(x, y):
+  return (x.shape, x.tobytes(), y.shape, y.tobytes())
+
+
+def test_direct_io_examples_are_single_pairs_with_loss_on_the_output_only():
+  task = make_task(4)
+  cfg = TTTDataConfig(augmentations_per_task=8, mode='direct_io')
+  examples, stats = build_ttt_examples(task, cfg, seed=0)
+  assert len(examples) > 4 and not stats.used_leave_two_out
+  for tokens, mask in examples:
+    ((x, y),) = parse_sequence(tokens)  # one pair: no demonstration before it
+    out_at = int(np.flatnonzero(tokens == F.OUTPUT)[0])
+    assert np.flatnonzero(mask).tolist() == list(range(out_at + 1, len(tokens)))  # y and EOS
+  # The untransformed copy is among them; without augmentations they are the demonstrations.
+  demos = {_pair_key(p.input.astype(np.int8), p.output.astype(np.int8)) for p in task.train}
+  pairs = {_pair_key(*parse_sequence(t)[0]) for t, _ in examples}
+  assert demos <= pairs
+  plain, _ = build_ttt_examples(task, dataclasses.replace(PLAIN, mode='direct_io'), seed=0)
+  assert sorted(_pair_key(*parse_sequence(t)[0]) for t, _ in plain) == sorted(demos)
+
+
+def test_no_transformation_data_holds_no_transformed_grid():
+  """The "No transformations" arm (docs/TTT.md): d8=False, colors=False (no training-only
+  ops): every pair of every example is one of the task's own demonstrations; the
+  demonstration order is still shuffled, as the reference's --no_transform keeps it."""
+  task = make_task(4)
+  demos = {_pair_key(p.input.astype(np.int8), p.output.astype(np.int8)) for p in task.train}
+  arm = TTTDataConfig(augmentations_per_task=8, d8=False, colors=False)
+  examples, _ = build_ttt_examples(task, arm, seed=0)
+  pairs = [_pair_key(x, y) for t, _ in examples for x, y in parse_sequence(t)]
+  assert set(pairs) == demos
+  # More examples than leave-n-out tasks: the same task in several demonstration orders.
+  assert len(examples) > len(leave_one_out(task)) + len(leave_two_out(task))
+  # The default recipe on the same task does transform (so the check above can fail).
+  augmented, _ = build_ttt_examples(task, TTTDataConfig(augmentations_per_task=8), seed=0)
+  assert any(_pair_key(x, y) not in demos for t, _ in augmented for x, y in parse_sequence(t))

@@ -332,6 +332,17 @@ def test_loss_modes_mark_the_chosen_outputs(tasks, tiny_dir, name):
   demos = [lead + demo(i) + footer for i in range(3)]
   assert targets['all_but_first'] == ''.join(demos[1:]) + targets['test_only']
   assert targets['all_outputs'] == ''.join(demos) + targets['test_only']
+  # Inputs too (torchtune's train_on_input): every token but <|begin_of_text|> and the
+  # closing <|end_of_text|>; the paper's names give the same masks as ours.
+  tokens, mask = fmt.encode_task(task.train, x, y, 'inputs_too')
+  assert mask.tolist() == [0] + [1] * (len(tokens) - 2) + [0]
+  for alias, mode in (
+      ('no_demonstration_loss', 'test_only'),
+      ('demonstration_loss', 'all_but_first'),
+  ):
+    assert fmt.chat.decode(np.compress(fmt.encode_task(task.train, x, y, alias)[1], tokens)) == (
+        targets[mode]
+    )
 
 
 # ------------------------------------------------ the real Llama-3 tokenizer

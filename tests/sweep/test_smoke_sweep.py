@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ttt_jax import checkpoint
 from ttt_jax.sweep import arm as arm_lib
 
 SMOKE = 'configs/sweeps/smoke.py'
@@ -66,9 +67,9 @@ def test_killed_mid_arm_and_rerun_gives_the_same_table(tmp_path):
   _finish(_sweep(whole))
   killed = str(tmp_path / 'killed')
   process = _sweep(killed, start_new_session=True)
-  status = os.path.join(killed, 'baseline', arm_lib.STATUS_FILE)
+  progress = os.path.join(killed, 'baseline', arm_lib.PROGRESS_FILE)
   deadline = time.time() + 600
-  while (arm_lib.read_json(status) or {}).get('stage') != 'predict with TTT':
+  while 'predict with TTT' not in [e['stage'] for e in checkpoint.read_log(progress)]:
     assert time.time() < deadline and process.poll() is None
     time.sleep(0.2)
   time.sleep(3)  # well inside the prediction

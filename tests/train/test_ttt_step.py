@@ -149,22 +149,13 @@ def test_adaptive_stop(params, arrays):
   assert (np.asarray(slots.step) == 1).all()
 
 
-def _dot_shapes(jaxpr, found):
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'dot_general':
-      found.add(tuple(eqn.outvars[0].aval.shape))
-    for sub in jax.core.jaxprs_in_params(eqn.params):
-      _dot_shapes(sub, found)
-  return found
-
-
 def test_base_weights_are_not_differentiated(params, arrays):
   data = jax.tree.map(jnp.asarray, tl.one_task(arrays, 0))
   batch = ttt_step.draw_batch(data, 0, 0, TTT)
   lora = ttt_step.init_adapter(0, MODEL, TTT)
   grad_fn = jax.value_and_grad(loss.loss_one, argnums=1)
   jaxpr = jax.make_jaxpr(grad_fn, static_argnums=(3, 4))(params, lora, batch, MODEL, TTT.lora)
-  shapes = _dot_shapes(jaxpr.jaxpr, set())
+  shapes = tl.dot_shapes(jaxpr.jaxpr, set())
   base = {tuple(x.shape[-2:]) for x in jax.tree.leaves(params['layers']) if x.ndim == 3}
   base.add(tuple(params['embed'].shape))
   base |= {s[::-1] for s in base}  # either operand order
@@ -174,7 +165,7 @@ def test_base_weights_are_not_differentiated(params, arrays):
   full = jax.make_jaxpr(jax.grad(loss.loss_one, argnums=(0, 1)), static_argnums=(3, 4))(
       params, lora, batch, MODEL, TTT.lora
   )
-  assert {s[-2:] for s in _dot_shapes(full.jaxpr, set()) if len(s) >= 2} & base
+  assert {s[-2:] for s in tl.dot_shapes(full.jaxpr, set()) if len(s) >= 2} & base
   # ...while the adapter gradients are there, [in, r] and [r, out].
   lora_shapes = {tuple(x.shape[-2:]) for x in jax.tree.leaves(lora)}
   assert all(s in dots or s[::-1] in dots for s in lora_shapes)

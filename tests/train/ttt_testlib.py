@@ -131,3 +131,13 @@ def write_tasks(directory):
       pairs.append({'input': grid, 'output': np.rot90(grid).tolist()})
     with open(os.path.join(directory, f'{name}.json'), 'w') as f:
       json.dump({'train': pairs[:2], 'test': pairs[2:]}, f)
+
+
+def dot_shapes(jaxpr, found: set) -> set:
+  """The output shapes of every dot_general of a jaxpr, nested jaxprs included."""
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'dot_general':
+      found.add(tuple(eqn.outvars[0].aval.shape))
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      dot_shapes(sub, found)
+  return found

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Task
+from ttt_jax.data.task_types import MAX_SIDE, NUM_COLORS, Task
 
 NEWLINE, INPUT, OUTPUT, BOS, EOS, PAD = 10, 11, 12, 13, 14, 15
 VOCAB_SIZE = 16
@@ -29,8 +29,27 @@ TOKEN_NAMES = tuple(str(c) for c in range(NUM_COLORS)) + (
     'PAD',
 )
 
-# Which demonstration outputs are targets; the test output always is.
-LOSS_MODES = ('test_only', 'all_outputs', 'all_but_first')
+# Which tokens are targets (the test output always is): 'all_but_first' the outputs of the
+# demonstrations from the second on (the paper's default: the first has no demonstration
+# before it to learn from), 'test_only' none of them, 'all_outputs' every one, 'inputs_too'
+# every token: demonstration inputs and outputs, markers, the test input (the reference's
+# `train_on_input`).
+LOSS_MODES = ('test_only', 'all_outputs', 'all_but_first', 'inputs_too')
+# The paper's names for its loss masks, accepted wherever a loss mode is.
+LOSS_ALIASES = {
+    'demonstration_loss': 'all_but_first',  # the paper's TTT default
+    'no_demonstration_loss': 'test_only',  # the paper's "No Demonstration Loss" arm
+}
+
+
+def loss_mode(name: str) -> str:
+  """The loss mode `name` stands for (a LOSS_MODES entry or a LOSS_ALIASES key);
+  ValueError otherwise."""
+  mode = LOSS_ALIASES.get(name, name)
+  if mode not in LOSS_MODES:
+    raise ValueError(f'loss={name!r}; expected one of {LOSS_MODES + tuple(LOSS_ALIASES)}')
+  return mode
+
 
 # The pretrained-vocabulary strings our tokens map to (Llama-3 defaults):
 # digits and '\n' are themselves; the markers are single tokens of that vocab.
@@ -98,19 +117,19 @@ def encode_task(
   Without test_output the result is a prediction prompt ending in OUTPUT.
   `train_pairs` holds (input, output) pairs (an `arc.Pair` unpacks as one).
   """
-  if loss not in LOSS_MODES:
-    raise ValueError(f'loss={loss!r}; expected one of {LOSS_MODES}')
+  loss = loss_mode(loss)
   pieces, masks = [np.array([BOS], np.int32)], [np.zeros(1, np.int32)]
 
   def add(tokens: np.ndarray, target: bool) -> None:
     pieces.append(tokens)
     masks.append(np.full(len(tokens), int(target), np.int32))
 
+  inputs = loss == 'inputs_too'
   for i, (x, y) in enumerate(train_pairs):
-    add(np.concatenate([[INPUT], grid_to_tokens(x), [OUTPUT]]).astype(np.int32), False)
-    target = loss == 'all_outputs' or (loss == 'all_but_first' and i > 0)
+    add(np.concatenate([[INPUT], grid_to_tokens(x), [OUTPUT]]).astype(np.int32), inputs)
+    target = loss in ('all_outputs', 'inputs_too') or (loss == 'all_but_first' and i > 0)
     add(np.append(grid_to_tokens(y), EOS).astype(np.int32), target)
-  add(np.concatenate([[INPUT], grid_to_tokens(test_input), [OUTPUT]]).astype(np.int32), False)
+  add(np.concatenate([[INPUT], grid_to_tokens(test_input), [OUTPUT]]).astype(np.int32), inputs)
   if test_output is not None:
     add(np.append(grid_to_tokens(test_output), EOS).astype(np.int32), True)
   return np.concatenate(pieces), np.concatenate(masks)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Pair, Task
+from ttt_jax.data.task_types import MAX_SIDE, NUM_COLORS, Pair, Task
 from ttt_jax.data.format import task_length
 
 MAX_TOKENS = 512  # compact tokens of a whole task (demonstrations + test pair)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import NUM_COLORS, Pair, Task, drop_contaminated, load_tasks
-from ttt_jax.data.format import LOSS_MODES, pad_rows
+from ttt_jax.data.format import loss_mode, pad_rows
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
 
@@ -61,8 +61,7 @@ class PretrainDataConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if self.loss not in LOSS_MODES:
-      raise ValueError(f'PretrainDataConfig.loss={self.loss!r}; expected one of {LOSS_MODES}')
+    loss_mode(self.loss)  # raises on an unknown mode
     for name in ('max_len', 'batch_size', 'min_demos', 'bucket_steps', 'pad_multiple'):
       if getattr(self, name) < 1:
         raise ValueError(f'PretrainDataConfig.{name} must be >= 1, got {getattr(self, name)}')

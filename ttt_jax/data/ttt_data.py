@@ -18,6 +18,11 @@ Per task (the paper's recipe, ekinakyurek/marc in spirit):
 The result is deterministic for a seed. `recipe='marc'` builds the reference's own data
 instead (marc_ttt_data.py).
 
+With `mode='direct_io'` (the paper's "E2E data" arm) step 1 makes one example per
+demonstration with no demonstrations before it: `BOS INPUT x OUTPUT y EOS`, the output
+the only target under every loss mode but 'inputs_too'; steps 2, 3 and 5 are the same,
+step 4 is skipped (nothing to leave out). Inference is unchanged.
+
 `pack_tasks` lays them out as arrays: one example per row, padded to
 `seq_len`, or, with `pack`, whole examples packed into rows (first-fit
 decreasing) with segment ids, so that the step's compute follows real tokens
@@ -40,13 +45,16 @@ import numpy as np
 
 from ttt_jax.data import augment, marc_ttt_data
 from ttt_jax.data.arc import Pair, Task
-from ttt_jax.data.format import LOSS_MODES, bucket_length
+from ttt_jax.data.format import bucket_length, loss_mode
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.compact import COMPACT
 
 Example = tuple[np.ndarray, np.ndarray]  # (tokens int32 [S], loss_mask int32 [S])
 _Base = tuple[tuple[int, ...], int]  # (prompt demo indices, target index)
 RECIPES = ('ttt_jax', 'marc')
+# What one example is: a leave-one-out task (the paper's), or one demonstration pair
+# alone ('direct_io': the paper's "E2E data" arm).
+DATA_MODES = ('leave_one_out', 'direct_io')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +63,7 @@ class TTTDataConfig:
   seq_len: int = 8192  # tokens; longer examples are dropped, shorter padded to it
   augmentations_per_task: int = 64
   loss: str = 'all_but_first'
+  mode: str = 'leave_one_out'  # one of DATA_MODES
   d8: bool = True
   colors: bool = True
   keep_zero: bool = True  # colour 0 is the background: never permuted.
@@ -76,8 +85,9 @@ class TTTDataConfig:
   no_transform: bool = False
 
   def __post_init__(self):
-    if self.loss not in LOSS_MODES:
-      raise ValueError(f'loss={self.loss!r}; expected one of {LOSS_MODES}')
+    loss_mode(self.loss)  # raises on an unknown mode
+    if self.mode not in DATA_MODES:
+      raise ValueError(f'mode={self.mode!r}; expected one of {DATA_MODES}')
     if self.augmentations_per_task < 1 or self.max_examples < 1:
       raise ValueError('augmentations_per_task and max_examples must be >= 1')
     if not 0.0 <= self.train_only_prob <= 1.0:
@@ -122,6 +132,10 @@ class TTTArrays(NamedTuple):
 
 def _leave_one_out_bases(n: int) -> list[_Base]:
   return [(tuple(j for j in range(n) if j != i), i) for i in range(n)]
+
+
+def _direct_bases(n: int) -> list[_Base]:
+  return [((), i) for i in range(n)]
 
 
 def _leave_two_out_bases(n: int) -> list[_Base]:
@@ -261,8 +275,9 @@ def build_ttt_examples(
         else:
           examples[key] = (tokens, mask)
 
-  add(_leave_one_out_bases(n))
-  used_l2o = cfg.leave_two_out and n >= 3 and len(examples) < cfg.max_examples
+  direct = cfg.mode == 'direct_io'
+  add(_direct_bases(n) if direct else _leave_one_out_bases(n))
+  used_l2o = not direct and cfg.leave_two_out and n >= 3 and len(examples) < cfg.max_examples
   if used_l2o:
     add(_leave_two_out_bases(n))
   kept = list(examples.values())

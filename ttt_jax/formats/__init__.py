@@ -10,6 +10,7 @@ data and loss masks, inference prompts, scoring, parsing answers) goes through i
 and grids stay arrays everywhere else.
 """
 
-from ttt_jax.formats.base import FORMATS, Format, load_format
+from ttt_jax.formats.base import Format
+from ttt_jax.formats.load import FORMATS, load_format
 
 __all__ = ['FORMATS', 'Format', 'load_format']

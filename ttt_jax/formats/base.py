@@ -1,4 +1,5 @@
-"""The interface every token format implements, and the table of formats."""
+"""The interface every token format implements (the formats: compact.py, text.py; which
+one a name means: load.py)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,14 @@ import numpy as np
 
 from ttt_jax.data.arc import Pair
 
-FORMATS = ('compact', 'marc', 'barc')
-
 
 class Format(abc.ABC):
   """Encodes tasks to (tokens, loss_mask) and parses generated answers back to grids.
 
   `loss_mask[s] = 1` marks token s as a target (predicted from tokens < s). The
-  loss modes say which outputs are targets besides the test output:
-  'test_only', 'all_outputs', 'all_but_first' (the paper's).
+  loss modes (data/format.py LOSS_MODES, or the paper's names in LOSS_ALIASES) say which
+  tokens are targets besides the test output: 'test_only', 'all_outputs', 'all_but_first'
+  (the paper's), 'inputs_too' (every token).
   """
 
   name: str
@@ -52,19 +52,3 @@ class Format(abc.ABC):
   def task_tokens(self, pairs: Sequence[Pair], test: Pair) -> int:
     """Tokens of the whole sequence with `test` as the test pair (exact: encoded)."""
     return len(self.encode_task(pairs, test.input, test.output)[0])
-
-
-def load_format(name: str, checkpoint_dir: str = '') -> Format:
-  """The format `name`; the text formats read the tokenizer and chat template of
-  `checkpoint_dir` (tokenizer.json, tokenizer_config.json)."""
-  if name not in FORMATS:
-    raise ValueError(f'unknown format {name!r}; expected one of {FORMATS}')
-  if name == 'compact':
-    from ttt_jax.formats.compact import CompactFormat  # pylint: disable=import-outside-toplevel
-
-    return CompactFormat()
-  from ttt_jax.formats import text  # pylint: disable=import-outside-toplevel
-
-  if not checkpoint_dir:
-    raise ValueError(f'format {name!r} needs a checkpoint_dir with the tokenizer files')
-  return text.TextFormat.from_checkpoint(name, checkpoint_dir)

@@ -15,8 +15,9 @@ the answer inside a ``` block.
 Loss masks follow the reference's torchtune fork: the assistant message, its
 header and <|eot_id|> included, is always a target; 'all_but_first' also makes
 targets of the demonstration outputs after the first (its `unmask_outputs`:
-from the token after " ->" through the "#"), 'all_outputs' of all of them. A
-training sequence ends with <|end_of_text|>, never a target.
+from the token after " ->" through the "#"), 'all_outputs' of all of them,
+'inputs_too' of every token after the first (its `train_on_input`). A training
+sequence ends with <|end_of_text|>, never a target.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS
-from ttt_jax.data.format import LOSS_MODES
+from ttt_jax.data.format import loss_mode
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.chat import ChatTokenizer
 
@@ -254,17 +255,19 @@ class TextFormat(Format):
     return text, spans, chat
 
   def encode_task(self, pairs, test_input, test_output=None, loss='all_but_first'):
-    if loss not in LOSS_MODES:
-      raise ValueError(f'loss={loss!r}; expected one of {LOSS_MODES}')
+    loss = loss_mode(loss)
     pairs = list(pairs)
     text, spans, _ = self.render(pairs, test_input, test_output)
     ids, offsets = self.chat.encode(text)
     if test_output is None:
       return ids, np.zeros(len(ids), np.int32)
-    first = {'test_only': len(pairs), 'all_outputs': 0, 'all_but_first': 1}[loss]
-    loss_mask = np.zeros(len(ids), bool)
-    for start, end in spans[first:]:
-      loss_mask |= (offsets[:, 0] < end) & (offsets[:, 1] > start)
+    if loss == 'inputs_too':  # torchtune's train_on_input: every message token
+      loss_mask = np.arange(len(ids)) > 0
+    else:
+      first = {'test_only': len(pairs), 'all_outputs': 0, 'all_but_first': 1}[loss]
+      loss_mask = np.zeros(len(ids), bool)
+      for start, end in spans[first:]:
+        loss_mask |= (offsets[:, 0] < end) & (offsets[:, 1] > start)
     # torchtune ends a training sequence with <|end_of_text|>, masked.
     ids = np.append(ids, self.end_of_text).astype(np.int32)
     return ids, np.append(loss_mask, False).astype(np.int32)

@@ -45,6 +45,7 @@ from ttt_jax.infer.predict_config import DECODINGS, PredictConfig  # noqa: F401 
 from ttt_jax.model import builtin
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.run_lock import RunLock
+from ttt_jax.train import shared
 
 ATTEMPTS_FILE = 'attempts.jsonl'
 
@@ -96,8 +97,12 @@ def load_adapters(
   from the one most adapters of the group share (they stack into one shape).
   Its slot holds zeros. The adapters are None when no task has a usable one.
   With `zeros` every slot holds zeros (the base model for every task, in the
-  adapters' shapes) and no task fails: its adapter is not used.
+  adapters' shapes) and no task fails: its adapter is not used. A shared TTT run's
+  adapters_dir (its manifest, train/shared.py) gives its one adapter to every task.
   """
+  manifest = shared.read_manifest(adapters_dir)
+  if manifest is not None:
+    return _shared_adapter(adapters_dir, manifest, task_ids, model_config, subdir, zeros)
   trees, configs, failed = {}, {}, {}
   for task_id in task_ids:
     directory = os.path.join(adapters_dir, task_id, subdir)
@@ -116,13 +121,13 @@ def load_adapters(
       failed[task_id] = str(e).replace('\n', ' ')
   if configs:
     counts = collections.Counter(configs.values())
-    shared = max(counts, key=counts.get)  # a tie: the first task's
+    majority = max(counts, key=counts.get)  # a tie: the first task's
     for task_id, config in configs.items():
-      if config != shared:
+      if config != majority:
         path = os.path.join(adapters_dir, task_id, subdir, checkpoint.ADAPTER_CONFIG)
         failed[task_id] = (
-            f'{path}: LoRA config {config} differs from {shared}, the one of the other '
-            f'{counts[shared]} adapter(s) predicted with it (stacked adapters share one shape)'
+            f'{path}: LoRA config {config} differs from {majority}, the one of the other '
+            f'{counts[majority]} adapter(s) predicted with it (stacked adapters share one shape)'
         )
         del trees[task_id]
   if zeros:
@@ -133,7 +138,24 @@ def load_adapters(
     return None, failed
   zero = jax.tree.map(np.zeros_like, next(iter(trees.values())))
   stacked = [zero if zeros else trees.get(task_id, zero) for task_id in task_ids]
-  return decode.Adapters.stack(stacked, shared), failed
+  return decode.Adapters.stack(stacked, majority), failed
+
+
+def _shared_adapter(adapters_dir, manifest, task_ids, model_config, subdir, zeros):
+  """load_adapters for a shared TTT run: its one adapter for every task (all fail if it
+  is damaged)."""
+  unseen = sorted(set(task_ids) - set(manifest['tasks']))
+  if unseen:
+    logging.warning("tasks %s: not in the shared adapter's training data", unseen[:5])
+  directory = os.path.join(adapters_dir, manifest['adapter'], subdir)
+  try:
+    tree, config = checkpoint.load_peft_adapter(directory, model_config)
+  except DamagedFileError as e:
+    if zeros:
+      logging.warning('the shared adapter is not used (zero_adapters): %s', e)
+      return None, {}
+    return None, {task_id: str(e).replace('\n', ' ') for task_id in task_ids}
+  return decode.Adapters.shared(jax.tree.map(np.zeros_like, tree) if zeros else tree, config), {}
 
 
 def failed_record(task: Task, reason: str) -> dict:

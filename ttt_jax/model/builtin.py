@@ -16,7 +16,7 @@ from absl import logging
 
 from ttt_jax import atomic_io, checked_read, formats, hub
 from ttt_jax.formats import Format
-from ttt_jax.model import hf, llama
+from ttt_jax.model import hf, llama, quant
 from ttt_jax.model.config import ATTENTION_IMPLS, DEFAULT_ATTENTION, POSITION_SCHEMES, ModelConfig
 
 BUILTIN = 'builtin'
@@ -63,6 +63,10 @@ class ModelSpec:
       raise ValueError(
           f'ModelSpec.attention must be one of {ATTENTION_IMPLS}, got {self.attention!r}'
       )
+    if self.quantize not in (None, *quant.KINDS):
+      raise ValueError(
+          f'ModelSpec.quantize must be None or one of {quant.KINDS}, got {self.quantize!r}'
+      )
     if self.format not in formats.FORMATS:
       raise ValueError(f'ModelSpec.format must be one of {formats.FORMATS}, got {self.format!r}')
     if self.format != 'compact' and self.checkpoint_dir in ('', BUILTIN):
@@ -79,13 +83,19 @@ class ModelSpec:
   # blockwise on CPU; on a GPU cuDNN flash attention for unpacked rows where it applies,
   # Pallas (Triton) for packed ones; splash attention on TPU (model/attention_dispatch.py).
   attention: str = DEFAULT_ATTENTION
+  # The paper's QLoRA arm: the frozen base held in 4-bit NormalFloat ('nf4', QLoRA's) or
+  # 'int8', dequantized inside each projection's matmul, LoRA on top (model/quant.py);
+  # None: as param_dtype. Give TTT and predict the same (their adapters fit that base).
+  quantize: str | None = None
+  double_quant: bool = False  # with quantize: the block absmaxes in 8 bits too (QLoRA's)
 
 
 def load_base_model(
     spec: ModelSpec, *, warn_random: bool = True
 ) -> tuple[ModelConfig, dict, str | None]:
   """(config, params, checkpoint dir or None) of a ModelSpec; the config carries the
-  position scheme (`spec.positions`, or the checkpoint's own with 'auto')."""
+  position scheme (`spec.positions`, or the checkpoint's own with 'auto'); with
+  `spec.quantize` the layers' projections are quant.QuantizedWeight leaves."""
   config, params = load_model(
       spec.checkpoint_dir,
       preset=spec.preset,
@@ -95,6 +105,8 @@ def load_base_model(
       compute_dtype=spec.compute_dtype,
       remat=spec.remat,
   )
+  if spec.quantize:
+    params = quant.quantize_params(params, spec.quantize, spec.double_quant)
   directory = resolve(spec.checkpoint_dir) or None
   positions = spec.positions
   if positions == 'auto':

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ttt_jax.model import attention, attention_dispatch, lora_ops
+from ttt_jax.model import attention, attention_dispatch, lora_ops, quant
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import TARGETS, LoraConfig, projection_shapes
 
@@ -100,8 +100,11 @@ def project(
 ) -> jax.Array:
   """x W, plus the LoRA path scale (x a) b when an adapter is given; never forms W + a b.
 
-  The LoRA path has a hand-ordered backward (`lora_ops.lora_project`)."""
+  The LoRA path has a hand-ordered backward (`lora_ops.lora_project`). A quantized W
+  (quant.QuantizedWeight) is dequantized in x's dtype inside the matmul, both ways."""
   if lora_ab is None:
+    if quant.is_quantized(w_IO):
+      return quant.matmul(x_BSI, w_IO)
     return jnp.einsum('bsi,io->bso', x_BSI, w_IO.astype(x_BSI.dtype))
   return lora_ops.lora_project(x_BSI, w_IO, lora_ab['a'], lora_ab['b'], scale)
 

@@ -4,7 +4,8 @@ An adapter mirrors the targeted weights of `params['layers']`:
 `{'q': {'a': [L, D, r], 'b': [L, r, H*Dh]}, ...}`; adapters of T tasks stacked
 together gain a leading axis (`[T, L, D, r]`). The forward computes
 `y = x W + scale * (x a) b` (`llama.project`), never forming `W + a b`;
-`merge_lora` folds an adapter into the base weights for export.
+`merge_lora` folds an adapter into the base weights for export (a quantized base
+weight, model/quant.py, becomes dense there).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ttt_jax.model import quant
 from ttt_jax.model.config import ModelConfig
 
 # Our projection names -> the Hugging Face / PEFT module names (for a PEFT export).
@@ -116,5 +118,6 @@ def merge_lora(params: dict, lora: dict, lora_config: LoraConfig) -> dict:
           '(merge one task of a stacked adapter at a time)'
       )
     delta = jnp.einsum('lir,lro->lio', ab['a'].astype(jnp.float32), ab['b'].astype(jnp.float32))
-    layers[name] = (w.astype(jnp.float32) + lora_config.scale * delta).astype(w.dtype)
+    # A quantized W merges into a dense one of its dtype before quantization.
+    layers[name] = (quant.dense(w, jnp.float32) + lora_config.scale * delta).astype(w.dtype)
   return {**params, 'layers': layers}

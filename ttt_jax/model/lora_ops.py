@@ -7,7 +7,9 @@ custom VJP writes every token-contracting matmul as (small)^T-producing
 `'n?,n?->??'` with the rank on the side that makes the result [r, *] or
 [*, r], so only the small result gets transposed, if anything.
 The base weight's gradient is computed only when W is differentiated (full
-fine-tuning); the TTT step never asks, so no W-gradient matmul is traced.
+fine-tuning); the TTT step never asks, so no W-gradient matmul is traced. A quantized
+W (quant.QuantizedWeight, QLoRA) is dequantized in the forward and again in the
+backward: the residual is the quantized weight, and it is never differentiated.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
+
+from ttt_jax.model import quant
 
 
 def lora_project(
@@ -30,7 +34,7 @@ def lora_project(
 def _forward(x_NI, w_IO, a_IR, b_RO, scale):
   dtype = x_NI.dtype
   xa_NR = x_NI @ a_IR.astype(dtype)
-  y_NO = x_NI @ w_IO.astype(dtype) + (scale * xa_NR) @ b_RO.astype(dtype)
+  y_NO = x_NI @ quant.dense(w_IO, dtype) + (scale * xa_NR) @ b_RO.astype(dtype)
   return y_NO, xa_NR
 
 
@@ -42,8 +46,13 @@ def _lora_project(x_NI, w_IO, a_IR, b_RO, scale):
 def _lora_project_fwd(x_NI, w_IO, a_IR, b_RO, scale):
   """With symbolic zeros each operand says whether it is differentiated: the frozen base
   weight usually is not, and then its gradient matmul is never even traced."""
-  wants_dw = () if w_IO.perturbed else None  # an empty pytree either way: a static flag
-  x_NI, w_IO, a_IR, b_RO = (p.value for p in (x_NI, w_IO, a_IR, b_RO))
+  w_perturbed = any(p.perturbed for p in jax.tree.leaves(w_IO, is_leaf=_is_primal))
+  wants_dw = () if w_perturbed else None  # an empty pytree either way: a static flag
+  x_NI, w_IO, a_IR, b_RO = jax.tree.map(
+      lambda p: p.value, (x_NI, w_IO, a_IR, b_RO), is_leaf=_is_primal
+  )
+  if w_perturbed and quant.is_quantized(w_IO):
+    raise ValueError('lora_project: a quantized base weight cannot be differentiated')
   y_NO, xa_NR = _forward(x_NI, w_IO, a_IR, b_RO, scale)
   return y_NO, (x_NI, w_IO, a_IR, b_RO, xa_NR, wants_dw)
 
@@ -56,7 +65,7 @@ def _lora_project_bwd(scale, residuals, dy_NO):
   f32 = jnp.float32
   a, b = a_IR.astype(dtype), b_RO.astype(dtype)
   dxa_NR = scale * (dy_NO @ b.T)  # b.T is [O, r]: a tiny copy
-  dx_NI = dy_NO @ w_IO.astype(dtype).T + dxa_NR @ a.T
+  dx_NI = dy_NO @ quant.dense(w_IO, dtype).T + dxa_NR @ a.T
   # Contract over tokens with the big operand on the right, the rank on the left.
   da_IR = jnp.einsum('nr,ni->ri', dxa_NR, x_NI, preferred_element_type=f32).T
   db_RO = scale * jnp.einsum('nr,no->ro', xa_NR, dy_NO, preferred_element_type=f32)
@@ -64,6 +73,10 @@ def _lora_project_bwd(scale, residuals, dy_NO):
   if wants_dw is not None:
     dw_IO = jnp.einsum('ni,no->io', x_NI, dy_NO, preferred_element_type=f32).astype(w_IO.dtype)
   return (dx_NI.astype(x_NI.dtype), dw_IO, da_IR.astype(a_IR.dtype), db_RO.astype(b_RO.dtype))
+
+
+def _is_primal(x) -> bool:
+  return isinstance(x, jax.custom_derivatives.CustomVJPPrimal)
 
 
 _lora_project.defvjp(_lora_project_fwd, _lora_project_bwd, symbolic_zeros=True)

@@ -6,7 +6,7 @@ predict_ttt/) and three small files of the sweep's own:
                 another config for the same arm refuses to mix the two
   oracle/       the headline prediction's candidates re-voted by the 'oracle' readout
                 (solved if any candidate is right), nothing decoded
-  status.json   the stage now running (the executor's progress lines read it)
+  progress.jsonl  one line as each stage starts (the executor prints them)
   result.json   written last, atomically: the arm is finished (its stages'
                 wall and compile seconds); a rerun skips it
 A killed arm is simply run again: every stage resumes where it stopped. The arm's
@@ -23,14 +23,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ttt_jax import atomic_io, demo
+from ttt_jax import atomic_io, checkpoint, demo
 from ttt_jax.errors import UserError
 from ttt_jax.infer import predict
 from ttt_jax.run_lock import RunLock
 from ttt_jax.stage_timer import StageTimer
 from ttt_jax.sweep import spec
 
-CONFIG_FILE, STATUS_FILE, RESULT_FILE = 'config.json', 'status.json', 'result.json'
+CONFIG_FILE, PROGRESS_FILE, RESULT_FILE = 'config.json', 'progress.jsonl', 'result.json'
 
 
 def arm_dir(workdir: str, arm: spec.Arm) -> str:
@@ -94,8 +94,8 @@ def _run_arm(sweep: spec.Sweep, arm: spec.Arm, directory: str, prepare: Callable
   done = read_json(os.path.join(directory, RESULT_FILE))
   if done is not None:
     return done
-  status_path = os.path.join(directory, STATUS_FILE)
-  on_start = lambda stage: atomic_io.write_json(status_path, {'stage': stage, 'since': time.time()})
+  progress = os.path.join(directory, PROGRESS_FILE)
+  on_start = lambda stage: checkpoint.append_record(progress, {'stage': stage, 'at': time.time()})
   timer = StageTimer(on_start=on_start)
   demo.run_stages(config, directory, arm.stages, timer)
   with timer.stage('oracle readout'):

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from ttt_jax import checkpoint
 from ttt_jax.sweep import arm as arm_lib
 from ttt_jax.sweep import spec
 
@@ -62,7 +63,7 @@ class _Running:
   process: subprocess.Popen
   share: int
   started: float
-  stage: str = ''
+  stages_said: int  # progress lines already printed (a rerun's file holds earlier ones)
 
 
 def _shares(parallel: int, gpus_per_arm: int) -> list[dict]:
@@ -141,15 +142,18 @@ def run_local(
       a, share = pending.pop(0), free.pop(0)
       command = worker_command(sweep_file, workdir, index[a.name], flags)
       process = _start(a, workdir, command, shares[share])
-      running.append(_Running(a, process, share, time.time()))
+      said = len(
+          checkpoint.read_log(os.path.join(arm_lib.arm_dir(workdir, a), arm_lib.PROGRESS_FILE))
+      )
+      running.append(_Running(a, process, share, time.time(), said))
       say(f'[{a.name}] started ({_describe(shares[share])})')
     time.sleep(poll_s)
     for r in list(running):
       directory = arm_lib.arm_dir(workdir, r.arm)
-      status = arm_lib.read_json(os.path.join(directory, arm_lib.STATUS_FILE)) or {}
-      if status.get('stage', r.stage) != r.stage:
-        r.stage = status['stage']
-        say(f'[{r.arm.name}] {r.stage} ({time.time() - r.started:.0f} s)')
+      progress = checkpoint.read_log(os.path.join(directory, arm_lib.PROGRESS_FILE))
+      for entry in progress[r.stages_said :]:
+        say(f'[{r.arm.name}] {entry["stage"]} ({entry["at"] - r.started:.0f} s)')
+      r.stages_said = max(r.stages_said, len(progress))
       code = r.process.poll()
       if code is None:
         continue

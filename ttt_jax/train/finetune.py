@@ -31,7 +31,7 @@ from ttt_jax import checkpoint
 from ttt_jax.dataclass_config import from_config_dict
 from ttt_jax.data.format import round_up
 from ttt_jax.data import prefetch, pretrain_data
-from ttt_jax.errors import blame
+from ttt_jax.errors import UserError, blame
 from ttt_jax.formats.base import Format
 from ttt_jax.formats.chat import copy_tokenizer_files
 from ttt_jax.formats.compact import COMPACT
@@ -253,6 +253,8 @@ def train(
 
 def _train(config, workdir: str, stop_after, deadline, data_workers) -> dict:
   c = FinetuneRun.from_config(config)
+  if c.model.quantize:
+    raise UserError('--config.model.quantize: stage 1 trains the base weights; quantize for TTT')
   # No checkpoint: training from scratch is the point, not a warning.
   with blame('config.model.checkpoint_dir'):
     model_config, base_params, model_dir = builtin.load_base_model(c.model, warn_random=False)

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 from absl import logging
@@ -29,6 +29,7 @@ from ttt_jax.errors import UserError, blame
 from ttt_jax.metric_writer import MetricWriter
 from ttt_jax.model import builtin
 from ttt_jax.run_lock import RunLock
+from ttt_jax.train import shared
 from ttt_jax.train.scheduler import Job, JobResult, train_stream
 from ttt_jax.train.ttt_config import TTTConfig
 
@@ -41,6 +42,11 @@ class RunConfig:
 
   num_slots: int = 8  # tasks trained together in one vmapped step
   lrs: tuple[float, ...] = ()  # an lr sweep: every task x every lr ((): TTTConfig.lr)
+  # The paper's "Shared TTT" arm: one adapter on the pooled data of every task
+  # (train/shared.py), for shared_steps 'summed' (the per-task budgets added up) or
+  # 'one_task' (the largest of them).
+  shared_adapter: bool = False
+  shared_steps: str = 'summed'
   checkpoint_every: int = 50  # global steps between resumable checkpoints (0: none)
   mesh: tuple[tuple[str, int], ...] = parallel.DEFAULT_AXES
   # Multi-host start-up; empty / None fields are auto-detected by jax.distributed.initialize.
@@ -55,6 +61,8 @@ class RunConfig:
           f'RunConfig.num_slots ({self.num_slots}) must be >= 1 and checkpoint_every '
           f'({self.checkpoint_every}) >= 0'
       )
+    if self.shared_steps not in shared.BUDGETS:
+      raise ValueError(f'RunConfig.shared_steps must be one of {shared.BUDGETS}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,9 +94,12 @@ def task_seed(task_id: str) -> int:
   return zlib.crc32(task_id.encode()) & 0x7FFFFFFF
 
 
-def read_finished(metrics_path: str, jobs: Sequence[Job]) -> dict[int, JobResult]:
+def read_finished(
+    metrics_path: str, jobs: Sequence[Job], names: Sequence[str]
+) -> dict[int, JobResult]:
   """{job index: result} of the jobs an earlier run logged in ttt_metrics.jsonl (their
-  adapters were exported before the line was written); they must be this run's jobs."""
+  adapters were exported before the line was written); they must be this run's jobs
+  (`names[task]`: the adapter name of each job's task index)."""
   fields = {f.name for f in dataclasses.fields(JobResult)}
   finished = {}
   for record in checkpoint.read_log(metrics_path):
@@ -96,17 +107,81 @@ def read_finished(metrics_path: str, jobs: Sequence[Job]) -> dict[int, JobResult
     if result.status == 'nan':  # the name of 'failed' before it was renamed
       result = dataclasses.replace(result, status='failed')
     index = result.job
-    if index >= len(jobs) or (jobs[index].task, jobs[index].lr) != (result.task, result.lr):
+    if (
+        index >= len(jobs)
+        or (jobs[index].task, jobs[index].lr) != (result.task, result.lr)
+        or record.get('task_id', names[result.task]) != names[result.task]
+    ):
       raise ValueError(
           f'{metrics_path}: job {index} (task {result.task}, lr {result.lr}) is '
-          'not a job of this run (other tasks or lrs?); use a fresh workdir'
+          'not a job of this run (other tasks or lrs, shared or not?); use a fresh workdir'
       )
     finished[index] = dataclasses.replace(result, losses=tuple(result.losses))
   return finished
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """What a run's jobs train: one adapter per name (a task id, or shared.SHARED_ID), the
+  examples of name i as [max_examples, seq_len] arrays (`data(i)`), the recipe and the
+  slots they train in."""
+
+  names: tuple[str, ...]
+  data: Callable[[int], TTTArrays]
+  max_examples: int
+  ttt: TTTConfig
+  num_slots: int
+
+
+def _examples(c: TTTRun, task: arc.Task, fmt) -> list[ttt_data.Example]:
+  examples, _ = ttt_data.build_ttt_examples(task, c.data, task_seed(task.id) ^ c.ttt.seed, fmt)
+  return examples
+
+
+def _arrays(c: TTTRun, examples, max_examples: int, fmt) -> TTTArrays:
+  packed = ttt_data.pack_tasks([examples], max_examples, c.data.seq_len, fmt.pad_id, c.data.pack)
+  return jax.tree.map(lambda x: x[0], packed)
+
+
+def _per_task_plan(c: TTTRun, tasks, fmt, num_lrs: int) -> _Plan:
+  @functools.lru_cache(maxsize=2 * num_lrs)
+  def task_data(t: int) -> TTTArrays:
+    return _arrays(c, _examples(c, tasks[t], fmt), c.data.max_examples, fmt)
+
+  return _Plan(tuple(t.id for t in tasks), task_data, c.data.max_examples, c.ttt, c.run.num_slots)
+
+
+def _shared_plan(c: TTTRun, tasks, fmt, num_lrs: int, mesh) -> _Plan:
+  """One adapter on the pooled examples of every task (train/shared.py), in as few slots
+  as the lrs and the mesh allow (each slot holds the whole pool)."""
+  per_task = [_examples(c, t, fmt) for t in tasks]
+  rows = [
+      len(ttt_data.pack_rows([len(t) for t, _ in ex], c.data.seq_len)) if c.data.pack else len(ex)
+      for ex in per_task
+  ]
+  pooled = [e for ex in per_task for e in ex]
+  pooled_arrays = _arrays(c, pooled, max(len(pooled), 1), fmt)
+  steps = shared.step_budget(rows, c.ttt, c.run.shared_steps)
+  recipe = shared.shared_recipe(c.ttt, int(pooled_arrays.num_examples), steps)
+  shards = parallel.num_task_shards(dict(mesh.shape))
+  logging.info(
+      'Shared TTT: one adapter on %d examples of %d tasks, %d steps (%s budget)',
+      len(pooled),
+      len(tasks),
+      steps,
+      c.run.shared_steps,
+  )
+  return _Plan(
+      (shared.SHARED_ID,),
+      lambda _: pooled_arrays,
+      max(len(pooled), 1),
+      recipe,
+      shards * -(-num_lrs // shards),
+  )
+
+
 def _train_by_row_length(
-    params, jobs, task_data, length_of_task, c, workdir, finished, *, scalars, **options
+    params, jobs, plan: _Plan, length_of_task, c, workdir, finished, *, scalars, **options
 ) -> list[JobResult]:
   """Trains the jobs in groups of one row length, shortest first, each group a stream of
   its own: its own compiled step, checkpoints (checkpoints/len_<S>/) and TensorBoard
@@ -126,10 +201,10 @@ def _train_by_row_length(
     results += train_stream(
         params,
         jobs,
-        functools.partial(_cut_task_data, task_data, seq_len),
-        ttt_config=c.ttt,
-        num_slots=c.run.num_slots,
-        max_examples=c.data.max_examples,
+        functools.partial(_cut_task_data, plan.data, seq_len),
+        ttt_config=plan.ttt,
+        num_slots=plan.num_slots,
+        max_examples=plan.max_examples,
         seq_len=seq_len,
         packed=c.data.pack,
         on_step=functools.partial(_write_step, scalars, f'ttt_step/len_{seq_len}'),
@@ -157,7 +232,9 @@ def run_ttt(config, workdir: str) -> list[JobResult]:
   steps, loss curve, seconds), workdir/tensorboard/ and resumable checkpoints
   in workdir/checkpoints/len_<S>/. A rerun in the same workdir trains only the
   jobs not yet in ttt_metrics.jsonl (from the last checkpoint that restores, if
-  any). One run per workdir at a time (run_lock.py).
+  any). One run per workdir at a time (run_lock.py). With `run.shared_adapter`, one
+  adapter for all tasks: adapters/_shared/ and the manifest adapters/shared.json
+  (train/shared.py).
   """
   c = TTTRun.from_config(config)
   parallel.initialize_distributed(
@@ -181,20 +258,16 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
     raise UserError(f'--config.data.selector: {c.selector!r} selected no valid tasks')
 
   lrs = c.run.lrs or (c.ttt.lr,)
-  seeds = [task_seed(t.id) for t in tasks]
-  jobs = [Job(task=t, lr=float(lr), seed=seeds[t]) for t in range(len(tasks)) for lr in lrs]
-
-  @functools.lru_cache(maxsize=2 * len(lrs))
-  def task_data(t: int) -> TTTArrays:
-    examples, _ = ttt_data.build_ttt_examples(tasks[t], c.data, seeds[t] ^ c.ttt.seed, fmt)
-    packed = ttt_data.pack_tasks(
-        [examples], c.data.max_examples, c.data.seq_len, fmt.pad_id, c.data.pack
-    )
-    return jax.tree.map(lambda x: x[0], packed)
+  if c.run.shared_adapter:
+    plan = _shared_plan(c, tasks, fmt, len(lrs), mesh)
+  else:
+    plan = _per_task_plan(c, tasks, fmt, len(lrs))
+  seeds = [task_seed(name) for name in plan.names]
+  jobs = [Job(task=i, lr=float(lr), seed=seeds[i]) for i in range(len(plan.names)) for lr in lrs]
 
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  finished = read_finished(metrics_path, jobs)
+  finished = read_finished(metrics_path, jobs, plan.names)
   if finished:
     logging.info(
         'Resuming: %d of %d jobs already finished in %s', len(finished), len(jobs), metrics_path
@@ -203,14 +276,15 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
   logged = set(finished)
   progress = tqdm(total=len(jobs), desc='TTT jobs', disable=not writer)
   scalars = MetricWriter(workdir)
+  adapters_dir = os.path.join(workdir, 'adapters')
 
   def on_job_done(result: JobResult, adapter) -> None:
     progress.update(1)
     if not writer or result.job in logged:
       return
-    task_id = tasks[result.task].id
+    task_id = plan.names[result.task]
     if adapter is not None:
-      out = os.path.join(workdir, 'adapters', task_id)
+      out = os.path.join(adapters_dir, task_id)
       if len(lrs) > 1:
         out = os.path.join(out, f'lr_{result.lr:g}')
       checkpoint.export_peft_adapter(
@@ -232,14 +306,14 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
     logged.add(result.job)
 
   length_of_task = {
-      t: ttt_data.row_length(task_data(t).lengths, c.data.seq_len, c.data.length_bucket)
-      for t in range(len(tasks))
+      t: ttt_data.row_length(plan.data(t).lengths, c.data.seq_len, c.data.length_bucket)
+      for t in range(len(plan.names))
   }
   with scalars:
     results = _train_by_row_length(
         params,
         jobs,
-        task_data,
+        plan,
         length_of_task,
         c,
         workdir,
@@ -250,13 +324,16 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
         scalars=scalars,
     )
   progress.close()
+  if (
+      c.run.shared_adapter
+      and writer
+      and os.path.isdir(os.path.join(adapters_dir, shared.SHARED_ID))
+  ):
+    shared.write_manifest(
+        adapters_dir, [t.id for t in tasks], c.run.shared_steps, plan.ttt.max_steps
+    )
   counts = {}
   for r in results:
     counts[r.status] = counts.get(r.status, 0) + 1
-  logging.info(
-      'TTT finished %d jobs: %s; adapters in %s',
-      len(results),
-      counts,
-      os.path.join(workdir, 'adapters'),
-  )
+  logging.info('TTT finished %d jobs: %s; adapters in %s', len(results), counts, adapters_dir)
   return results

@@ -1,0 +1,40 @@
+"""The laptop recipe search: which TTT recipe helps the built-in 1M-parameter model?
+
+  python -m launch.sweep --sweep=configs/sweeps/laptop.py --workdir=runs/laptop_val
+  python -m launch.sweep --sweep=configs/sweeps/laptop.py:heldout --workdir=runs/laptop_heldout \
+      --arms=baseline,no_ttt,PICK
+
+Every arm is `make demo`'s job (configs/demo.py) changed in one place, on the frozen
+validation split of our generated tasks (configs/data/generated_val60.txt: the held-out
+variants, seeds of their own; fixed before any result). The pick is made on this
+table alone; then the pick, the baseline and no TTT run once on the pre-registered
+held-out 120 (`:heldout`) and on the demo's 16 tasks (`:demo`): docs/RESULTS.md.
+"""
+
+from ttt_jax.sweep import spec
+
+SELECTORS = {
+    '': 'gen:val@ids_file=configs/data/generated_val60.txt',
+    'heldout': 'gen:heldout@ids_file=configs/data/generated_heldout120.txt',
+    'demo': None,  # configs/demo.py's own 16 tasks
+}
+TTT_ONLY = ('ttt', 'predict_ttt')  # the no-TTT arm predicts the base model once for all
+
+ARMS = (
+    spec.Arm('baseline', stages=TTT_ONLY),  # today's demo recipe
+    spec.Arm('no_ttt', stages=('predict_base',)),
+    # Colour permutations relabel a colour-map task's mapping: geometric augmentation only.
+    spec.Arm('geometric_only', {'ttt.data.colors': False}, stages=TTT_ONLY),
+    spec.Arm('more_steps', {'ttt.ttt.epochs': 4}, stages=TTT_ONLY),
+    spec.Arm('lr=0.003', {'ttt.ttt.lr': 3e-3}, stages=TTT_ONLY),
+    spec.Arm('rank=64', {'ttt.ttt.lora.rank': 64}, stages=TTT_ONLY),
+    spec.Arm('direct_io', {'ttt.data.mode': 'direct_io'}, stages=TTT_ONLY),
+    spec.Arm('shared', {'ttt.run.shared_adapter': True}, stages=TTT_ONLY),
+)
+
+
+def get_sweep(arg: str = '') -> spec.Sweep:
+  if arg not in SELECTORS:
+    raise ValueError(f'configs/sweeps/laptop.py: unknown argument {arg!r}; use one of {SELECTORS}')
+  overrides = {'selector': SELECTORS[arg]} if SELECTORS[arg] else {}
+  return spec.Sweep(config='configs/demo.py', arms=ARMS, overrides=overrides)

@@ -207,3 +207,6 @@ def test_the_config_switch_and_its_errors():
   config.recipe = 'ttt_jax'
   with pytest.raises(UserError, match=r'^--config\.data\.no_transform: '):
     from_config_dict(TTTDataConfig, config, where='config.data')
+  config.recipe, config.no_transform, config.mode = 'marc', False, 'direct_io'
+  with pytest.raises(UserError, match=r"^--config\.data\.mode: mode='direct_io' is a mode of"):
+    from_config_dict(TTTDataConfig, config, where='config.data')

@@ -61,3 +61,15 @@ def test_load_sweep_names_the_file(tmp_path):
   with pytest.raises(UserError, match='defines no get_sweep'):
     spec.load_sweep(str(empty))
   assert [a.name for a in spec.load_sweep('configs/sweeps/smoke.py').arms] == ['baseline', 'no_ttt']
+
+
+def test_readouts_name_vote_methods():
+  from ttt_jax.infer.vote import VoteConfig  # pylint: disable=import-outside-toplevel
+
+  assert spec.readout_vote(VoteConfig(), 'flat').method == 'flat'
+  single = spec.readout_vote(VoteConfig(), 'single_flip_ud')
+  assert (single.method, single.transform) == ('single', 'flip_ud')
+  with pytest.raises(ValueError, match="readout 'single_spin'"):
+    spec.Sweep('configs/demo.py', (spec.Arm('baseline'),), readouts=('single_spin',))
+  with pytest.raises(ValueError, match="readout 'best'"):
+    spec.Sweep('configs/demo.py', (spec.Arm('baseline'),), readouts=('best',))

@@ -49,10 +49,12 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
           spec.Arm('base_only', stages=('predict_base',)),
           spec.Arm('pending'),
       ),
+      readouts=('oracle', 'flat'),
   )
   _make_arm(workdir, 'baseline', solutions, right=ids[:1], steps=3)
   _make_arm(workdir, 'better', solutions, right=ids[:6], nll=0.25, steps=5)
-  _make_arm(workdir, 'baseline', solutions, right=ids[:2], stage='oracle')  # its oracle readout
+  _make_arm(workdir, 'baseline', solutions, right=ids[:2], stage='readout_oracle')
+  _make_arm(workdir, 'baseline', solutions, right=ids[:3], stage='readout_flat')
   _make_arm(workdir, 'base_only', solutions, right=(), stage='predict_base')
   text = table.write_table(workdir, sweep, levels={})
 
@@ -66,7 +68,8 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
       0,
   )
   assert rows['better']['solved'] == 6 and rows['better']['truth_nll'] == 0.25
-  assert rows['baseline']['oracle'] == 2 and 'oracle' not in rows['better']
+  assert rows['baseline']['oracle'] == 2 and rows['better']['oracle'] is None
+  assert rows['baseline']['readouts'] == {'oracle': 2, 'flat': 3}
   assert rows['better']['ttt_steps'] == 30 and rows['better']['ttt_tokens'] == 600
   assert (
       rows['base_only']['prediction'] == 'predict_base' and rows['base_only']['ttt_steps'] is None
@@ -80,6 +83,7 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
   assert lines[3] == (
       '| better | 6 | 6.00 | 6 | - | - | 0.250 | 30 | 600 | 1.0 | +5 / -0, p = 0.0625 |'
   )
+  assert '| flat | 3.00 | - | - |' in lines
   assert 'Not finished yet: pending.' in text
   assert os.path.getsize(tmp_path / 'table.png') > 1000
   assert (tmp_path / 'table.md').read_text() == text

@@ -100,6 +100,11 @@ class TTTDataConfig:
       raise ValueError(
           "no_transform=True is a switch of the 'marc' recipe (for 'ttt_jax': d8, colors False)"
       )
+    if self.mode != 'leave_one_out' and self.recipe == 'marc':
+      raise ValueError(
+          f"mode={self.mode!r} is a mode of the 'ttt_jax' recipe: the reference's code has no "
+          'E2E data (docs/TTT.md "Arms")'
+      )
 
 
 @dataclasses.dataclass(frozen=True)

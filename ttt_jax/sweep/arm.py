@@ -4,8 +4,9 @@ WORKDIR/<arm>/ holds what `demo.run_stages` writes (ttt/, predict_base/,
 predict_ttt/) and three small files of the sweep's own:
   config.json   the arm's resolved config, written before any work: a rerun with
                 another config for the same arm refuses to mix the two
-  oracle/       the headline prediction's candidates re-voted by the 'oracle' readout
-                (solved if any candidate is right), nothing decoded
+  readout_<name>/  the headline prediction's candidates re-voted under each of the
+                sweep's readouts (Sweep.readouts: 'oracle' is solved if any candidate
+                is right), nothing decoded
   progress.jsonl  one line as each stage starts (the executor prints them)
   result.json   written last, atomically: the arm is finished (its stages'
                 wall and compile seconds); a rerun skips it
@@ -68,13 +69,18 @@ def headline_stage(arm: spec.Arm) -> str:
   return 'predict_ttt' if 'predict_ttt' in arm.stages else 'predict_base'
 
 
-def _oracle_readout(config, directory: str, stage: str) -> None:
-  """Re-votes the stage's stored candidates with the 'oracle' readout into oracle/."""
+def readout_dir(directory: str, readout: str) -> str:
+  return os.path.join(directory, f'readout_{readout}')
+
+
+def _readouts(config, directory: str, stage: str, readouts) -> None:
+  """Re-votes the stage's stored candidates under each readout into readout_<name>/."""
   run = predict.PredictRun.from_config(config.predict)
-  oracle = dataclasses.replace(run.predict.vote, method='oracle')
-  predict_config = dataclasses.replace(run.predict, vote=oracle)
-  source = os.path.join(directory, stage)
-  predict.run_revote(run.selector, source, os.path.join(directory, 'oracle'), predict_config)
+  for readout in readouts:
+    vote = spec.readout_vote(run.predict.vote, readout)
+    predict_config = dataclasses.replace(run.predict, vote=vote)
+    source = os.path.join(directory, stage)
+    predict.run_revote(run.selector, source, readout_dir(directory, readout), predict_config)
 
 
 def run_arm(
@@ -98,8 +104,8 @@ def _run_arm(sweep: spec.Sweep, arm: spec.Arm, directory: str, prepare: Callable
   on_start = lambda stage: checkpoint.append_record(progress, {'stage': stage, 'at': time.time()})
   timer = StageTimer(on_start=on_start)
   demo.run_stages(config, directory, arm.stages, timer)
-  with timer.stage('oracle readout'):
-    _oracle_readout(config, directory, headline_stage(arm))
+  with timer.stage('readouts'):
+    _readouts(config, directory, headline_stage(arm), sweep.readouts)
   result = {'arm': arm.name, 'stages': list(arm.stages), 'timings': timer.rows}
   atomic_io.write_json(os.path.join(directory, RESULT_FILE), result)
   on_start('finished')

@@ -32,6 +32,7 @@ from ml_collections import config_dict
 
 from ttt_jax.demo import STAGES
 from ttt_jax.errors import UserError
+from ttt_jax.infer.vote import VoteConfig
 
 BASELINE = 'baseline'
 Overrides = Mapping[str, Any] | tuple[tuple[str, Any], ...]
@@ -88,6 +89,10 @@ class Sweep:
   arms: tuple[Arm, ...]
   overrides: Overrides = ()  # every arm's, applied before the arm's own
   resources: Resources = Resources()
+  # Each arm's headline candidates re-voted under these vote methods, nothing decoded
+  # (readout_<name>/): 'oracle', 'flat', 'vanilla', 'hierarchical', 'marc', or
+  # 'single_<transform>' (one transformation's candidates, e.g. 'single_transpose').
+  readouts: tuple[str, ...] = ('oracle',)
 
   def __post_init__(self):
     names = [a.name for a in self.arms]
@@ -98,6 +103,9 @@ class Sweep:
       raise ValueError(f'sweep: no arm named {BASELINE!r} (every arm is compared with it)')
     object.__setattr__(self, 'arms', tuple(self.arms))
     object.__setattr__(self, 'overrides', as_pairs(self.overrides))
+    object.__setattr__(self, 'readouts', tuple(self.readouts))
+    for name in self.readouts:
+      readout_vote(VoteConfig(), name)  # raises on an unknown method or transform
 
   def arm(self, name: str) -> Arm:
     for arm in self.arms:
@@ -111,6 +119,16 @@ class Sweep:
 
 def _value_name(value: Any) -> str:
   return f'{value:g}' if isinstance(value, float) else str(value)
+
+
+def readout_vote(vote: VoteConfig, readout: str) -> VoteConfig:
+  """The vote config of a readout name (Sweep.readouts)."""
+  single = readout.startswith('single_')
+  changes = {'method': 'single', 'transform': readout[7:]} if single else {'method': readout}
+  try:
+    return dataclasses.replace(vote, **changes)
+  except ValueError as e:
+    raise ValueError(f'readout {readout!r}: {e}') from e
 
 
 def grid(axes: Mapping[str, Iterable[Any]], prefix: str = '', **arm_kwargs) -> tuple[Arm, ...]:

@@ -53,7 +53,9 @@ def _solutions(selector: str) -> Mapping[str, list]:
   return metrics.load_solutions(selector)
 
 
-def arm_row(workdir: str, arm: spec.Arm, levels: Mapping[str, str]) -> dict[str, Any] | None:
+def arm_row(
+    workdir: str, arm: spec.Arm, levels: Mapping[str, str], readouts: Sequence[str] = ()
+) -> dict[str, Any] | None:
   """One finished arm's numbers (scored against its own selector's solutions), or None
   if it has not finished."""
   result = arm_lib.result_of(workdir, arm)
@@ -79,10 +81,15 @@ def arm_row(workdir: str, arm: spec.Arm, levels: Mapping[str, str]) -> dict[str,
       'wall_s': sum(r['wall_s'] for r in result['timings']),
       **_ttt_totals(directory),
   }
-  for key, folder in (('pass2_no_ttt', 'predict_base'), ('oracle', 'oracle')):
-    path = os.path.join(directory, folder)
-    if path != headline and os.path.exists(os.path.join(path, 'submission.json')):
-      row[key] = _score(path, solutions, levels).total
+  base = os.path.join(directory, 'predict_base')
+  if base != headline and os.path.exists(os.path.join(base, 'submission.json')):
+    row['pass2_no_ttt'] = _score(base, solutions, levels).total
+  row['readouts'] = {}
+  for readout in readouts:
+    path = arm_lib.readout_dir(directory, readout)
+    if os.path.exists(os.path.join(path, 'submission.json')):
+      row['readouts'][readout] = _score(path, solutions, levels).total
+  row['oracle'] = row['readouts'].get('oracle')
   return row
 
 
@@ -130,6 +137,12 @@ def markdown(rows: Mapping[str, dict], pending: Sequence[str]) -> str:
         f"| {_cell(r['ttt_steps'], '{}')} | {_cell(r['ttt_tokens'], '{}')} "
         f"| {r['wall_s'] / 60:.1f} | {versus} |"
     )
+  readouts = sorted({name for r in rows.values() for name in r['readouts']} - {'oracle'})
+  if readouts:
+    lines += ['', '| readout (pass@2) | ' + ' | '.join(rows) + ' |', '|---|' + '---|' * len(rows)]
+    for name in readouts:
+      cells = ' | '.join(_cell(r['readouts'].get(name)) for r in rows.values())
+      lines.append(f'| {name} | {cells} |')
   groups = sorted({g for r in rows.values() for g in r['by_group']})
   if len(groups) > 1:
     lines += ['', '| pass@2 by group | ' + ' | '.join(rows) + ' |', '|---|' + '---|' * len(rows)]
@@ -144,7 +157,7 @@ def markdown(rows: Mapping[str, dict], pending: Sequence[str]) -> str:
       'pass@2: fractional credit per test input, summed over tasks; solved: tasks with '
       'every test input right; oracle: pass@2 if any candidate that was voted on counted; '
       'vs baseline: tasks scoring higher / lower than the baseline arm, two-sided exact '
-      'sign test.',
+      'sign test; readouts: the same candidates voted another way (docs/SWEEPS.md).',
   ]
   return '\n'.join(lines) + '\n'
 
@@ -172,7 +185,7 @@ def write_table(workdir: str, sweep: spec.Sweep, levels: Mapping[str, str]) -> s
   """Writes WORKDIR/table.{md,json,png} from the arms finished so far; returns the Markdown."""
   rows, pending = {}, []
   for a in sweep.arms:
-    row = arm_row(workdir, a, levels)
+    row = arm_row(workdir, a, levels, sweep.readouts)
     if row is None:
       pending.append(a.name)
     else:

@@ -18,11 +18,11 @@ the manifest adapters/shared.json naming it, the tasks it was trained on and its
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Sequence
 
+from ttt_jax import atomic_io, checked_read
 from ttt_jax.train.ttt_config import TTTConfig, total_steps
 
 SHARED_ID = '_shared'  # the adapter's directory under adapters/ (no ARC id starts with _)
@@ -52,8 +52,7 @@ def shared_recipe(ttt_config: TTTConfig, pooled_rows: int, steps: int) -> TTTCon
 def write_manifest(adapters_dir: str, task_ids: Sequence[str], budget: str, steps: int) -> None:
   os.makedirs(adapters_dir, exist_ok=True)
   manifest = {'adapter': SHARED_ID, 'tasks': list(task_ids), 'budget': budget, 'steps': steps}
-  with open(os.path.join(adapters_dir, MANIFEST), 'w') as f:
-    json.dump(manifest, f, indent=1)
+  atomic_io.write_json(os.path.join(adapters_dir, MANIFEST), manifest, indent=1)
 
 
 def read_manifest(adapters_dir: str) -> dict | None:
@@ -61,5 +60,4 @@ def read_manifest(adapters_dir: str) -> dict | None:
   path = os.path.join(adapters_dir, MANIFEST)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return checked_read.read_json_object(path)

@@ -65,6 +65,10 @@ def test_the_figures_are_finite(suite):
   )
   packed, unpacked = k['rows']
   assert packed['fill'] > unpacked['fill'] and packed['S'] >= unpacked['S']
+  assert _finite(s['sampling']['samples_per_s']) and s['sampling']['samples_per_s'] > 0
+  q = s['qlora']['rows']
+  assert [r['base'] for r in q] == ['bfloat16', 'nf4'] and all(r['tokens/s'] > 0 for r in q)
+  assert q[1]['planned peak GB'] < q[0]['planned peak GB']  # the NF4 base is smaller
   t = s['train']
   assert t['steps_done'] >= 2 and t['steps_done'] <= t['steps_planned']
   assert _finite(t['last_train_loss'], t['val_loss'], t['tokens_per_s'], t['estimate']['step_s'])

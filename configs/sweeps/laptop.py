@@ -30,6 +30,18 @@ ARMS = (
     spec.Arm('rank=64', {'ttt.ttt.lora.rank': 64}, stages=TTT_ONLY),
     spec.Arm('direct_io', {'ttt.data.mode': 'direct_io'}, stages=TTT_ONLY),
     spec.Arm('shared', {'ttt.run.shared_adapter': True}, stages=TTT_ONLY),
+    # Round 2, chosen after round 1's table (geometric_only was the best arm): it combined
+    # with one more change each, and no augmentation at all.
+    spec.Arm('no_transformations', {'ttt.data.colors': False, 'ttt.data.d8': False}, TTT_ONLY),
+    *(
+        spec.Arm(f'geometric_only+{name}', {'ttt.data.colors': False, **change}, TTT_ONLY)
+        for name, change in (
+            ('examples=48', {'ttt.data.max_examples': 48, 'ttt.data.augmentations_per_task': 32}),
+            ('lr=0.0003', {'ttt.ttt.lr': 3e-4}),
+            ('epochs=1', {'ttt.ttt.epochs': 1}),
+            ('loss=all_outputs', {'ttt.data.loss': 'all_outputs'}),
+        )
+    ),
 )
 
 

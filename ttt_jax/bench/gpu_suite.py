@@ -16,8 +16,12 @@ and docs/RESULTS.md from one command, in under 9 minutes on one H100/H200.
       same prompts and voting), pass@2, sign test, true-output NLL;
   (d) summary.json + summary.md: the machine, versions and what launch.doctor finds,
       which attention kernels run here, every figure.
-Throughput parts of features still landing (induction sampling, QLoRA) go beside (a):
-a function here, a `part(...)` line in `run` and an entry in PARTS and RENDER.
+      Induction sampling as launch.induce draws it (bench/sample.py: T=0.8, a task's
+      prompt prefilled once) at the 1B shape with Llama-3's vocabulary, a median prompt
+      and the 1536-token budget: samples/s; the TTT step on a bf16 vs an NF4 base
+      (QLoRA): tokens/s and the memory planner's peak.
+A new figure goes beside (a): a function here, a `part(...)` line in `run` and an entry
+in PARTS and RENDER.
 
 out_dir receives at most 8 files (summary.json, summary.md, model/: config.json,
 ttt_jax.json, the shard index, 3 shards), each < 16 MB: what a device call brings
@@ -43,7 +47,9 @@ from configs import demo as demo_configs
 from configs import finetune as finetune_configs
 from configs import gpu
 from ttt_jax import checkpoint, demo, doctor
+from ttt_jax import memory
 from ttt_jax.bench import mfu, packing, report
+from ttt_jax.bench import sample as sample_bench
 from ttt_jax.data import pretrain_data
 from ttt_jax.eval import compare, metrics
 from ttt_jax.formats.compact import COMPACT
@@ -80,6 +86,14 @@ class Sizes:
   kernel_steps: int = 2
   kernel_pairs: tuple[tuple[str, str], ...] = ()  # (layout, kernel); (): packing.runs
   kernel_budget_s: float = 100.0  # no (layout, kernel) starts after this
+  # induction sampling (bench/sample.py) at the 1B shape with Llama-3's vocabulary: tasks
+  # x samples rows, a median induction prompt (1405 tokens), BARC's 1536-token budget
+  sample_tasks: int = 4
+  sample_batch: int = 32
+  sample_prompt_len: int = 1408
+  sample_new_tokens: int = 1536
+  sample_vocab: int = 128_256
+  qlora_quantize: str = 'nf4'  # the TTT step at the MFU shape, T = 1, base dense vs this
   # (b)
   train_preset: str = 'medium'
   finetune_recipe: str = 'gpu'  # the argument of configs/finetune.py
@@ -117,6 +131,11 @@ SMOKE = Sizes(
     kernel_examples=4,
     kernel_steps=1,
     kernel_pairs=(('packed', 'blockwise'), ('unpacked', 'xla')),
+    sample_tasks=2,
+    sample_batch=2,
+    sample_prompt_len=16,
+    sample_new_tokens=4,
+    sample_vocab=512,
     train_preset='tiny',
     finetune_recipe='runlocal',
     train_s=8.0,
@@ -215,6 +234,64 @@ def decode_part(sizes: Sizes) -> dict:
       'seconds': seconds,
       'new_tokens_per_s': new_tokens / seconds,
   }
+
+
+def sampling_part(sizes: Sizes) -> dict:
+  """Induction sampling as launch.induce draws it (T=0.8, each task's prompt prefilled once
+  for its rows) at the MFU shape with Llama-3's vocabulary, bf16: samples/s when every
+  sample takes the whole budget (no stop token)."""
+  result = sample_bench.benchmark_sampling(
+      sizes.mfu_preset,
+      sizes.sample_batch,
+      sizes.sample_prompt_len,
+      sizes.sample_new_tokens,
+      sizes.sample_tasks,
+      sizes.sample_vocab,
+      rounds=1,
+      dtype='bfloat16',
+      ways=(sample_bench.SHARED,),
+  )
+  (row,) = result['rows']
+  return {
+      'title': result['title'],
+      'seconds': row['seconds'],
+      'new_tokens_per_s': row['new_tokens_per_s'],
+      'samples_per_s': sizes.sample_batch / row['seconds'],
+  }
+
+
+def qlora_part(sizes: Sizes) -> dict:
+  """The TTT step at the MFU shape (T = 1) with the base in bf16 and quantized: tokens/s,
+  and the memory planner's peak for each (model/quant.py)."""
+  rows = []
+  for quantize in (None, sizes.qlora_quantize):
+    result = mfu.bench_mfu(
+        sizes.mfu_preset,
+        (1,),
+        sizes.mfu_batch,
+        sizes.mfu_seq_len,
+        sizes.mfu_rank,
+        steps=sizes.mfu_steps,
+        modes=('vmap',),
+        quantize=quantize,
+    )
+    config, _, ttt_config = mfu.step_setup(
+        sizes.mfu_preset, sizes.mfu_rank, sizes.mfu_batch, vocab_size=16,
+        param_dtype='bfloat16', compute_dtype='bfloat16', remat='full',
+    )  # fmt: skip
+    plan = memory.plan_ttt_step(
+        config, ttt_config, 1, sizes.mfu_seq_len, 4 * sizes.mfu_batch, quantize=quantize
+    )
+    (row,) = result['rows']
+    rows.append(
+        {
+            'base': quantize or 'bfloat16',
+            's/step': row['s/step'],
+            'tokens/s': row['tokens/s'],
+            'planned peak GB': plan.peak / memory.GB,
+        }
+    )
+  return {'title': result['title'], 'rows': rows}
 
 
 def kernels_part(sizes: Sizes, latest: float) -> dict:
@@ -552,6 +629,17 @@ def _kernels_md(r: dict) -> list[str]:
   )
 
 
+def _sampling_md(r: dict) -> list[str]:
+  return [
+      f'{r["title"]}: **{r["samples_per_s"]:.2f} samples/s**, '
+      f'{r["new_tokens_per_s"]:.0f} new tokens/s ({r["seconds"]:.1f} s a call)'
+  ]
+
+
+def _qlora_md(r: dict) -> list[str]:
+  return [r['title'], '', report.markdown_table(r['rows'], list(r['rows'][0]))]
+
+
 def _decode_md(r: dict) -> list[str]:
   return [
       f'{r["preset"]} shape, bf16, batch {r["batch"]}, prompt {r["prompt_len"]}, '
@@ -617,6 +705,8 @@ PARTS = (
     ('mfu', '(a) TTT step MFU, vmap vs loop'),
     ('decode', '(a) decoding'),
     ('kernels', '(a) packed vs unpacked rows, each attention kernel'),
+    ('sampling', '(a) induction sampling, 1536-token budget'),
+    ('qlora', '(a) QLoRA: the TTT step on a quantized base'),
     ('train', '(b) stage 1 of the larger built-in model'),
     ('protocol', '(c) the RESULTS.md protocol'),
 )
@@ -624,6 +714,8 @@ RENDER = {
     'mfu': _mfu_md,
     'decode': _decode_md,
     'kernels': _kernels_md,
+    'sampling': _sampling_md,
+    'qlora': _qlora_md,
     'train': _train_md,
     'protocol': _protocol_md,
 }
@@ -699,8 +791,8 @@ def run(out_dir: str, work_dir: str, sizes: Sizes = FULL) -> tuple[dict, tuple |
   part('mfu', lambda: mfu_part(sizes))
   part('decode', lambda: decode_part(sizes))
   part('kernels', lambda: kernels_part(sizes, kernels_end))
-  # Parts of features still landing go here: induction sampling (samples/s at the paper's
-  # 1536-token budget, 1B shape), QLoRA (step time and memory).
+  part('sampling', lambda: sampling_part(sizes))
+  part('qlora', lambda: qlora_part(sizes))
   part('train', train)
   checkpoint_dir = model_dir if trained else builtin.BUILTIN
   part('protocol', lambda: protocol_part(sizes, checkpoint_dir, work_dir, attention))

@@ -23,7 +23,7 @@ import dataclasses
 import jax
 
 from ttt_jax.bench import report, workload
-from ttt_jax.model import llama
+from ttt_jax.model import llama, quant
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.model.lora import LoraConfig, projection_shapes
 from ttt_jax.train.ttt_config import TTTConfig
@@ -113,11 +113,14 @@ def bench_mfu(
     modes: tuple[str, ...] = ('vmap', 'loop'),
     peak: float | None = None,
     config_overrides: dict | None = None,
+    quantize: str | None = None,
     out: str | None = None,
 ) -> dict:
   """MFU of the TTT step for each T and mode on random weights; prints a table.
 
   vocab_size defaults to 16: TTT runs on the vocab-shrunk model (16 ARC tokens).
+  `quantize` ('nf4' | 'int8'): the base's projections held quantized (QLoRA); MFU still
+  counts the dense step's FLOPs, so it says what the dequantizing costs.
   """
   overrides = dict(config_overrides or {})
   if vocab_size:
@@ -126,6 +129,8 @@ def bench_mfu(
       preset, rank, batch_size, param_dtype=param_dtype, compute_dtype=compute_dtype,
       remat=remat, **overrides,
   )  # fmt: skip
+  if quantize:
+    params = quant.quantize_params(params, quantize)
   device_peak = peak_flops(jax.devices()[0].device_kind, peak)
   rows = []
   for t in num_tasks:
@@ -152,5 +157,6 @@ def bench_mfu(
       f'TTT step MFU, {preset} shape (vocab {config.vocab_size}, {config.num_params / 1e9:.2f}B'
       f' params), batch {batch_size} x {seq_len}, LoRA r{rank}, {compute_dtype}, '
       f'remat {remat}, {jax.devices()[0].device_kind}, peak {device_peak}'
+      + (f', base in {quantize}' if quantize else '')
   )
   return report.report(title, rows, out=out, peak_flops=device_peak)

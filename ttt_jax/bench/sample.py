@@ -25,6 +25,12 @@ from ttt_jax.model.config import ModelConfig
 
 LLAMA3_VOCAB = 128_256
 SHARED = 'T=0.8, prompt prefilled once per task'
+ALL_WAYS = (
+    SHARED,
+    'T=0.8, top-p 0.95, prompt prefilled once per task',
+    'T=0.8, prompt prefilled once per row',
+    'greedy, prompt prefilled once per task',
+)
 
 
 def benchmark_sampling(
@@ -36,13 +42,20 @@ def benchmark_sampling(
     vocab_size: int = LLAMA3_VOCAB,
     rounds: int = 3,
     out: str | None = None,
+    dtype: str = 'float32',
+    ways: tuple[str, ...] | None = None,
 ) -> dict:
-  """New tokens/s of each way; returns (and optionally writes) the results."""
+  """New tokens/s of each way (`ways`: some of them by name; None: all) with weights and
+  compute in `dtype`; returns (and optionally writes) the results."""
   if batch % num_tasks:
     raise ValueError(f'batch {batch} is not a multiple of num_tasks {num_tasks}')
-  config = ModelConfig.preset(preset, param_dtype='float32', compute_dtype='float32')
+  config = ModelConfig.preset(preset, param_dtype=dtype, compute_dtype=dtype)
   config = config.replace(vocab_size=vocab_size)
   params = llama.init_params(config, jax.random.key(0))
+  chosen = tuple(ways or ALL_WAYS)
+  unknown = set(chosen) - set(ALL_WAYS)
+  if unknown:
+    raise ValueError(f'sampling ways {sorted(unknown)}: not among {ALL_WAYS}')
   rng = np.random.default_rng(0)
   task_prompts = rng.integers(0, vocab_size, (num_tasks, prompt_len)).astype(np.int32)
   task_B = np.repeat(np.arange(num_tasks), batch // num_tasks)
@@ -59,16 +72,14 @@ def benchmark_sampling(
       max_new_tokens=new_tokens,
       stop_ids=(NEVER,),
   )
-  ways = {
+  all_ways = {
       SHARED: lambda: run(sampler=decode.Sampling(0.8), prompt_source_B=source_B),
-      'T=0.8, top-p 0.95, prompt prefilled once per task': lambda: run(
-          sampler=decode.Sampling(0.8, 0.95), prompt_source_B=source_B
-      ),
-      'T=0.8, prompt prefilled once per row': lambda: run(sampler=decode.Sampling(0.8)),
-      'greedy, prompt prefilled once per task': lambda: run(prompt_source_B=source_B),
+      ALL_WAYS[1]: lambda: run(sampler=decode.Sampling(0.8, 0.95), prompt_source_B=source_B),
+      ALL_WAYS[2]: lambda: run(sampler=decode.Sampling(0.8)),
+      ALL_WAYS[3]: lambda: run(prompt_source_B=source_B),
   }
-  timers = {name: interleave.warm_timer(fn) for name, fn in ways.items()}
-  stats = interleave.ratio_stats(interleave.interleaved(timers, rounds), SHARED)
+  timers = {name: interleave.warm_timer(fn) for name, fn in all_ways.items() if name in chosen}
+  stats = interleave.ratio_stats(interleave.interleaved(timers, rounds), chosen[0])
   rows = [
       {
           'method': name,

@@ -22,6 +22,16 @@ MODEL, TTT = tl.MODEL, tl.TTT  # rank 4, alpha 8, lr 1e-2, wd 0.01, no warmup, n
 TOL = 1e-6
 
 
+@pytest.fixture(scope='module')
+def params():
+  return tl.base_params()
+
+
+@pytest.fixture(scope='module')
+def arrays():
+  return tl.task_arrays(4, num_examples=[5, 4, 5, 3], seed=0)
+
+
 def _alone(params, arrays, job: scheduler.Job, num_slots: int):
   """(result, adapter) of `job` trained alone under its own recipe."""
   own = job.hyper.of(TTT)

@@ -84,7 +84,7 @@ def test_table_scores_groups_and_sign_tests(tmp_path):
       '| better | 6 | 6.00 | 6 | - | - | 0.250 | 30 | 600 | 1.0 | +5 / -0, p = 0.0625 |'
   )
   assert '| flat | 3.00 | - | - |' in lines
-  assert 'Not finished yet: pending.' in text
+  assert 'No result yet (not run, or not finished): pending.' in text
   assert os.path.getsize(tmp_path / 'table.png') > 1000
   assert (tmp_path / 'table.md').read_text() == text
 

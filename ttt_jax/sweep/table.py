@@ -151,7 +151,7 @@ def markdown(rows: Mapping[str, dict], pending: Sequence[str]) -> str:
           f'| {g} | ' + ' | '.join(_cell(r['by_group'].get(g)) for r in rows.values()) + ' |'
       )
   if pending:
-    lines += ['', f'Not finished yet: {", ".join(pending)}.']
+    lines += ['', f'No result yet (not run, or not finished): {", ".join(pending)}.']
   lines += [
       '',
       'pass@2: fractional credit per test input, summed over tasks; solved: tasks with '

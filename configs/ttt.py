@@ -55,8 +55,8 @@ def get_config(arg: str = '') -> config_dict.ConfigDict:
   if runlocal:
     c.ttt.lora.rank, c.ttt.epochs, c.ttt.max_steps = 8, 1, 4
 
-  # The run (ttt_jax.train.ttt.RunConfig): slots trained together, an optional lr sweep,
-  # checkpoints, the device mesh, multi-host start-up; run.shared_adapter=True is the
+  # The run (ttt_jax.train.ttt.RunConfig): slots trained together, an optional in-step
+  # sweep (lrs, alphas, ranks, weight_decays, warmup_fracs, step_caps), checkpoints, the device mesh, multi-host start-up; run.shared_adapter=True is the
   # paper's "Shared TTT" arm (one adapter for all tasks).
   c.run = to_config_dict(RunConfig())
   if runlocal:

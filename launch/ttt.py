@@ -4,9 +4,11 @@
   python -m launch.ttt --config=configs/ttt.py --workdir=/runs/ttt1 \
       --config.model.checkpoint_dir=/ckpt/base --config.data.selector=arc1/eval \
       --config.run.lrs='(1e-4, 5e-5)'
+  python -m launch.ttt ... --config.run.ranks='(8, 16)' --config.run.alphas='(16.0, 32.0)'
   python -m launch.ttt ... --remat=dots --profile_dir=/tmp/prof --profile_steps=5
 
-Outputs: workdir/adapters/<task_id>/ (PEFT), workdir/ttt_metrics.jsonl,
+Outputs: workdir/adapters/<task_id>/ (PEFT; <task_id>/<knobs>/ in a sweep, e.g.
+lr_0.0001 or alpha_16-rank_8), workdir/ttt_metrics.jsonl,
 workdir/checkpoints/len_<S>/ (a rerun with the same workdir resumes). See docs/TTT.md;
 the tuning flags (ttt_jax/knobs.py) are in docs/PERFORMANCE.md.
 """

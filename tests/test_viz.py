@@ -155,6 +155,16 @@ def test_plot_loss_curves_labels_an_lr_sweep():
   assert labels == ['a lr=0.001', 'a lr=0.0001']
 
 
+def test_plot_loss_curves_labels_an_in_step_sweep_by_the_knobs_that_differ():
+  knobs = dict(lr=1e-3, alpha=16.0, rank=8, weight_decay=0.01, warmup_frac=0.1, max_steps=None)
+  records = [
+      {'task_id': t, 'hyper': {**knobs, **change}, 'status': 'done', 'losses': [1.0]}
+      for t, change in (('a', {}), ('a', {'rank': 16, 'max_steps': 4}), ('b', {}))
+  ]
+  labels = [line.get_label() for line in viz.plot_loss_curves(records).axes[0].lines]
+  assert labels == ['a rank=8 max_steps=none', 'a rank=16 max_steps=4', 'b']
+
+
 def test_plot_loss_curves_refuses_bad_metrics(tmp_path):
   with pytest.raises(ValueError, match=r'no TTT job for task ids \[\'zz\'\]'):
     viz.plot_loss_curves([{'task_id': 'a', 'losses': [1.0]}], task_ids=['zz'])

@@ -32,6 +32,7 @@ from ttt_jax import memory
 from ttt_jax.formats.compact import COMPACT
 from ttt_jax.model import attention_dispatch, builtin, hf
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.train import hyper
 
 PYPROJECT = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pyproject.toml'
@@ -248,17 +249,19 @@ def cache_finding(cache_dir: str) -> Finding:
 
 
 def memory_finding(config: ModelConfig, run) -> Finding:
-  """The planner's peak for `run` (a ttt.TTTRun) at its longest rows against the devices."""
+  """The planner's peak for `run` (a ttt.TTTRun) at its longest rows against the devices
+  (its slots at the largest rank of an in-step sweep)."""
+  ttt_config = hyper.slot_config(run.ttt, run.run.hypers(run.ttt).values())
   shape = (
       f'T={run.run.num_slots} slots vmapped x {run.ttt.batch_size} rows x {run.data.seq_len} '
       f'tokens, {"packed" if run.data.pack else "unpacked"}, {config.num_params / 1e6:,.0f}M '
-      f'params {config.param_dtype}, LoRA r{run.ttt.lora.rank}, remat {config.remat}'
+      f'params {config.param_dtype}, LoRA r{ttt_config.lora.rank}, remat {config.remat}'
       + (f', base in {run.model.quantize}' if run.model.quantize else '')
   )
   try:
     plan = memory.plan_ttt_step(
         config,
-        run.ttt,
+        ttt_config,
         run.run.num_slots,
         run.data.seq_len,
         run.data.max_examples,

@@ -60,7 +60,8 @@ def plan_ttt_step(
     quantize: str | None = None,
     double_quant: bool = False,
 ) -> MemoryPlan:
-  """Compiles (never runs) the step on a mesh over this process's devices, its slots
+  """Compiles (never runs) the step on a mesh over this process's devices for the slots'
+  recipe `ttt_config` (an in-step sweep's: the largest rank, hyper.slot_config), its slots
   vmapped as an accelerator runs them (not lax.map, what 'auto' picks on one CPU); with
   `packed`, on rows with segment ids (data.pack), whose attention kernel may differ; with
   `quantize` ('nf4' | 'int8') the base's projections held quantized (model/quant.py)."""

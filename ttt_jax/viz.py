@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from ttt_jax.data import augment
 from ttt_jax.data.arc import MAX_SIDE, NUM_COLORS, Pair, Task
+from ttt_jax.train import hyper
 
 # The standard ARC palette: black, blue, red, green, yellow, grey, magenta,
 # orange, azure, maroon.
@@ -225,6 +226,11 @@ def read_ttt_metrics(path: str | os.PathLike) -> list[dict]:
   return records
 
 
+def _knobs(record: Mapping) -> dict:
+  """A job's sweep knobs (train/hyper.py); a line from before them has its lr alone."""
+  return record.get('hyper') or {'lr': record.get('lr')}
+
+
 def _check_metrics(records: Sequence[Mapping], source: str) -> None:
   if not records:
     raise ValueError(f'{source}: no TTT jobs to plot')
@@ -243,8 +249,8 @@ def plot_loss_curves(
 ) -> Figure:
   """Per-job TTT loss vs step, from ttt_metrics.jsonl (a path) or its records.
 
-  A None loss (a non-finite step) is a gap in the curve. With several
-  learning rates per task (a sweep) each line says its lr.
+  A None loss (a non-finite step) is a gap in the curve. With several jobs per task (an
+  in-step sweep) each line says the knobs that differ between them (lr=0.001 rank=8).
   """
   if isinstance(metrics, (str, os.PathLike)):
     source, records = str(metrics), read_ttt_metrics(metrics)
@@ -256,16 +262,17 @@ def plot_loss_curves(
     if unknown:
       raise ValueError(f'{source}: no TTT job for task ids {unknown}')
     records = [r for r in records if r['task_id'] in set(task_ids)]
-  lrs_of = {}
+  knobs_of = {}
   for r in records:
-    lrs_of.setdefault(r['task_id'], set()).add(r.get('lr'))
+    knobs_of.setdefault(r['task_id'], []).append(_knobs(r))
   fig = Figure(figsize=(6.5, 3.8), layout='constrained')
   ax = fig.add_subplot()
   for r in records:
     losses = np.array([np.nan if loss is None else loss for loss in r['losses']], np.float64)
-    label = r['task_id']
-    if len(lrs_of[r['task_id']]) > 1:
-      label += f' lr={r["lr"]:g}'
+    knobs, label = _knobs(r), r['task_id']
+    for name, value in knobs.items():
+      if any(other.get(name) != value for other in knobs_of[r['task_id']]):
+        label += f' {name}={hyper.value_str(value)}'
     if r.get('status', 'done') != 'done':
       label += f' ({r["status"]})'
     ax.plot(np.arange(1, len(losses) + 1), losses, marker='.', label=label)

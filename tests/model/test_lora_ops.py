@@ -59,3 +59,23 @@ def test_bfloat16_activations_keep_dtypes():
   assert (dx.dtype, da.dtype, db.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
   want = _reference(x.astype(jnp.float32), w, a, b, 2.0)
   np.testing.assert_allclose(np.asarray(y, np.float32), want, atol=0.15)
+
+
+def test_a_traced_scale_per_row_equals_each_scale_alone():
+  """The TTT step vmaps the projection over slots, each with its own scale (an operand,
+  not a static float); the scale gets no gradient, and asking for one is refused."""
+  x, w, a, b = _operands()
+  scales = jnp.asarray([2.0, 0.5, 3.0])
+  x_T = jnp.stack([x, 2 * x, -x])
+  cotangent = jax.random.normal(jax.random.key(1), (2, 7, O))
+
+  def grads(x, a, b, scale):
+    return jax.vjp(lambda x, a, b: lora_project(x, w, a, b, scale), x, a, b)[1](cotangent)
+
+  got = jax.jit(jax.vmap(grads, in_axes=(0, None, None, 0)))(x_T, a, b, scales)
+  for t, scale in enumerate([2.0, 0.5, 3.0]):
+    want = jax.vjp(lambda x, a, b: _reference(x, w, a, b, scale), x_T[t], a, b)[1](cotangent)
+    for name, g, r in zip(('x', 'a', 'b'), got, want):
+      np.testing.assert_allclose(g[t], r, atol=TOL, rtol=0, err_msg=f'd{name} slot {t}')
+  with pytest.raises(ValueError, match='scale cannot be differentiated'):
+    jax.grad(lambda s: jnp.sum(lora_project(x, w, a, b, s)))(2.0)

@@ -108,7 +108,7 @@ def _packed_step(attention_impl: str):
   slots, data = slot_ops.empty_slots(2, 8, SEQ_LEN, config, VMAP_TTT, packed=True)
   for slot in range(2):
     slots, data = slot_ops.place_job(
-        slots, data, slot, jax.tree.map(lambda x: x[0], packed), 0, slot, VMAP_TTT.lr,
+        slots, data, slot, jax.tree.map(lambda x: x[0], packed), 0, slot, VMAP_TTT.hyper(),
         model_config=config, ttt_config=VMAP_TTT, job_seed=slot,
     )  # fmt: skip
   params = tl.base_params(config)

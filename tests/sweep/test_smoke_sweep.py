@@ -51,6 +51,7 @@ def test_smoke_sweep_runs_both_arms_then_a_rerun_skips_them(tmp_path):
   assert sorted(rows) == ['baseline', 'no_ttt']
   assert rows['baseline']['num_tasks'] == rows['no_ttt']['num_tasks'] == 2
   assert rows['baseline']['ttt_steps'] == 4 and rows['no_ttt']['ttt_steps'] is None
+  assert rows['baseline']['ttt_tokens'] > 0 and rows['no_ttt']['ttt_tokens'] is None
   assert rows['baseline']['oracle'] >= rows['baseline']['pass2']  # the oracle readout ran
   assert rows['no_ttt']['vs_baseline']['tasks'] == 2
   for name in rows:

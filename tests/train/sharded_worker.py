@@ -61,7 +61,7 @@ def main(out_path):
   ):
     out[f'lora_{i}'] = np.asarray(leaf)
     out[f'fsdp_lora_{i}'] = np.asarray(fsdp_leaf)
-  jobs = [scheduler.Job(task=t, lr=tl.TTT.lr) for t in range(NUM_JOBS)]
+  jobs = [scheduler.Job(t, tl.TTT.hyper()) for t in range(NUM_JOBS)]
   adapters = {}
   scheduler.train_stream(
       fsdp_params,

@@ -112,7 +112,7 @@ def test_train_step_trains_packed_rows():
       jax.tree.map(lambda x: x[0], packed),
       0,
       0,
-      tl.TTT.lr,
+      tl.TTT.hyper(),
       model_config=tl.MODEL,
       ttt_config=tl.TTT,
   )

@@ -103,7 +103,15 @@ def test_a_quantized_ttt_step_stays_close_on_the_builtin_model():
     for t in range(2):
       one = jax.tree.map(lambda x: x[t], arrays)
       slots, data = slot_ops.place_job(
-          slots, data, t, one, t, t, ttt_config.lr, model_config=model_config, ttt_config=ttt_config
+          slots,
+          data,
+          t,
+          one,
+          t,
+          t,
+          ttt_config.hyper(),
+          model_config=model_config,
+          ttt_config=ttt_config,
       )
     batch_T = jax.vmap(ttt_step.draw_batch, in_axes=(0, 0, 0, None))(
         data, slots.seed, slots.step, ttt_config

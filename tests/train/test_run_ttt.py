@@ -10,6 +10,7 @@ import pytest
 
 import ttt_testlib as tl
 from ttt_jax import checkpoint, metric_writer
+from ttt_jax.errors import UserError
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.train import ttt, ttt_step
 
@@ -40,8 +41,13 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
   workdir = str(tmp_path / 'work')
   results = ttt.run_ttt(config, workdir)
 
-  assert sorted((r.task, r.lr) for r in results) == [(0, 1e-4), (0, 1e-3), (1, 1e-4), (1, 1e-3)]
-  assert all(r.status == 'done' and r.steps == 3 for r in results)
+  assert sorted((r.task, r.hyper.lr) for r in results) == [
+      (0, 1e-4),
+      (0, 1e-3),
+      (1, 1e-4),
+      (1, 1e-3),
+  ]
+  assert all(r.status == 'done' and r.steps == 3 and r.tokens > 0 for r in results)
   model_config = ModelConfig.preset('tiny')
   for task_id in ('aaa', 'bbb'):
     for lr in ('0.001', '0.0001'):
@@ -51,9 +57,9 @@ def test_run_ttt_writes_adapters_and_metrics(tmp_path):
       assert lora_config.rank == config.ttt.lora.rank and np.abs(lora['q']['b']).max() > 0
   lines = [json.loads(l) for l in open(os.path.join(workdir, 'ttt_metrics.jsonl'))]
   assert sorted(l['task_id'] for l in lines) == ['aaa', 'aaa', 'bbb', 'bbb']
-  assert all(len(l['losses']) == 3 and l['seconds'] >= 0 for l in lines)
+  assert all(len(l['losses']) == 3 and l['seconds'] >= 0 and l['tokens'] > 0 for l in lines)
   scalars = metric_writer.read_scalars(os.path.join(workdir, metric_writer.TENSORBOARD_DIR))
-  aaa = next(l for l in lines if l['task_id'] == 'aaa' and l['lr'] == 1e-3)
+  aaa = next(l for l in lines if l['task_id'] == 'aaa' and l['hyper']['lr'] == 1e-3)
   assert [v for _, v in scalars['ttt_task/aaa/lr_0.001/loss']] == pytest.approx(aaa['losses'])
   # One row length here (128): its steps' scalars under ttt_step/len_128/.
   assert len(scalars['ttt_step/len_128/loss']) >= 6 and 'ttt_step/len_128/tokens_per_s' in scalars
@@ -96,6 +102,52 @@ def test_rerun_trains_only_unfinished_jobs(tmp_path, monkeypatch):
   config.data.selector = f'dir:{tmp_path / "tasks"}@ids=bbb'
   with pytest.raises(ValueError, match='not a job of this run'):
     ttt.run_ttt(config, workdir)
+
+
+def test_a_rank_and_alpha_sweep_writes_each_adapter_at_its_own_rank(tmp_path, monkeypatch):
+  """run.ranks x run.alphas: one job per combination in the same step (rank 4 masked to
+  8), each adapter in <task>/<knobs>/ with its own PEFT rank and alpha; a rerun trains
+  nothing, and a run with other knobs is refused."""
+  write_tasks(tmp_path / 'tasks')
+  config = load_config('runlocal')
+  config.data.selector = f'dir:{tmp_path / "tasks"}@ids=aaa'
+  config.data.seq_len, config.data.max_examples, config.data.augmentations_per_task = 128, 4, 2
+  config.ttt.max_steps, config.run.num_slots, config.run.checkpoint_every = 2, 4, 0
+  config.run.ranks, config.run.alphas = (4, 8), (8.0, 16.0)
+  workdir = str(tmp_path / 'work')
+  first = ttt.run_ttt(config, workdir)
+
+  assert all(r.status == 'done' and r.steps == 2 for r in first)
+  assert len({r.tokens for r in first}) == 1 and first[0].tokens > 0  # the same batches
+  names = sorted(os.listdir(os.path.join(workdir, 'adapters', 'aaa')))
+  assert names == ['alpha_16-rank_4', 'alpha_16-rank_8', 'alpha_8-rank_4', 'alpha_8-rank_8']
+  for name in names:
+    lora, lora_config = checkpoint.load_peft_adapter(
+        os.path.join(workdir, 'adapters', 'aaa', name), ModelConfig.preset('tiny')
+    )
+    alpha, rank = (float(part.split('_')[1]) for part in name.split('-'))
+    assert (lora_config.alpha, lora_config.rank) == (alpha, rank)
+    assert lora['q']['a'].shape[-1] == rank and np.abs(lora['q']['b']).max() > 0
+  lines = checkpoint.read_log(os.path.join(workdir, 'ttt_metrics.jsonl'))
+  assert sorted((l['hyper']['alpha'], l['hyper']['rank']) for l in lines) == [
+      (8.0, 4),
+      (8.0, 8),
+      (16.0, 4),
+      (16.0, 8),
+  ]
+  assert [l['tokens'] for l in lines] == [r.tokens for r in first]
+
+  monkeypatch.setattr(ttt_step, 'train_step', lambda *a, **k: pytest.fail('trained again'))
+  assert sorted(ttt.run_ttt(config, workdir), key=lambda r: r.job) == first
+  config.run.alphas = (8.0, 32.0)
+  with pytest.raises(ValueError, match='not a job of this run'):
+    ttt.run_ttt(config, workdir)
+  config.run.ranks = (0, 8)
+  with pytest.raises(UserError, match='--config.run.ranks: LoraConfig.rank must be'):
+    ttt.run_ttt(config, str(tmp_path / 'bad'))
+  config.run.ranks, config.run.step_caps, config.run.shared_adapter = (), (2, 4), True
+  with pytest.raises(UserError, match='--config.run.step_caps: .* shared adapter'):
+    ttt.run_ttt(config, str(tmp_path / 'bad'))
 
 
 def test_a_tasks_adapter_does_not_depend_on_the_other_tasks_selected(tmp_path):

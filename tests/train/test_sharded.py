@@ -41,7 +41,7 @@ def test_sharded_task_axis_matches_one_device(tmp_path):
 
   # The sharded stream (data=2 x fsdp=4) handed out every job, each the adapter a 1-device stream gives.
   adapters = {}
-  jobs = [scheduler.Job(task=t, lr=tl.TTT.lr) for t in range(sharded_worker.NUM_JOBS)]
+  jobs = [scheduler.Job(t, tl.TTT.hyper()) for t in range(sharded_worker.NUM_JOBS)]
   scheduler.train_stream(
       params,
       jobs,

@@ -39,7 +39,7 @@ assert_trees_equal = tl.assert_trees_equal
 
 
 def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
-  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(NUM_TASKS)]
+  jobs = [scheduler.Job(t, TTT.hyper(lr=1e-2)) for t in range(NUM_TASKS)]
   compiled = ttt_step.train_step._cache_size(), slot_ops.put_slot._cache_size()
   results, adapters = stream(params, arrays, jobs)
   assert ttt_step.train_step._cache_size() - compiled[0] <= 1  # one shape, one compilation
@@ -65,7 +65,7 @@ def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
       tl.one_task(arrays, last),
       last,
       last,
-      1e-2,
+      TTT.hyper(lr=1e-2),
       model_config=MODEL,
       ttt_config=TTT,
   )
@@ -77,14 +77,18 @@ def test_more_jobs_than_slots_all_trained_without_recompiling(params, arrays):
 
 def test_job_without_examples_is_reported_not_trained(params, arrays):
   empty = tl.task_arrays(NUM_TASKS, num_examples=[3, 0, 2, 1, 0, 4, 5], seed=1)
-  results, adapters = stream(params, empty, [scheduler.Job(t, 1e-2) for t in range(NUM_TASKS)])
+  results, adapters = stream(
+      params, empty, [scheduler.Job(t, TTT.hyper(lr=1e-2)) for t in range(NUM_TASKS)]
+  )
   status = {r.task: r.status for r in results}
   assert status[1] == status[4] == 'no_examples' and adapters[1] is None
   assert all(status[t] == 'done' for t in (0, 2, 3, 5, 6))
 
 
 def test_failed_job_hands_out_its_initial_adapter_and_the_rest_trains(params, arrays):
-  jobs = [scheduler.Job(t, float('nan') if t == 2 else 1e-2) for t in range(4)]  # NaN update
+  jobs = [
+      scheduler.Job(t, TTT.hyper(lr=float('nan') if t == 2 else 1e-2)) for t in range(4)
+  ]  # NaN update
   results, adapters = stream(params, arrays, jobs)
   status = {r.task: r.status for r in results}
   assert status == {0: 'done', 1: 'done', 2: 'failed', 3: 'done'}
@@ -96,7 +100,7 @@ def test_failed_job_hands_out_its_initial_adapter_and_the_rest_trains(params, ar
 
 
 # The kill-and-resume runs: 4 tasks x 2 lrs through 3 slots.
-KILL_JOBS = [scheduler.Job(task=t, lr=lr) for t in range(4) for lr in (1e-2, 3e-3)]
+KILL_JOBS = [scheduler.Job(t, TTT.hyper(lr=lr)) for t in range(4) for lr in (1e-2, 3e-3)]
 
 
 @pytest.fixture(scope='module')
@@ -115,8 +119,8 @@ def _resume_and_compare(params, arrays, ckpt, uninterrupted, save_every, first=N
   assert sorted(adapters) == list(range(len(KILL_JOBS)))
   for job in range(len(KILL_JOBS)):
     assert_trees_equal(adapters[job], want[job])
-  assert sorted((r.job, r.steps, r.losses) for r in results) == sorted(
-      (r.job, r.steps, r.losses) for r in want_results
+  assert sorted((r.job, r.steps, r.losses, r.tokens) for r in results) == sorted(
+      (r.job, r.steps, r.losses, r.tokens) for r in want_results
   )
 
 
@@ -199,7 +203,7 @@ def test_a_save_killed_before_orbax_renamed_it_is_ignored_and_removed(
 
 def test_resume_refuses_a_different_run(params, arrays, tmp_path):
   ckpt = str(tmp_path / 'ckpt')
-  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(4)]
+  jobs = [scheduler.Job(t, TTT.hyper(lr=1e-2)) for t in range(4)]
   stream(params, arrays, jobs, checkpointer=checkpoint.RunCheckpointer(ckpt, 2), stop_after_steps=3)
   with pytest.raises(ValueError, match='different run'):
     stream(params, arrays, jobs[:3], checkpointer=checkpoint.RunCheckpointer(ckpt, 2))
@@ -210,7 +214,7 @@ def test_a_job_over_the_loss_capacity_is_skipped_and_the_rest_trains(params, arr
       tl.one_task(arrays, t) for t in range(4))]  # fmt: skip
   capacity = sorted(needed)[-1] - 1  # the fullest task does not fit
   ttt_config = dataclasses.replace(TTT, loss_capacity=capacity)
-  jobs = [scheduler.Job(task=t, lr=1e-2) for t in range(4)]
+  jobs = [scheduler.Job(t, TTT.hyper(lr=1e-2)) for t in range(4)]
   results = scheduler.train_stream(
       params,
       jobs,

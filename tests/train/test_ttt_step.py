@@ -10,7 +10,6 @@ import pytest
 
 import ttt_testlib as tl
 from ttt_jax.train import loss
-from ttt_jax.train import slots as slot_ops
 from ttt_jax.model.lora import LoraConfig
 from ttt_jax.train.ttt_config import TTTConfig
 from ttt_jax.train import ttt_step
@@ -19,13 +18,8 @@ MODEL, TTT = tl.MODEL, tl.TTT
 
 
 def fill(arrays, tasks, config=TTT, lrs=None):
-  slots, data = slot_ops.empty_slots(len(tasks), tl.N, tl.S, MODEL, config)
-  for slot, t in enumerate(tasks):
-    lr = config.lr if lrs is None else lrs[slot]
-    slots, data = slot_ops.place_job(
-        slots, data, slot, tl.one_task(arrays, t), t, t, lr, model_config=MODEL, ttt_config=config
-    )
-  return slots, data
+  hypers = None if lrs is None else [config.hyper(lr=lr) for lr in lrs]
+  return tl.fill_slots(arrays, tasks, config, hypers)
 
 
 def run(params, slots, data, steps, config=TTT):

@@ -52,25 +52,34 @@ def one_task(arrays: TTTArrays, t: int) -> TTTArrays:
   return jax.tree.map(lambda x: x[t], arrays)
 
 
-def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None):
-  """Task t in slot t for t < num_slots, then `steps` train steps: (slots, losses [T, steps])."""
+def fill_slots(arrays: TTTArrays, tasks, config: TTTConfig = TTT, hypers=None, mesh=None):
+  """Empty slots of `config` with task tasks[i] in slot i under hypers[i] (default: the
+  config's own knobs): (slots, data)."""
   from ttt_jax.train import slots as slot_ops  # pylint: disable=import-outside-toplevel
-  from ttt_jax.train import ttt_step  # pylint: disable=import-outside-toplevel
 
-  slots, data = slot_ops.empty_slots(num_slots, N, S, MODEL, TTT, mesh)
-  for slot in range(num_slots):
+  slots, data = slot_ops.empty_slots(len(tasks), N, S, MODEL, config, mesh)
+  for slot, t in enumerate(tasks):
+    hyper = config.hyper() if hypers is None else hypers[slot]
     slots, data = slot_ops.place_job(
         slots,
         data,
         slot,
-        one_task(arrays, slot),
-        slot,
-        slot,
-        TTT.lr,
+        one_task(arrays, t),
+        t,
+        t,
+        hyper,
         model_config=MODEL,
-        ttt_config=TTT,
+        ttt_config=config,
         mesh=mesh,
     )
+  return slots, data
+
+
+def train_slots(params, arrays: TTTArrays, num_slots: int, steps: int, mesh=None):
+  """Task t in slot t for t < num_slots, then `steps` train steps: (slots, losses [T, steps])."""
+  from ttt_jax.train import ttt_step  # pylint: disable=import-outside-toplevel
+
+  slots, data = fill_slots(arrays, range(num_slots), mesh=mesh)
   losses = []
   for _ in range(steps):
     slots, metrics = ttt_step.train_step(

@@ -36,7 +36,7 @@ def fill_slots(arrays: TTTArrays, tasks: range, model_config, ttt_config):
         jax.tree.map(lambda x: x[t], arrays),
         t,
         t,
-        ttt_config.lr,
+        ttt_config.hyper(),
         model_config=model_config,
         ttt_config=ttt_config,
     )

@@ -109,8 +109,8 @@ def load_adapters(
     files = (checkpoint.ADAPTER_CONFIG, checkpoint.ADAPTER_WEIGHTS)
     if not any(os.path.exists(os.path.join(directory, f)) for f in files):
       logging.warning(
-          'task %s: no adapter at %s (TTT had no example for it? with an lr sweep, '
-          'set adapter_subdir, e.g. lr_5e-05): predicting with the base model',
+          'task %s: no adapter at %s (TTT had no example for it? with an in-step '
+          'sweep, set adapter_subdir, e.g. lr_5e-05): predicting with the base model',
           task_id,
           directory,
       )

@@ -95,9 +95,7 @@ def apply_rope(x_BSNH: jax.Array, cos_BSH: jax.Array, sin_BSH: jax.Array) -> jax
   return out.astype(x_BSNH.dtype)
 
 
-def project(
-    x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None, scale: float = 0.0
-) -> jax.Array:
+def project(x_BSI: jax.Array, w_IO: jax.Array, lora_ab: dict | None = None, scale=0.0) -> jax.Array:
   """x W, plus the LoRA path scale (x a) b when an adapter is given; never forms W + a b.
 
   The LoRA path has a hand-ordered backward (`lora_ops.lora_project`). A quantized W
@@ -222,6 +220,7 @@ def hidden_states(
     mask_BS: jax.Array | None = None,
     lora: dict | None = None,
     lora_config: LoraConfig | None = None,
+    lora_scale: jax.Array | None = None,
     cache: dict | None = None,
     fresh_cache: bool = False,
     segments_BS: jax.Array | None = None,
@@ -236,6 +235,9 @@ def hidden_states(
   next chunk overwrites the padding. Callers keep end + S <= max_len.
   `fresh_cache` promises the cache is empty (end == 0): the chunk then attends to
   itself with the kernel of a full forward, not through the cache.
+  `lora_scale` (a float32 scalar, may be traced) replaces `lora_config.scale`: the TTT
+  step's per-slot scale when slots sweep alpha or rank (the adapter then has
+  `lora_config.rank`, the largest, columns).
   """
   if tokens_BS.ndim != 2:
     raise ValueError(f'forward: tokens must be [B, S], got shape {tokens_BS.shape}')
@@ -244,7 +246,9 @@ def hidden_states(
   if mask_BS.shape != (B, S):
     raise ValueError(f'forward: mask shape {mask_BS.shape} != tokens shape {(B, S)}')
   lora = _check_lora(lora, lora_config, config)
-  scale = lora_config.scale if lora else 0.0
+  scale = 0.0
+  if lora:
+    scale = lora_config.scale if lora_scale is None else lora_scale
   if segments_BS is not None and cache is not None:
     raise ValueError('forward: segments_BS (packed rows) cannot be used with a cache')
 

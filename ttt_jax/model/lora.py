@@ -103,6 +103,23 @@ def init_lora(
   return lora
 
 
+def with_rank(lora: dict, rank: int) -> dict:
+  """The adapter (any leading axes) at rank `rank`: A's columns and B's rows past it cut
+  off, or zeros appended (a zero-padded adapter computes the same `(x a) b`)."""
+
+  def one(ab):
+    r = ab['a'].shape[-1]
+    if rank <= r:
+      return {'a': ab['a'][..., :rank], 'b': ab['b'][..., :rank, :]}
+    a, b, extra = ab['a'], ab['b'], rank - r
+    return {
+        'a': jnp.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)]),
+        'b': jnp.pad(b, [(0, 0)] * (b.ndim - 2) + [(0, extra), (0, 0)]),
+    }
+
+  return {name: one(ab) for name, ab in lora.items()}
+
+
 def merge_lora(params: dict, lora: dict, lora_config: LoraConfig) -> dict:
   """Base params with `W + scale * a b` folded in for every adapted projection."""
   layers = dict(params['layers'])

@@ -22,6 +22,7 @@ def loss_one(
     config: ModelConfig,
     lora_config: LoraConfig | None,
     loss_capacity: int | None = None,
+    lora_scale: jax.Array | None = None,
 ) -> jax.Array:
   """Mean cross-entropy over one task's loss-masked target tokens (the base
   model alone when `adapter` is None).
@@ -34,6 +35,7 @@ def loss_one(
   most C) target positions, gathered into a fixed [C, D] block, instead of all
   B x S; a batch with more than C targets gets a NaN loss (its slot fails)
   rather than a silently truncated one. The TTT scheduler checks the data first.
+  `lora_scale` overrides `lora_config.scale` (a traced per-slot value: llama.hidden_states).
   """
   tokens_BS = jnp.asarray(batch['tokens'])
   segments_BS = batch.get('segments')
@@ -45,6 +47,7 @@ def loss_one(
       mask_BS=batch['mask'],
       lora=adapter,
       lora_config=lora_config,
+      lora_scale=lora_scale,
       segments_BS=segments_BS,
   )
   h_ND = h_BSD[:, :-1].reshape(-1, h_BSD.shape[-1])  # position s predicts token s + 1

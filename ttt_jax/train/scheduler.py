@@ -1,6 +1,8 @@
 """The host side of TTT: keeps the slots of the vmapped step busy over a long job list.
 
-A job is one adapter to train (task x learning rate). The scheduler fills
+A job is one adapter to train (a task under its knobs, a train/hyper.py Hyper: lr, LoRA
+rank and alpha, weight decay, warmup, step cap). The slots have the largest rank of the
+jobs; each adapter is handed out at its own rank. The scheduler fills
 every slot, runs `ttt_step.train_step`, hands each finished adapter to
 `on_job_done` and places the next job in the freed slot, saving a resumable
 checkpoint every `save_every` steps. The host dispatches step N before
@@ -24,20 +26,23 @@ from jax.sharding import Mesh
 
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.lora import with_rank
 from ttt_jax.train import slots as slot_ops
 from ttt_jax.train import ttt_step
 from ttt_jax.train.loss import max_targets_per_batch
+from ttt_jax.train.hyper import Hyper, slot_config
 from ttt_jax.train.ttt_config import TTTConfig
 from ttt_jax.train.ttt_step import Status
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """Train an adapter for task `task` (an index into the run's tasks) at peak lr `lr`;
-  `seed` seeds its adapter init and data order (None: the task index)."""
+  """Train an adapter for task `task` (an index into the run's tasks) with the knobs
+  `hyper` (TTTConfig.hyper()); `seed` seeds its adapter init and data order (None: the
+  task index)."""
 
   task: int
-  lr: float
+  hyper: Hyper
   seed: int | None = None
 
 
@@ -45,11 +50,20 @@ class Job:
 class JobResult:
   job: int
   task: int
-  lr: float
+  hyper: Hyper
   status: str  # 'done' | 'converged' | 'failed' | 'no_examples' | 'over_capacity'
   steps: int
   losses: tuple[float | None, ...]  # one per step run (None where not finite)
   seconds: float  # wall time from placement to finish
+  tokens: int | None  # real tokens of its trained steps' batches (None: not recorded)
+
+  @classmethod
+  def from_record(cls, record: dict) -> JobResult:
+    """A result from its `dataclasses.asdict` (a ttt_metrics.jsonl line; extra keys
+    ignored)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in record.items() if k in fields}
+    return cls(**{**values, 'hyper': Hyper(**record['hyper']), 'losses': tuple(record['losses'])})
 
 
 @dataclasses.dataclass
@@ -60,6 +74,7 @@ class HostState:
   global_step: int = 0
   next_job: int = 0  # the first position of the schedule not yet placed or passed through
   losses: dict[str, list] = dataclasses.field(default_factory=dict)  # running job -> losses
+  tokens: dict[str, int] = dataclasses.field(default_factory=dict)  # running job -> tokens
   started: dict[str, float] = dataclasses.field(default_factory=dict)  # running job -> time
   done: list[dict] = dataclasses.field(default_factory=list)  # finished JobResults
 
@@ -67,7 +82,7 @@ class HostState:
 def _fingerprint(scheduled, model_config, ttt_config, num_slots, max_examples, seq_len) -> str:
   return json.dumps(
       [
-          [(i, j.task, j.lr, j.seed) for i, j in scheduled],
+          [(i, j.task, dataclasses.astuple(j.hyper), j.seed) for i, j in scheduled],
           repr(model_config),
           repr(ttt_config),
           num_slots,
@@ -81,6 +96,8 @@ class Scheduler:
   """Streams `jobs` through `num_slots` slots; `run()` returns every job's result.
 
   `task_data(task)` gives one task's arrays shaped [max_examples, seq_len].
+  `ttt_config` is the recipe of every knob not in a job's Hyper; the slots get the
+  largest rank of `jobs` (hyper.slot_config).
   `schedule` names the jobs this scheduler runs, in order (indices into `jobs`; default
   all): a run whose tasks train at several row lengths streams each length's jobs
   through a scheduler of its own, and results keep the run-wide job indices.
@@ -118,6 +135,7 @@ class Scheduler:
         0 <= i < len(self.jobs) for i in self.schedule
     ):
       raise ValueError(f'schedule {self.schedule} must name distinct jobs of 0..{len(jobs) - 1}')
+    ttt_config = slot_config(ttt_config, [job.hyper for job in self.jobs])
     self.statics = dict(model_config=model_config, ttt_config=ttt_config)
     self.ttt_config, self.mesh = ttt_config, mesh
     self.shape = (max_examples, seq_len)
@@ -171,7 +189,7 @@ class Scheduler:
         checkpointer.save(step, self.slots, dataclasses.asdict(self.host))
     if checkpointer is not None:
       checkpointer.close()
-    return [JobResult(**{**r, 'losses': tuple(r['losses'])}) for r in self.host.done]
+    return [JobResult.from_record(r) for r in self.host.done]
 
   def _check_checkpoint(self, step: int, host: dict) -> None:
     if host.get('fingerprint') != self.host.fingerprint:
@@ -242,7 +260,7 @@ class Scheduler:
       arrays = self._arrays(job.task)
       if int(arrays.num_examples) == 0 or self._over_capacity(index, arrays):
         status = 'no_examples' if int(arrays.num_examples) == 0 else 'over_capacity'
-        self._finish(JobResult(index, job.task, job.lr, status, 0, (), 0.0), None)
+        self._finish(JobResult(index, job.task, job.hyper, status, 0, (), 0.0, 0), None)
         continue
       self.slots, self.data = slot_ops.place_job(
           self.slots,
@@ -251,13 +269,14 @@ class Scheduler:
           arrays,
           job.task,
           index,
-          job.lr,
+          job.hyper,
           mesh=self.mesh,
           job_seed=job.seed,
           **self.statics,
       )
       self.host.started[str(index)] = time.time()
       self.host.losses[str(index)] = []
+      self.host.tokens[str(index)] = 0
       self.running.add(slot)
       return
 
@@ -267,26 +286,29 @@ class Scheduler:
     if self.on_step is not None:
       self.on_step(int(m['global_step']), self._step_scalars(m))
     for slot in np.flatnonzero(m['trained'] | m['finished']):
-      loss = float(m['loss'][slot])
-      self.host.losses[str(int(m['job'][slot]))].append(loss if np.isfinite(loss) else None)
+      loss, job = float(m['loss'][slot]), str(int(m['job'][slot]))
+      self.host.losses[job].append(loss if np.isfinite(loss) else None)
+      self.host.tokens[job] += int(m['tokens'][slot]) if m['trained'][slot] else 0
     for slot in map(int, np.flatnonzero(m['finished'])):
       index = int(m['job'][slot])
       job = self.jobs[index]
       result = JobResult(
           job=index,
           task=job.task,
-          lr=job.lr,
+          hyper=job.hyper,
           status=str(Status(int(m['status'][slot]))),
           steps=int(m['step'][slot]),
           losses=tuple(self.host.losses.pop(str(index))),
           seconds=time.time() - self.host.started.pop(str(index)),
+          tokens=self.host.tokens.pop(str(index)),
       )
       self.running.discard(slot)
       if result.status == str(Status.FAILED):  # its adapter at the start: the base model
         seed = slot_ops.take_slot(self.slots.seed, slot, self.mesh)
-        adapter = jax.device_get(ttt_step.init_adapter(seed, **self.statics))
-      else:
-        adapter = slot_ops.take_slot(self.slots.lora, slot, self.mesh)
+        own = job.hyper.of(self.ttt_config)
+        adapter = jax.device_get(ttt_step.init_adapter(seed, self.statics['model_config'], own))
+      else:  # cut to the job's own rank
+        adapter = with_rank(slot_ops.take_slot(self.slots.lora, slot, self.mesh), job.hyper.rank)
       self._finish(result, adapter)
       self._refill(slot)
 

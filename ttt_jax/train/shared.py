@@ -10,7 +10,8 @@ step budget (`RunConfig.shared_steps`):
 It runs `epochs` enough passes over the pool to reach the budget, and stops there
 (`shared_recipe`), under the cosine schedule of that budget.
 
-On disk: the adapter in adapters/_shared/ (adapters/_shared/lr_<lr>/ in an lr sweep) and
+On disk: the adapter in adapters/_shared/ (adapters/_shared/<name>/ in an in-step sweep,
+e.g. lr_5e-05; a sweep of step caps is refused: the budget sets the steps) and
 the manifest adapters/shared.json naming it, the tasks it was trained on and its budget.
 `predict.load_adapters` finds the manifest and hands that adapter to every task.
 """

@@ -3,39 +3,69 @@ one back. `slot` is always an array argument, so one compilation serves every sl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ttt_jax import parallel
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.train import optim
+from ttt_jax.train.hyper import Hyper
 from ttt_jax.train.ttt_config import TTTConfig, total_steps
 from ttt_jax.train.ttt_step import Slots, Status, fresh_slot_states
 
+NO_CAP = np.iinfo(np.int32).max  # the step cap of a job without max_steps
 
-@functools.partial(jax.jit, static_argnames=('model_config', 'ttt_config'))
+
+def slot_values(hyper: Hyper, ttt_config: TTTConfig) -> dict:
+  """A job's knobs as its slot carries them: float32 lr, LoRA scale, warmup fraction and
+  weight decay, and its int32 step cap."""
+  return {
+      'lr': np.float32(hyper.lr),
+      'lora_scale': np.float32(hyper.of(ttt_config).lora.scale),
+      'warmup_frac': np.float32(hyper.warmup_frac),
+      'weight_decay': np.float32(hyper.weight_decay),
+      'step_cap': np.int32(NO_CAP if hyper.max_steps is None else hyper.max_steps),
+  }
+
+
+@functools.partial(jax.jit, static_argnames=('rank', 'model_config', 'ttt_config'))
 def fresh_slot(
-    task, job_seed, job, lr, num_examples, *, model_config: ModelConfig, ttt_config: TTTConfig
+    task,
+    job_seed,
+    job,
+    values: dict,
+    num_examples,
+    *,
+    rank: int,
+    model_config: ModelConfig,
+    ttt_config: TTTConfig,
 ) -> Slots:
-  """One slot's state (no T axis) for a job at its start."""
+  """One slot's state (no T axis) for a job of LoRA rank `rank` (its adapter zero-padded to
+  the slots' rank) with the knobs `values` (slot_values) at its start."""
   seed = jnp.asarray(job_seed, jnp.int32)
   adapter, opt_state = jax.tree.map(
-      lambda x: x[0], fresh_slot_states(seed[None], model_config, ttt_config)
+      lambda x: x[0], fresh_slot_states(seed[None], model_config, ttt_config, rank)
   )
+  uncapped = dataclasses.replace(ttt_config, max_steps=None)
   return Slots(
       lora=adapter,
-      opt_state=opt_state,
+      opt_state=optim.with_hyperparams(opt_state, weight_decay=values['weight_decay']),
       step=jnp.int32(0),
-      total_steps=total_steps(num_examples, ttt_config),
+      total_steps=jnp.minimum(total_steps(num_examples, uncapped), values['step_cap']),
       status=jnp.int32(Status.RUNNING),
       job=jnp.asarray(job, jnp.int32),
       task=jnp.asarray(task, jnp.int32),
       seed=seed,
-      lr=jnp.asarray(lr, jnp.float32),
+      lr=values['lr'],
+      lora_scale=values['lora_scale'],
+      warmup_frac=values['warmup_frac'],
   )
 
 
@@ -53,22 +83,28 @@ def place_job(
     task_data: TTTArrays,
     task: int,
     job: int,
-    lr: float,
+    hyper: Hyper,
     *,
     model_config: ModelConfig,
     ttt_config: TTTConfig,
     mesh: Mesh | None = None,
     job_seed: int | None = None,
 ) -> tuple[Slots, TTTArrays]:
-  """Starts `job` (task `task` at peak lr `lr`) in slot `slot` with a fresh
+  """Starts `job` (task `task` with the knobs `hyper`) in slot `slot` with a fresh
   adapter and optimizer state; `task_data` is that task's [N, S] arrays.
-  `job_seed` seeds the adapter init and data order (default: the task index)."""
+  `job_seed` seeds the adapter init and data order (default: the task index).
+  `ttt_config` is the slots' recipe: its rank the largest of the run (hyper.slot_config)."""
+  if hyper.rank > ttt_config.lora.rank:
+    raise ValueError(
+        f"job {job}: LoRA rank {hyper.rank}, more than the slots' rank {ttt_config.lora.rank}"
+    )
   one = fresh_slot(
       task,
       task if job_seed is None else job_seed,
       job,
-      lr,
+      slot_values(hyper, ttt_config),
       task_data.num_examples,
+      rank=hyper.rank,
       model_config=model_config,
       ttt_config=ttt_config,
   )
@@ -102,6 +138,8 @@ def empty_slots(
         task=zeros_T,
         seed=zeros_T,
         lr=jnp.zeros((num_slots,), jnp.float32),
+        lora_scale=jnp.zeros((num_slots,), jnp.float32),
+        warmup_frac=jnp.zeros((num_slots,), jnp.float32),
     )
     data = TTTArrays(
         tokens=jnp.zeros((num_slots, max_examples, seq_len), jnp.int32),

@@ -1,5 +1,5 @@
 """Stage 2, a whole run from a config (what launch/ttt.py calls): test-time training
-of one LoRA adapter per selected task (x every learning rate of a sweep).
+of one LoRA adapter per selected task (x every combination of an in-step sweep's knobs).
 
 The pieces: the recipe (ttt_config.py), the loss (loss.py), the vmapped step
 (ttt_step.py), slot operations (slots.py) and the job scheduler (scheduler.py).
@@ -29,11 +29,21 @@ from ttt_jax.errors import UserError, blame
 from ttt_jax.metric_writer import MetricWriter
 from ttt_jax.model import builtin
 from ttt_jax.run_lock import RunLock
-from ttt_jax.train import shared
+from ttt_jax.train import hyper, shared
+from ttt_jax.train.hyper import Hyper
 from ttt_jax.train.scheduler import Job, JobResult, train_stream
 from ttt_jax.train.ttt_config import TTTConfig
 
 METRICS_FILE = 'ttt_metrics.jsonl'
+# RunConfig's in-step sweep axes -> the Hyper field each sweeps.
+SWEEP_AXES = {
+    'lrs': 'lr',
+    'alphas': 'alpha',
+    'ranks': 'rank',
+    'weight_decays': 'weight_decay',
+    'warmup_fracs': 'warmup_frac',
+    'step_caps': 'max_steps',
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +51,15 @@ class RunConfig:
   """How a TTT run is laid out: the `run` block of configs/ttt.py."""
 
   num_slots: int = 8  # tasks trained together in one vmapped step
-  lrs: tuple[float, ...] = ()  # an lr sweep: every task x every lr ((): TTTConfig.lr)
+  # An in-step sweep (train/hyper.py): a job per task x every combination of these axes'
+  # values, trained side by side in the same step; (): the TTTConfig value. Ranks are
+  # masked to the largest (every slot is sized, and costs, as that one).
+  lrs: tuple[float, ...] = ()
+  alphas: tuple[float, ...] = ()
+  ranks: tuple[int, ...] = ()
+  weight_decays: tuple[float, ...] = ()
+  warmup_fracs: tuple[float, ...] = ()
+  step_caps: tuple[int | None, ...] = ()  # TTTConfig.max_steps per job
   # The paper's "Shared TTT" arm: one adapter on the pooled data of every task
   # (train/shared.py), for shared_steps 'summed' (the per-task budgets added up) or
   # 'one_task' (the largest of them).
@@ -63,6 +81,20 @@ class RunConfig:
       )
     if self.shared_steps not in shared.BUDGETS:
       raise ValueError(f'RunConfig.shared_steps must be one of {shared.BUDGETS}')
+    if self.shared_adapter and self.step_caps:
+      raise ValueError(
+          'RunConfig.step_caps cannot sweep a shared adapter (run.shared_adapter=True): its '
+          'steps are the run.shared_steps budget'
+      )
+
+  def hypers(self, ttt_config: TTTConfig) -> dict[str, Hyper]:
+    """{adapter sub-directory name: Hyper} of the sweep's combinations (hyper.grid: ''
+    when there is one); a bad axis value raises a UserError naming its flag."""
+    axes = {field: getattr(self, axis) for axis, field in SWEEP_AXES.items()}
+    for axis, field in SWEEP_AXES.items():
+      with blame(f'config.run.{axis}'):
+        hyper.grid(ttt_config, {field: axes[field]})
+    return hyper.grid(ttt_config, axes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,25 +130,27 @@ def read_finished(
     metrics_path: str, jobs: Sequence[Job], names: Sequence[str]
 ) -> dict[int, JobResult]:
   """{job index: result} of the jobs an earlier run logged in ttt_metrics.jsonl (their
-  adapters were exported before the line was written); they must be this run's jobs
-  (`names[task]`: the adapter name of each job's task index)."""
-  fields = {f.name for f in dataclasses.fields(JobResult)}
+  adapters were exported before the line was written); they must be this run's jobs,
+  knob for knob (`names[task]`: the adapter name of each job's task index)."""
   finished = {}
   for record in checkpoint.read_log(metrics_path):
-    result = JobResult(**{k: v for k, v in record.items() if k in fields})
-    if result.status == 'nan':  # the name of 'failed' before it was renamed
-      result = dataclasses.replace(result, status='failed')
+    if 'hyper' not in record:
+      raise ValueError(
+          f"{metrics_path}: job {record.get('job')}'s line has no 'hyper' (written by a "
+          'version before the in-step sweep); use a fresh workdir'
+      )
+    result = JobResult.from_record(record)
     index = result.job
     if (
         index >= len(jobs)
-        or (jobs[index].task, jobs[index].lr) != (result.task, result.lr)
+        or (jobs[index].task, jobs[index].hyper) != (result.task, result.hyper)
         or record.get('task_id', names[result.task]) != names[result.task]
     ):
       raise ValueError(
-          f'{metrics_path}: job {index} (task {result.task}, lr {result.lr}) is '
-          'not a job of this run (other tasks or lrs, shared or not?); use a fresh workdir'
+          f'{metrics_path}: job {index} (task {result.task}, {result.hyper}) is not a job '
+          'of this run (other tasks or sweep knobs, shared or not?); use a fresh workdir'
       )
-    finished[index] = dataclasses.replace(result, losses=tuple(result.losses))
+    finished[index] = result
   return finished
 
 
@@ -143,17 +177,17 @@ def _arrays(c: TTTRun, examples, max_examples: int, fmt) -> TTTArrays:
   return jax.tree.map(lambda x: x[0], packed)
 
 
-def _per_task_plan(c: TTTRun, tasks, fmt, num_lrs: int) -> _Plan:
-  @functools.lru_cache(maxsize=2 * num_lrs)
+def _per_task_plan(c: TTTRun, tasks, fmt, num_hypers: int) -> _Plan:
+  @functools.lru_cache(maxsize=2 * num_hypers)
   def task_data(t: int) -> TTTArrays:
     return _arrays(c, _examples(c, tasks[t], fmt), c.data.max_examples, fmt)
 
   return _Plan(tuple(t.id for t in tasks), task_data, c.data.max_examples, c.ttt, c.run.num_slots)
 
 
-def _shared_plan(c: TTTRun, tasks, fmt, num_lrs: int, mesh) -> _Plan:
+def _shared_plan(c: TTTRun, tasks, fmt, num_hypers: int, mesh) -> _Plan:
   """One adapter on the pooled examples of every task (train/shared.py), in as few slots
-  as the lrs and the mesh allow (each slot holds the whole pool)."""
+  as the sweep and the mesh allow (each slot holds the whole pool)."""
   per_task = [_examples(c, t, fmt) for t in tasks]
   rows = [
       len(ttt_data.pack_rows([len(t) for t, _ in ex], c.data.seq_len)) if c.data.pack else len(ex)
@@ -176,7 +210,7 @@ def _shared_plan(c: TTTRun, tasks, fmt, num_lrs: int, mesh) -> _Plan:
       lambda _: pooled_arrays,
       max(len(pooled), 1),
       recipe,
-      shards * -(-num_lrs // shards),
+      shards * -(-num_hypers // shards),
   )
 
 
@@ -225,11 +259,12 @@ def _write_step(scalars: MetricWriter, prefix: str, step: int, values: dict) -> 
 
 
 def run_ttt(config, workdir: str) -> list[JobResult]:
-  """Test-time training of every selected task (x every learning rate).
+  """Test-time training of every selected task (x every combination of the sweep axes).
 
-  Writes workdir/adapters/<task_id>/ (PEFT format; <task_id>/lr_<lr>/ when
-  sweeping several lrs), workdir/ttt_metrics.jsonl (one line per job: status,
-  steps, loss curve, seconds), workdir/tensorboard/ and resumable checkpoints
+  Writes workdir/adapters/<task_id>/ (PEFT format; <task_id>/<name>/ in a sweep, the
+  name from the swept knobs, e.g. lr_5e-05-rank_16: RunConfig.hypers),
+  workdir/ttt_metrics.jsonl (one line per job: its knobs, status, steps, loss curve,
+  seconds, tokens), workdir/tensorboard/ and resumable checkpoints
   in workdir/checkpoints/len_<S>/. A rerun in the same workdir trains only the
   jobs not yet in ttt_metrics.jsonl (from the last checkpoint that restores, if
   any). One run per workdir at a time (run_lock.py). With `run.shared_adapter`, one
@@ -257,13 +292,15 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
   if not tasks:
     raise UserError(f'--config.data.selector: {c.selector!r} selected no valid tasks')
 
-  lrs = c.run.lrs or (c.ttt.lr,)
+  num_hypers = len(c.run.hypers(c.ttt))  # checks the sweep's values
   if c.run.shared_adapter:
-    plan = _shared_plan(c, tasks, fmt, len(lrs), mesh)
+    plan = _shared_plan(c, tasks, fmt, num_hypers, mesh)
   else:
-    plan = _per_task_plan(c, tasks, fmt, len(lrs))
+    plan = _per_task_plan(c, tasks, fmt, num_hypers)
+  hypers = c.run.hypers(plan.ttt)  # a shared plan's recipe has its own step budget
+  sub_of = {h: name for name, h in hypers.items()}
   seeds = [task_seed(name) for name in plan.names]
-  jobs = [Job(task=i, lr=float(lr), seed=seeds[i]) for i in range(len(plan.names)) for lr in lrs]
+  jobs = [Job(i, h, seeds[i]) for i in range(len(plan.names)) for h in hypers.values()]
 
   os.makedirs(workdir, exist_ok=True)
   metrics_path = os.path.join(workdir, METRICS_FILE)
@@ -282,16 +319,17 @@ def _run_ttt(c: TTTRun, workdir: str) -> list[JobResult]:
     progress.update(1)
     if not writer or result.job in logged:
       return
-    task_id = plan.names[result.task]
+    task_id, sub = plan.names[result.task], sub_of[result.hyper]
+    name = f'{task_id}/{sub}' if sub else task_id  # its directory under adapters/
     if adapter is not None:
-      out = os.path.join(adapters_dir, task_id)
-      if len(lrs) > 1:
-        out = os.path.join(out, f'lr_{result.lr:g}')
       checkpoint.export_peft_adapter(
-          out, adapter, c.ttt.lora, model_config, base_model_name_or_path=model_dir
+          os.path.join(adapters_dir, name),
+          adapter,
+          result.hyper.of(plan.ttt).lora,  # its own rank and alpha
+          model_config,
+          base_model_name_or_path=model_dir,
       )
     checkpoint.append_record(metrics_path, {'task_id': task_id, **dataclasses.asdict(result)})
-    name = task_id if len(lrs) == 1 else f'{task_id}/lr_{result.lr:g}'
     for step, loss in enumerate(result.losses):
       scalars.write(step, {'loss': loss}, prefix=f'ttt_task/{name}')
     scalars.write(

@@ -10,6 +10,7 @@ import optax
 
 from ttt_jax.model.lora import LoraConfig
 from ttt_jax.train import optim
+from ttt_jax.train.hyper import Hyper
 
 OVER_SLOTS = ('auto', 'vmap', 'map')
 
@@ -54,6 +55,21 @@ class TTTConfig:
       raise ValueError(f'TTTConfig.over_slots must be one of {OVER_SLOTS}, got {self.over_slots!r}')
     if not isinstance(self.lora, LoraConfig):
       raise ValueError(f'TTTConfig.lora must be a LoraConfig, got {self.lora!r}')
+
+  def hyper(self, **overrides) -> Hyper:
+    """This recipe's per-job knobs (train/hyper.py), some of them replaced; checked by
+    building the recipe of that job (a bad value raises as the config would)."""
+    hyper = Hyper(
+        lr=self.lr,
+        alpha=self.lora.alpha,
+        rank=self.lora.rank,
+        weight_decay=self.weight_decay,
+        warmup_frac=self.warmup_frac,
+        max_steps=self.max_steps,
+    )
+    hyper = dataclasses.replace(hyper, **overrides)
+    hyper.of(self)
+    return hyper
 
   def optimizer(self) -> optax.GradientTransformation:
     return optim.make_optimizer(

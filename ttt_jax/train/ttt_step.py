@@ -13,6 +13,7 @@ slots.py; keeping them busy, scheduler.py.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import math
@@ -27,7 +28,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from ttt_jax import parallel
 from ttt_jax.data.ttt_data import TTTArrays
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.model.lora import init_lora
+from ttt_jax.model.lora import init_lora, with_rank
 from ttt_jax.train import optim
 from ttt_jax.train.loss import loss_one
 from ttt_jax.train.ttt_config import TTTConfig, job_rng, steps_per_epoch
@@ -58,6 +59,8 @@ class Slots(NamedTuple):
   task: Any  # int32 [T]: task index (which examples the slot holds)
   seed: Any  # int32 [T]: the job's seed: its adapter init and data order (job_rng)
   lr: Any  # float32 [T]: peak learning rate
+  lora_scale: Any  # float32 [T]: the job's LoRA scale (alpha / rank of its own rank)
+  warmup_frac: Any  # float32 [T]: the job's share of warmup steps
 
 
 def epoch_order(rng: jax.Array, num_examples, max_examples: int) -> jax.Array:
@@ -118,10 +121,17 @@ def unflat_T(flat_TP: jax.Array, like_T) -> Any:
   return treedef.unflatten([p.reshape(x.shape).astype(x.dtype) for p, x in zip(parts, leaves)])
 
 
-def fresh_slot_states(seed_T, model_config: ModelConfig, ttt_config: TTTConfig):
+def fresh_slot_states(
+    seed_T, model_config: ModelConfig, ttt_config: TTTConfig, rank: int | None = None
+):
   """Initial (adapters, optimizer states) of the jobs with seeds [T]; an optimizer state
-  holds [T, P] moments of the `flat_T` adapter."""
-  lora_T = jax.vmap(lambda s: init_adapter(s, model_config, ttt_config))(seed_T)
+  holds [T, P] moments of the `flat_T` adapter. With `rank` the adapters are drawn at
+  that rank (as a run of that rank alone draws them) and zero-padded to the config's."""
+  own = ttt_config
+  if rank is not None:
+    own = dataclasses.replace(ttt_config, lora=dataclasses.replace(ttt_config.lora, rank=rank))
+  lora_T = jax.vmap(lambda s: init_adapter(s, model_config, own))(seed_T)
+  lora_T = with_rank(lora_T, ttt_config.lora.rank)
   return lora_T, optim.init_task_states(ttt_config.optimizer(), flat_T(lora_T))
 
 
@@ -170,24 +180,31 @@ def train_step(
   """
   tx = ttt_config.optimizer()
   batch_T = jax.vmap(draw_batch, in_axes=(0, 0, 0, None))(data, slots.seed, slots.step, ttt_config)
+  # Only the adapter is differentiated: the slot's LoRA scale is a constant of its job.
   loss_and_grad = jax.value_and_grad(
-      lambda adapter, batch: loss_one(
-          base_params, adapter, batch, model_config, ttt_config.lora, ttt_config.loss_capacity
+      lambda adapter, batch, scale: loss_one(
+          base_params,
+          adapter,
+          batch,
+          model_config,
+          ttt_config.lora,
+          ttt_config.loss_capacity,
+          lora_scale=scale,
       )
   )
   running_T = slots.status == Status.RUNNING
   if over_slots(ttt_config, mesh) == 'map':
     # One slot at a time: an idle (empty, finished) slot skips its forward and backward.
     def one_slot(xs):
-      adapter, batch, running = xs
+      adapter, batch, scale, running = xs
       idle = lambda: (jnp.float32(0), jax.tree.map(jnp.zeros_like, adapter))
-      return jax.lax.cond(running, lambda: loss_and_grad(adapter, batch), idle)
+      return jax.lax.cond(running, lambda: loss_and_grad(adapter, batch, scale), idle)
 
-    loss_T, grads_T = jax.lax.map(one_slot, (slots.lora, batch_T, running_T))
+    loss_T, grads_T = jax.lax.map(one_slot, (slots.lora, batch_T, slots.lora_scale, running_T))
   else:
-    loss_T, grads_T = jax.vmap(loss_and_grad)(slots.lora, batch_T)
+    loss_T, grads_T = jax.vmap(loss_and_grad)(slots.lora, batch_T, slots.lora_scale)
   lora_TP, grads_TP = flat_T(slots.lora), flat_T(grads_T)
-  new_TP, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, None))(
+  new_TP, new_opt, lr_T = jax.vmap(update_one, in_axes=(0, 0, 0, 0, 0, 0, None, 0))(
       lora_TP,
       slots.opt_state,
       grads_TP,
@@ -195,7 +212,7 @@ def train_step(
       slots.total_steps,
       slots.lr,
       tx,
-      ttt_config.warmup_frac,
+      slots.warmup_frac,
   )
 
   all_finite = lambda x_TP: jnp.all(jnp.isfinite(x_TP), axis=1)

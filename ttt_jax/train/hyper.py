@@ -1,5 +1,5 @@
-"""The per-job knobs of TTT that keep the step's shapes, so jobs that differ in them train
-side by side in one jitted step (an in-step sweep).
+"""An in-step sweep: jobs that differ in the per-job knobs that keep the step's shapes
+(`ttt_config.Hyper`) train side by side in one jitted step.
 
 A `Hyper` is one job's values; `TTTConfig.hyper()` gives the config's own (the default of
 every job) and `hyper.of(ttt_config)` the config of that job trained alone. In the step
@@ -15,29 +15,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-  from ttt_jax.train.ttt_config import TTTConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class Hyper:
-  """One job's knobs (their defaults: `TTTConfig.hyper()`)."""
-
-  lr: float
-  alpha: float
-  rank: int
-  weight_decay: float
-  warmup_frac: float
-  max_steps: int | None
-
-  def of(self, ttt_config: TTTConfig) -> TTTConfig:
-    """`ttt_config` with this job's values: the recipe of the job trained alone."""
-    lora = dataclasses.replace(ttt_config.lora, rank=self.rank, alpha=self.alpha)
-    fields = dataclasses.asdict(self)
-    del fields['rank'], fields['alpha']
-    return dataclasses.replace(ttt_config, lora=lora, **fields)
+from ttt_jax.train.ttt_config import Hyper, TTTConfig
 
 
 def slot_config(ttt_config: TTTConfig, hypers: Iterable[Hyper]) -> TTTConfig:

@@ -1,4 +1,5 @@
-"""The per-task adapter recipe of TTT, and each job's step count and random stream."""
+"""The per-task adapter recipe of TTT, the per-job knobs an in-step sweep varies (Hyper:
+train/hyper.py), and each job's step count and random stream."""
 
 from __future__ import annotations
 
@@ -10,9 +11,27 @@ import optax
 
 from ttt_jax.model.lora import LoraConfig
 from ttt_jax.train import optim
-from ttt_jax.train.hyper import Hyper
 
 OVER_SLOTS = ('auto', 'vmap', 'map')
+
+
+@dataclasses.dataclass(frozen=True)
+class Hyper:
+  """One job's knobs (their defaults: `TTTConfig.hyper()`)."""
+
+  lr: float
+  alpha: float
+  rank: int
+  weight_decay: float
+  warmup_frac: float
+  max_steps: int | None
+
+  def of(self, ttt_config: TTTConfig) -> TTTConfig:
+    """`ttt_config` with this job's values: the recipe of the job trained alone."""
+    lora = dataclasses.replace(ttt_config.lora, rank=self.rank, alpha=self.alpha)
+    fields = dataclasses.asdict(self)
+    del fields['rank'], fields['alpha']
+    return dataclasses.replace(ttt_config, lora=lora, **fields)
 
 
 @dataclasses.dataclass(frozen=True)

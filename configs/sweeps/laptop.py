@@ -9,6 +9,8 @@ validation split of our generated tasks (configs/data/generated_val60.txt: the h
 variants, seeds of their own; fixed before any result). The pick is made on this
 table alone; then the pick, the baseline and no TTT run once on the pre-registered
 held-out 120 (`:heldout`) and on the demo's 16 tasks (`:demo`): docs/RESULTS.md.
+Another base model for every arm: `:SPLIT,base=DIR` (e.g. `:,base=runs/ft_laptop2/hf`
+for the validation split, `:heldout,base=...`), an exported stage-1 checkpoint.
 """
 
 from ttt_jax.sweep import spec
@@ -46,7 +48,13 @@ ARMS = (
 
 
 def get_sweep(arg: str = '') -> spec.Sweep:
-  if arg not in SELECTORS:
-    raise ValueError(f'configs/sweeps/laptop.py: unknown argument {arg!r}; use one of {SELECTORS}')
-  overrides = {'selector': SELECTORS[arg]} if SELECTORS[arg] else {}
+  split, _, base = arg.partition(',base=')
+  if split not in SELECTORS or (',' in arg and not base):
+    raise ValueError(
+        f'configs/sweeps/laptop.py: unknown argument {arg!r}; use SPLIT or SPLIT,base=DIR '
+        f'with SPLIT one of {tuple(SELECTORS)}'
+    )
+  overrides = {'selector': SELECTORS[split]} if SELECTORS[split] else {}
+  if base:
+    overrides |= {'ttt.model.checkpoint_dir': base, 'predict.model.checkpoint_dir': base}
   return spec.Sweep(config='configs/demo.py', arms=ARMS, overrides=overrides)

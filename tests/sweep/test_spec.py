@@ -63,6 +63,18 @@ def test_load_sweep_names_the_file(tmp_path):
   assert [a.name for a in spec.load_sweep('configs/sweeps/smoke.py').arms] == ['baseline', 'no_ttt']
 
 
+def test_the_laptop_sweep_takes_a_split_and_a_base_model():
+  sweep = spec.load_sweep('configs/sweeps/laptop.py:heldout,base=runs/ft2/hf')
+  config = spec.arm_config(sweep, sweep.arm('no_transformations'))
+  assert config.ttt.model.checkpoint_dir == config.predict.model.checkpoint_dir == 'runs/ft2/hf'
+  assert config.selector.startswith('gen:heldout@') and not config.ttt.data.colors
+  default = spec.arm_config(spec.load_sweep('configs/sweeps/laptop.py'), sweep.arm('baseline'))
+  assert default.selector.startswith('gen:val@') and default.ttt.model.checkpoint_dir == 'builtin'
+  for bad in ('val', 'heldout,base='):
+    with pytest.raises(ValueError, match='unknown argument'):
+      spec.load_sweep(f'configs/sweeps/laptop.py:{bad}')
+
+
 def test_readouts_name_vote_methods():
   from ttt_jax.infer.vote import VoteConfig  # pylint: disable=import-outside-toplevel
 
